@@ -1,0 +1,201 @@
+"""Pieces shared by the layers whose kernel samples at predicted positions (DCN and D²).
+
+Such a layer keeps the replaced convolution's weight and adds a small "branch" convolution that
+predicts, per output voxel, where the 27 taps sample (and optionally how much each counts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Self
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..ops.geometry import IntOr3, triple
+from .conv_settings import conv_settings
+from .spec import VariantSpec
+
+#: What a branch predicts: the op's geometry argument and its optional modulation.
+Deformation = tuple[Tensor, Tensor | None]
+
+
+class ZeroInitConv3d(nn.Conv3d):
+    """A conv whose ``reset_parameters`` zeroes it, so a fresh layer equals the conv it replaced.
+
+    Being a subclass (not a plain conv zeroed once) keeps it zero when generic initialisation
+    code calls ``reset_parameters`` on every module.
+    """
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+def branch_dtype(x: Tensor) -> torch.dtype:
+    """At least float32 for sampling positions: bf16 steps by 0.5 from coordinate 64 on."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def autocast_off(x: Tensor) -> contextlib.AbstractContextManager[Any]:
+    """A context in which autocast cannot lower the precision of computations on ``x``."""
+    device = x.device.type
+    if torch.amp.is_autocast_available(device):
+        return torch.autocast(device_type=device, enabled=False)
+    return contextlib.nullcontext()
+
+
+class SampledConv3d(nn.Module, ABC):
+    """Base of :class:`DeformConv3d` and :class:`D2Conv3d`: weight, branch, precision, checkpoint.
+
+    Subclasses say how many channels the branch predicts, how its raw output becomes the
+    operator's arguments, and which operator runs.
+    """
+
+    kind: ClassVar[str]
+    #: Attribute name of the branch conv; it also names the branch's entries in state dicts.
+    branch_name: ClassVar[str]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        branch_channels: int,
+        *,
+        stride: IntOr3 = 1,
+        padding: IntOr3 = 1,
+        dilation: IntOr3 = 1,
+        bias: bool = True,
+        checkpoint_branch: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = triple(stride, "stride")
+        self.padding = triple(padding, "padding")
+        self.dilation = triple(dilation, "dilation")
+        self.checkpoint_branch = checkpoint_branch
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3, 3, **factory))
+        if bias:
+            self.bias: nn.Parameter | None = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        branch = ZeroInitConv3d(
+            in_channels, branch_channels, 3, self.stride, self.padding, self.dilation, **factory
+        )
+        self.add_module(self.branch_name, branch)
+        self.reset_parameters()
+
+    @property
+    def branch(self) -> nn.Conv3d:
+        """The conv predicting the deformation."""
+        return getattr(self, self.branch_name)
+
+    @property
+    def branch_channels(self) -> int:
+        """Output channels of the deformation branch."""
+        return self.branch.out_channels
+
+    def reset_parameters(self) -> None:
+        """Main weight as nn.Conv3d initialises it; the branch starts at zero (no deformation)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_channels * 27)
+            nn.init.uniform_(self.bias, -bound, bound)
+        self.branch.reset_parameters()
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv3d, spec: VariantSpec) -> Self:
+        """A layer of variant ``spec`` that starts from ``conv``'s weight, bias and geometry."""
+        if spec.kind != cls.kind:
+            raise ValueError(f"{cls.__name__} implements kind {cls.kind!r}, spec is {spec.kind!r}")
+        settings = conv_settings(conv)
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            stride=settings.stride,
+            padding=settings.padding,
+            dilation=settings.dilation,
+            bias=conv.bias is not None,
+            checkpoint_branch=spec.checkpoint_branch,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **cls.spec_options(spec),
+        )
+        layer.copy_conv(conv)
+        layer.train(conv.training)
+        return layer
+
+    def copy_conv(self, conv: nn.Conv3d) -> None:
+        """Take over ``conv``'s weight and bias as independent copies (frozen stays frozen)."""
+        weight, bias = conv.weight, conv.bias
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+        if bias is not None:
+            self.bias = nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
+
+    @classmethod
+    @abstractmethod
+    def spec_options(cls, spec: VariantSpec) -> dict[str, Any]:
+        """Constructor keyword arguments taken from a spec."""
+
+    @abstractmethod
+    def matches(self, spec: VariantSpec) -> bool:
+        """Whether this layer already is what ``spec`` asks for (``checkpoint_branch`` aside)."""
+
+    @abstractmethod
+    def deformation_from_branch(self, h: Tensor) -> Deformation:
+        """Turn the raw branch output into the operator's sampling arguments."""
+
+    @abstractmethod
+    def sample(
+        self, x: Tensor, deformation: Deformation, weight: Tensor, bias: Tensor | None
+    ) -> Tensor:
+        """Run the operator; every tensor argument already has the same dtype."""
+
+    def predict(self, x: Tensor) -> Deformation:
+        """The sampling arguments for ``x``, in float32 or wider even under autocast."""
+        dtype = branch_dtype(x)
+        branch = self.branch
+        with autocast_off(x):
+            bias = None if branch.bias is None else branch.bias.to(dtype)
+            h = F.conv3d(
+                x.to(dtype), branch.weight.to(dtype), bias, self.stride, self.padding, self.dilation
+            )
+            return self.deformation_from_branch(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.checkpoint_branch and self.training and torch.is_grad_enabled():
+            deformation = checkpoint(self.predict, x, use_reentrant=False)
+        else:
+            deformation = self.predict(x)
+        # The operator takes one dtype, the input's: the weights are cast to it (as autocast does
+        # for nn.Conv3d) and the float32 sampling arguments only here, at the call.
+        dtype = x.dtype
+        geometry, modulation = deformation
+        cast = (geometry.to(dtype).contiguous(), _cast(modulation, dtype))
+        return self.sample(x, cast, self.weight.to(dtype), _cast(self.bias, dtype))
+
+    def extra_repr(self) -> str:
+        parts = [
+            f"{self.in_channels}, {self.out_channels}",
+            f"stride={self.stride}",
+            f"padding={self.padding}",
+            f"dilation={self.dilation}",
+            f"bias={self.bias is not None}",
+            f"branch_channels={self.branch_channels}",
+        ]
+        if self.checkpoint_branch:
+            parts.append("checkpoint_branch=True")
+        return ", ".join(parts)
+
+
+def _cast(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if tensor is None else tensor.to(dtype).contiguous()

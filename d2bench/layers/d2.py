@@ -1,0 +1,113 @@
+"""D²Conv3D rows (I)–(IV): the kernel's dilation is predicted per output voxel.
+
+Instead of 81 free offsets, the branch predicts 1–3 dilation factors (plus optional modulation),
+so the sampling pattern stays a dilated 3×3×3 grid that only stretches or shrinks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from ..ops.geometry import KERNEL_TAPS, IntOr3
+from .activations import DEFAULT_ACTIVATION, apply_activation, canonical_activation
+from .branch import Deformation, SampledConv3d
+from .spec import DILATION_CHANNELS, VariantSpec
+
+
+class D2Conv3d(SampledConv3d):
+    """3×3×3 convolution with a dynamic dilation map s = (s_t, s_y, s_x) per output voxel.
+
+    ``dilation_axes`` picks which factors are predicted: ``s`` → (1, d, d), ``yx`` →
+    (1, d_y, d_x), ``tyx`` → (d_t, d_y, d_x). A temporal factor that is not predicted is an exact
+    1 (not an activated value), so the temporal extent is then that of the replaced conv.
+    """
+
+    kind: ClassVar[str] = "d2"
+    branch_name: ClassVar[str] = "dilation_conv"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        dilation_axes: str = "tyx",
+        activation: str = DEFAULT_ACTIVATION,
+        modulation: bool = True,
+        stride: IntOr3 = 1,
+        padding: IntOr3 = 1,
+        dilation: IntOr3 = 1,
+        bias: bool = True,
+        checkpoint_branch: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if dilation_axes not in ("s", "yx", "tyx"):
+            raise ValueError(
+                f"dilation_axes must be one of 's', 'yx', 'tyx'; got {dilation_axes!r}"
+            )
+        self.dilation_axes = dilation_axes
+        self.activation = canonical_activation(activation)
+        self.modulation = modulation
+        super().__init__(
+            in_channels,
+            out_channels,
+            self.dilation_channels + (KERNEL_TAPS if modulation else 0),
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            bias=bias,
+            checkpoint_branch=checkpoint_branch,
+            device=device,
+            dtype=dtype,
+        )
+
+    @property
+    def dilation_channels(self) -> int:
+        """Predicted dilation factors: 1, 2 or 3."""
+        return DILATION_CHANNELS[self.dilation_axes]
+
+    @classmethod
+    def spec_options(cls, spec: VariantSpec) -> dict[str, Any]:
+        return {
+            "dilation_axes": spec.dilation_axes,
+            "activation": spec.activation,
+            "modulation": spec.modulation,
+        }
+
+    def matches(self, spec: VariantSpec) -> bool:
+        return (
+            spec.kind == self.kind
+            and spec.modulation == self.modulation
+            and spec.dilation_axes == self.dilation_axes
+            and spec.activation == self.activation
+        )
+
+    def deformation_from_branch(self, h: Tensor) -> Deformation:
+        n_dil = self.dilation_channels
+        factors = apply_activation(self.activation, h[:, :n_dil])
+        if self.dilation_axes == "tyx":
+            dilation_map = factors
+        else:
+            ones = torch.ones_like(factors[:, :1])
+            spatial = factors.expand(-1, 2, -1, -1, -1) if n_dil == 1 else factors
+            dilation_map = torch.cat([ones, spatial], dim=1)
+        modulation = torch.sigmoid(h[:, n_dil:]) if self.modulation else None
+        return dilation_map, modulation
+
+    def sample(
+        self, x: Tensor, deformation: Deformation, weight: Tensor, bias: Tensor | None
+    ) -> Tensor:
+        dilation_map, modulation = deformation
+        return ops.d2conv3d(
+            x, dilation_map, modulation, weight, bias, self.stride, self.padding, self.dilation
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, dilation_axes={self.dilation_axes!r}, "
+            f"activation={self.activation!r}, modulation={self.modulation}"
+        )

@@ -1,0 +1,134 @@
+"""The typed description of one layer variant (one row of the paper's Tables 1–2).
+
+A spec says *what* replaces a 3×3×3 convolution; :mod:`.replace` decides *where*. Specs are
+frozen and validated on construction so that a typo in a study configuration fails at once,
+naming the field, instead of silently training the wrong model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, NoReturn
+
+from ..ops.geometry import KERNEL_TAPS
+from .activations import canonical_activation
+
+VariantKind = Literal["conv", "aspp", "dcn", "d2"]
+DilationAxes = Literal["", "s", "yx", "tyx"]
+
+KINDS: tuple[str, ...] = ("conv", "aspp", "dcn", "d2")
+DILATION_AXES: tuple[str, ...] = ("", "s", "yx", "tyx")
+
+#: Number of predicted dilation channels per axes setting: one shared spatial value,
+#: separate y and x, or separate t, y and x.
+DILATION_CHANNELS: dict[str, int] = {"": 0, "s": 1, "yx": 2, "tyx": 3}
+
+#: Free (t, y, x) offsets for each of the 27 taps of a deformable convolution.
+OFFSET_CHANNELS = 3 * KERNEL_TAPS
+
+
+def _fail(field: str, allowed: str, value: object) -> NoReturn:
+    raise ValueError(f"VariantSpec.{field} must be {allowed}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One way of replacing a 3×3×3 convolution.
+
+    Attributes:
+        name: label of the variant (a registry name or anything the user chooses).
+        kind: ``conv`` (left as is), ``aspp`` (ASPP-3D block), ``dcn`` (free offsets),
+            ``d2`` (dynamic dilation).
+        modulation: predict a sigmoid mask per tap (``dcn`` and ``d2`` only).
+        dilation_axes: ``d2`` only: ``s`` = (1, d, d), ``yx`` = (1, d_y, d_x),
+            ``tyx`` = (d_t, d_y, d_x); empty for the other kinds.
+        activation: ``d2`` only: dilation activation (see :data:`.ACTIVATIONS`; aliases are
+            normalised to the canonical name); empty for the other kinds.
+        blocks: dotted names of the sub-modules to convert; None = the whole module given.
+        checkpoint_branch: recompute the deformation branch in backward instead of storing its
+            activations (training only; ignored by kinds without a branch).
+    """
+
+    name: str
+    kind: VariantKind
+    modulation: bool = False
+    dilation_axes: DilationAxes = ""
+    activation: str = ""
+    blocks: tuple[str, ...] | None = None
+    checkpoint_branch: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            _fail("name", "a non-empty string", self.name)
+        if self.kind not in KINDS:
+            _fail("kind", f"one of {', '.join(KINDS)}", self.kind)
+        if not isinstance(self.modulation, bool):
+            _fail("modulation", "a bool", self.modulation)
+        if self.modulation and self.kind not in ("dcn", "d2"):
+            _fail("modulation", f"False for kind {self.kind!r} (no deformation branch)", True)
+        if not isinstance(self.checkpoint_branch, bool):
+            _fail("checkpoint_branch", "a bool", self.checkpoint_branch)
+        self._check_d2_fields()
+        self._normalise_blocks()
+
+    def _check_d2_fields(self) -> None:
+        if self.dilation_axes not in DILATION_AXES:
+            _fail(
+                "dilation_axes",
+                "one of 's', 'yx', 'tyx' (or '' for kinds other than d2)",
+                self.dilation_axes,
+            )
+        if self.kind != "d2":
+            if self.dilation_axes:
+                _fail(
+                    "dilation_axes",
+                    f"'' for kind {self.kind!r} (only d2 has dilation axes)",
+                    self.dilation_axes,
+                )
+            if self.activation:
+                _fail(
+                    "activation",
+                    f"'' for kind {self.kind!r} (only d2 uses an activation)",
+                    self.activation,
+                )
+            return
+        if not self.dilation_axes:
+            _fail("dilation_axes", "one of 's', 'yx', 'tyx' for kind 'd2'", self.dilation_axes)
+        try:
+            canonical = canonical_activation(self.activation)
+        except ValueError as error:
+            raise ValueError(f"VariantSpec.{error}") from None
+        object.__setattr__(self, "activation", canonical)
+
+    def _normalise_blocks(self) -> None:
+        blocks = self.blocks
+        if blocks is None:
+            return
+        if isinstance(blocks, str) or not isinstance(blocks, Sequence):
+            _fail(
+                "blocks", "None or a sequence of dotted module names (not a single string)", blocks
+            )
+        if not all(isinstance(b, str) for b in blocks):
+            _fail("blocks", "a sequence of strings", blocks)
+        object.__setattr__(self, "blocks", tuple(blocks))
+
+    @property
+    def dilation_channels(self) -> int:
+        """Predicted dilation channels: 1, 2 or 3 for ``d2``, else 0."""
+        return DILATION_CHANNELS[self.dilation_axes]
+
+    @property
+    def branch_channels(self) -> int:
+        """Output channels of the deformation branch (0 where there is none)."""
+        modulation = KERNEL_TAPS if self.modulation else 0
+        if self.kind == "dcn":
+            return OFFSET_CHANNELS + modulation
+        if self.kind == "d2":
+            return self.dilation_channels + modulation
+        return 0
+
+    @property
+    def replaces_convs(self) -> bool:
+        """Whether applying this variant changes a model at all (the baseline does not)."""
+        return self.kind != "conv"

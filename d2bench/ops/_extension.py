@@ -1,0 +1,128 @@
+"""Build (once, cached) and load the compiled operator library from ``ops_cuda/``.
+
+The library is built just in time with torch's C++ extension machinery and ninja, into a cache
+folder keyed by the torch version and whether CUDA kernels are included; later processes load
+the cached build in well under a second. A missing compiler or a failing build raises
+:class:`OpsBuildError` with what to do, instead of a wall of compiler output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+#: Environment variables the loader reads.
+SOURCE_ENV = "D2BENCH_OPS_SRC"  # folder holding the C++/CUDA sources (default: <repo>/ops_cuda)
+BUILD_ENV = "D2BENCH_BUILD_DIR"  # where builds are cached (default: ~/.cache/d2bench/ops)
+VERBOSE_ENV = "D2BENCH_VERBOSE_BUILD"  # "1" shows the compiler's output
+CUDA_ENV = "D2BENCH_BUILD_CUDA"  # "0" builds the CPU kernels only, even on a GPU machine
+
+
+class OpsBuildError(RuntimeError):
+    """The compiled operators could not be built or loaded."""
+
+
+def source_dir() -> Path:
+    """The folder with the operator sources: ``$D2BENCH_OPS_SRC`` or ``ops_cuda/`` in the repo."""
+    configured = os.environ.get(SOURCE_ENV)
+    folder = Path(configured) if configured else Path(__file__).resolve().parents[2] / "ops_cuda"
+    if not (folder / "registration.cpp").is_file():
+        raise OpsBuildError(
+            f"operator sources not found in {folder}. Install d2bench from its repository "
+            f"(pip install -e .) or point {SOURCE_ENV} at the ops_cuda/ folder; "
+            "D2BENCH_OPS=reference runs the slow pure-PyTorch operators without building."
+        )
+    return folder
+
+
+def _cuda_wanted() -> bool:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if os.environ.get(CUDA_ENV, "1") == "0":
+        return False
+    return bool(torch.cuda.is_available() and CUDA_HOME and torch.version.cuda)
+
+
+def _sources(folder: Path, with_cuda: bool) -> list[str]:
+    files = [folder / "registration.cpp", *sorted((folder / "cpu").glob("*.cpp"))]
+    if with_cuda:
+        files += sorted((folder / "cuda").glob("*.cu"))
+    return [str(f) for f in files]
+
+
+def _check_toolchain() -> None:
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        raise OpsBuildError(
+            f"no C++ compiler ({compiler!r}) on PATH to build the d2bench operators. Install one "
+            "(Debian/Ubuntu: apt-get install g++; conda: conda install gxx) or set CXX; "
+            "D2BENCH_OPS=reference runs the slow pure-PyTorch operators instead."
+        )
+    try:
+        import ninja
+
+        bin_dir = ninja.BIN_DIR
+    except (ImportError, AttributeError):
+        bin_dir = str(Path(sys.executable).parent)
+    # torch looks for `ninja` on PATH; the pip package's binary sits beside the interpreter.
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+
+
+def _sources_digest(folder: Path) -> str:
+    """Hash of every source and header, so an edited header gets a fresh build folder."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in {".h", ".cuh", ".cpp", ".cu"}:
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def build_directory(with_cuda: bool) -> Path:
+    import torch
+
+    root = Path(os.environ.get(BUILD_ENV, Path.home() / ".cache" / "d2bench" / "ops"))
+    flavour = f"cu{torch.version.cuda}" if with_cuda else "cpu"
+    version = torch.__version__.split("+")[0]
+    folder = root / f"torch{version}-{flavour}-{_sources_digest(source_dir())}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _cuda_flags() -> list[str]:
+    # No -gencode here: with TORCH_CUDA_ARCH_LIST unset, torch targets the GPUs of this machine
+    # (sm_90 on Hopper); a user who sets it gets exactly the architectures named.
+    return ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+
+
+def load_library() -> bool:
+    """Build if needed and load the library into the process; True when CUDA kernels are in it."""
+    from torch.utils import cpp_extension
+
+    folder = source_dir()
+    with_cuda = _cuda_wanted()
+    _check_toolchain()
+    verbose = os.environ.get(VERBOSE_ENV, "0") == "1"
+    try:
+        cpp_extension.load(
+            name="d2bench_ops_cuda" if with_cuda else "d2bench_ops_cpu",
+            sources=_sources(folder, with_cuda),
+            extra_include_paths=[str(folder)],
+            extra_cflags=["-O3", "-fopenmp", "-std=c++17"],
+            extra_ldflags=["-fopenmp"],
+            extra_cuda_cflags=_cuda_flags() if with_cuda else None,
+            build_directory=str(build_directory(with_cuda)),
+            is_python_module=False,
+            verbose=verbose,
+        )
+    except (RuntimeError, OSError, ImportError) as error:
+        raise OpsBuildError(
+            f"building the d2bench operators from {folder} failed: {error}. "
+            f"Run with {VERBOSE_ENV}=1 to see the compiler output; "
+            "D2BENCH_OPS=reference runs the slow pure-PyTorch operators instead."
+        ) from error
+    return with_cuda

@@ -1,0 +1,74 @@
+// Host-side argument checks shared by the CPU and CUDA entry points. The Python wrappers check
+// the same things first with friendlier messages; these guard direct torch.ops calls, so a bad
+// call raises instead of reading out of bounds.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "taps.h"
+
+namespace d2bench {
+
+inline void check_same(const at::Tensor& input, const at::Tensor& other, const char* name) {
+  TORCH_CHECK(other.device() == input.device(), name, " is on ", other.device(),
+              " but input is on ", input.device());
+  TORCH_CHECK(other.scalar_type() == input.scalar_type(), name, " has dtype ",
+              other.scalar_type(), " but input has ", input.scalar_type());
+}
+
+inline void check_map(const at::Tensor& input, const at::Tensor& map, const char* name,
+                      int64_t channels, const ConvShape& s) {
+  check_same(input, map, name);
+  TORCH_CHECK(map.dim() == 5 && map.size(0) == s.batch && map.size(1) == channels &&
+                  map.size(2) == s.out_depth && map.size(3) == s.out_height &&
+                  map.size(4) == s.out_width,
+              name, " must have shape [", s.batch, ", ", channels, ", ", s.out_depth, ", ",
+              s.out_height, ", ", s.out_width, "], got ", map.sizes());
+}
+
+// Validate input/weight/bias and the convolution parameters; return the call's shapes.
+inline ConvShape make_shape(const at::Tensor& input, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(input.dim() == 5, "input must be 5-D (N, C, T, H, W), got ", input.sizes());
+  TORCH_CHECK(input.is_floating_point(), "input must be floating point, got ",
+              input.scalar_type());
+  check_same(input, weight, "weight");
+  TORCH_CHECK(weight.dim() == 5 && weight.size(2) == 3 && weight.size(3) == 3 &&
+                  weight.size(4) == 3,
+              "weight must be C_out x C_in x 3 x 3 x 3, got ", weight.sizes());
+  TORCH_CHECK(weight.size(1) == input.size(1), "weight expects ", weight.size(1),
+              " input channels but input has ", input.size(1));
+  if (bias.has_value()) {
+    check_same(input, *bias, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "bias must have shape [",
+                weight.size(0), "], got ", bias->sizes());
+  }
+  TORCH_CHECK(stride.size() == 3 && padding.size() == 3 && dilation.size() == 3,
+              "stride, padding and dilation must have 3 entries each");
+  TORCH_CHECK(groups >= 1 && input.size(1) % groups == 0, "offset_groups (", groups,
+              ") must be >= 1 and divide the ", input.size(1), " input channels");
+  ConvShape s{};
+  s.batch = input.size(0);
+  s.channels = input.size(1);
+  s.depth = input.size(2);
+  s.height = input.size(3);
+  s.width = input.size(4);
+  s.out_channels = weight.size(0);
+  s.groups = groups;
+  int64_t* out[3] = {&s.out_depth, &s.out_height, &s.out_width};
+  for (int a = 0; a < 3; ++a) {
+    TORCH_CHECK(stride[a] >= 1 && padding[a] >= 0 && dilation[a] >= 1,
+                "need stride >= 1, padding >= 0, dilation >= 1; got stride ", stride,
+                ", padding ", padding, ", dilation ", dilation);
+    s.stride[a] = stride[a];
+    s.pad[a] = padding[a];
+    s.dil[a] = dilation[a];
+    *out[a] = (input.size(2 + a) + 2 * padding[a] - 2 * dilation[a] - 1) / stride[a] + 1;
+    TORCH_CHECK(*out[a] >= 1, "input ", input.sizes(), " is too small for a 3x3x3 kernel with ",
+                "padding ", padding, " and dilation ", dilation);
+  }
+  return s;
+}
+
+}  // namespace d2bench
