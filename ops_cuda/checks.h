@@ -16,9 +16,24 @@ inline void check_same(const at::Tensor& input, const at::Tensor& other, const c
               other.scalar_type(), " but input has ", input.scalar_type());
 }
 
+// channels_last_3d when the tensor is laid out that way (and not also plain contiguous).
+inline at::MemoryFormat format_of(const at::Tensor& t) {
+  return (!t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast3d))
+             ? at::MemoryFormat::ChannelsLast3d
+             : at::MemoryFormat::Contiguous;
+}
+
+// A per-output-voxel map: on input's device, in input's dtype or (for float16/bfloat16 inputs)
+// float32, so that sampling coordinates never lose precision.
 inline void check_map(const at::Tensor& input, const at::Tensor& map, const char* name,
                       int64_t channels, const ConvShape& s) {
-  check_same(input, map, name);
+  TORCH_CHECK(map.device() == input.device(), name, " is on ", map.device(),
+              " but input is on ", input.device());
+  const bool reduced = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(map.scalar_type() == input.scalar_type() ||
+                  (reduced && map.scalar_type() == at::kFloat),
+              name, " has dtype ", map.scalar_type(), "; it must have input's dtype (",
+              input.scalar_type(), ") or float32 for a float16/bfloat16 input");
   TORCH_CHECK(map.dim() == 5 && map.size(0) == s.batch && map.size(1) == channels &&
                   map.size(2) == s.out_depth && map.size(3) == s.out_height &&
                   map.size(4) == s.out_width,

@@ -644,7 +644,13 @@ def test_branch_runs_in_float32_under_autocast(monkeypatch: pytest.MonkeyPatch) 
         out = layer(x)
     assert dilation_map.dtype == modulation.dtype == torch.float32
     assert out.dtype == torch.bfloat16
-    assert set(seen.values()) == {torch.bfloat16}
+    # The op sees bf16 data and weights, but float32 sampling arguments.
+    assert seen == {
+        "x": torch.bfloat16,
+        "map": torch.float32,
+        "mod": torch.float32,
+        "weight": torch.bfloat16,
+    }
 
 
 def test_extra_repr_names_the_variant() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import Tensor
 
 from . import reference
@@ -41,12 +42,30 @@ def selected_backend() -> str:
     return value
 
 
-def ensure_loaded() -> None:
-    """Build (first time only) and load the compiled operators, unless the reference is chosen."""
-    if selected_backend() == "compiled":
-        from ._registration import load_and_register
+def _autocast(input: Tensor, weight: Tensor, bias: Tensor | None):
+    """Under CUDA autocast, run in the autocast dtype like nn.Conv3d; maps stay as given."""
+    if input.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+        return input.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+    return input, weight, bias
 
-        load_and_register()
+
+def ensure_loaded(device: torch.device | None = None) -> None:
+    """Build (first time only) and load the compiled operators, unless the reference is chosen.
+
+    With a CUDA ``device``, also check that the build holds the CUDA kernels.
+    """
+    if selected_backend() != "compiled":
+        return
+    from ._registration import load_and_register
+
+    with_cuda = load_and_register()
+    if device is not None and device.type == "cuda" and not with_cuda:
+        raise RuntimeError(
+            "the d2bench operators were built without CUDA kernels (no nvcc/CUDA_HOME found, or "
+            "D2BENCH_BUILD_CUDA=0): install the CUDA toolkit matching torch.version.cuda and "
+            "clear the build cache, or set D2BENCH_OPS=reference"
+        )
 
 
 def deform_conv3d(
@@ -73,15 +92,14 @@ def deform_conv3d(
     Tap k of output voxel p samples ``x`` trilinearly at ``centre(p) + p_k·dilation + offset``,
     where ``centre(p) = p·stride − padding + dilation``; corners outside the volume contribute 0.
     """
+    input, weight, bias = _autocast(input, weight, bias)
     geom = make_geometry(input, stride, padding, dilation)
     check_deform_inputs(input, offset, mask, weight, bias, geom, offset_groups)
     if selected_backend() == "reference":
         return reference.deform_conv3d_reference(
             input, offset, mask, weight, bias, geom, offset_groups
         )
-    ensure_loaded()
-    import torch
-
+    ensure_loaded(input.device)
     return torch.ops.d2bench.deform_conv3d(
         input, offset, mask, weight, bias,
         list(geom.stride), list(geom.padding), list(geom.dilation), offset_groups,
@@ -108,13 +126,12 @@ def d2conv3d(
     an axis onto the centre and a negative s mirrors the kernel. Reads 3 + 27 channels per voxel,
     never the 81 offsets of the equivalent deformable convolution.
     """
+    input, weight, bias = _autocast(input, weight, bias)
     geom = make_geometry(input, stride, padding, dilation)
     check_d2_inputs(input, dilation_map, modulation, weight, bias, geom)
     if selected_backend() == "reference":
         return reference.d2conv3d_reference(input, dilation_map, modulation, weight, bias, geom)
-    ensure_loaded()
-    import torch
-
+    ensure_loaded(input.device)
     return torch.ops.d2bench.d2conv3d(
         input, dilation_map, modulation, weight, bias,
         list(geom.stride), list(geom.padding), list(geom.dilation),

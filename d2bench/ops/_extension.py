@@ -19,6 +19,7 @@ SOURCE_ENV = "D2BENCH_OPS_SRC"  # folder holding the C++/CUDA sources (default: 
 BUILD_ENV = "D2BENCH_BUILD_DIR"  # where builds are cached (default: ~/.cache/d2bench/ops)
 VERBOSE_ENV = "D2BENCH_VERBOSE_BUILD"  # "1" shows the compiler's output
 CUDA_ENV = "D2BENCH_BUILD_CUDA"  # "0" builds the CPU kernels only, even on a GPU machine
+NVCC_FLAGS_ENV = "D2BENCH_NVCC_FLAGS"  # extra nvcc flags, e.g. "-Xptxas=-v" for register use
 
 
 class OpsBuildError(RuntimeError):
@@ -96,7 +97,8 @@ def build_directory(with_cuda: bool) -> Path:
 def _cuda_flags() -> list[str]:
     # No -gencode here: with TORCH_CUDA_ARCH_LIST unset, torch targets the GPUs of this machine
     # (sm_90 on Hopper); a user who sets it gets exactly the architectures named.
-    return ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+    extra = os.environ.get(NVCC_FLAGS_ENV, "").split()
+    return ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", *extra]
 
 
 def load_library() -> bool:

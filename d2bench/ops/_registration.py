@@ -22,25 +22,39 @@ def _out_shape(input: Tensor, weight: Tensor, stride, padding, dilation) -> list
     return [input.shape[0], weight.shape[0], *geom.out_size]
 
 
-def _grad_like(wanted: bool, like: Tensor | None, input: Tensor) -> Tensor:
+def memory_format(t: Tensor) -> torch.memory_format:
+    """channels_last_3d when ``t`` is laid out that way (and not also contiguous), as in C++."""
+    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _grad_like(wanted: bool, like: Tensor | None, input: Tensor, follow_layout: bool = False):
+    """What the kernels return: the input gradient in input's layout, others contiguous."""
     if wanted and like is not None:
-        return torch.empty_like(like, memory_format=torch.contiguous_format)
+        layout = memory_format(like) if follow_layout else torch.contiguous_format
+        return torch.empty_like(like, memory_format=layout)
     return input.new_empty(0)
 
 
+def _fake_output(input: Tensor, weight: Tensor, stride, padding, dilation) -> Tensor:
+    shape = _out_shape(input, weight, stride, padding, dilation)
+    return input.new_empty(shape).contiguous(memory_format=memory_format(input))
+
+
 def _fake_d2conv3d(input, dilation_map, modulation, weight, bias, stride, padding, dilation):
-    return input.new_empty(_out_shape(input, weight, stride, padding, dilation))
+    return _fake_output(input, weight, stride, padding, dilation)
 
 
 def _fake_deform_conv3d(
     input, offset, mask, weight, bias, stride, padding, dilation, offset_groups
 ):
-    return input.new_empty(_out_shape(input, weight, stride, padding, dilation))
+    return _fake_output(input, weight, stride, padding, dilation)
 
 
 def _fake_backward(grad_output, input, coords, mod, weight, output_mask) -> tuple[Tensor, ...]:
     return (
-        _grad_like(output_mask[0], input, input),
+        _grad_like(output_mask[0], input, input, follow_layout=True),
         _grad_like(output_mask[1], coords, input),
         _grad_like(output_mask[2], mod, input),
         _grad_like(output_mask[3], weight, input),

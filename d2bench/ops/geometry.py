@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 #: Tap k = (i·3 + j)·3 + l has offset (i−1, j−1, l−1) along (t, y, x): depth-major.
@@ -86,9 +87,21 @@ def _check_same(input: Tensor, name: str, other: Tensor) -> None:
         raise TypeError(f"{name} has dtype {other.dtype} but input has {input.dtype}")
 
 
+REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
 def _check_map(input: Tensor, geom: ConvGeometry, name: str, tensor: Tensor, channels: int) -> None:
-    """A per-output-voxel map must be N×channels×T'×H'×W' on input's device and dtype."""
-    _check_same(input, name, tensor)
+    """A per-output-voxel map: N×channels×T'×H'×W' on input's device, in input's dtype or, for a
+    float16/bfloat16 input, float32 (sampling coordinates must not be rounded to 8 bits)."""
+    if tensor.device != input.device:
+        raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}")
+    if tensor.dtype != input.dtype and not (
+        input.dtype in REDUCED_PRECISION and tensor.dtype == torch.float32
+    ):
+        raise TypeError(
+            f"{name} has dtype {tensor.dtype}; it must have input's dtype ({input.dtype}) "
+            "or float32 for a float16/bfloat16 input"
+        )
     expected = (input.shape[0], channels, *geom.out_size)
     if tuple(tensor.shape) != expected:
         raise ValueError(
@@ -148,6 +161,7 @@ def check_deform_inputs(
     _check_map(input, geom, "offset", offset, expected_channels)
     if mask is not None:
         _check_map(input, geom, "mask", mask, offset_groups * KERNEL_TAPS)
+        _check_pair_dtype("mask", mask, "offset", offset)
 
 
 def check_d2_inputs(
@@ -163,3 +177,9 @@ def check_d2_inputs(
     _check_map(input, geom, "dilation_map", dilation_map, 3)
     if modulation is not None:
         _check_map(input, geom, "modulation", modulation, KERNEL_TAPS)
+        _check_pair_dtype("modulation", modulation, "dilation_map", dilation_map)
+
+
+def _check_pair_dtype(name: str, tensor: Tensor, other_name: str, other: Tensor) -> None:
+    if tensor.dtype != other.dtype:
+        raise TypeError(f"{name} has dtype {tensor.dtype} but {other_name} has {other.dtype}")

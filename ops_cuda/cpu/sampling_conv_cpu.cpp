@@ -235,9 +235,9 @@ at::Tensor d2conv3d_cpu(const at::Tensor& input, const at::Tensor& dilation_map,
                         const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                         at::IntArrayRef padding, at::IntArrayRef dilation) {
   const ConvShape s = make_shape(input, weight, bias, stride, padding, dilation, 1);
+  check_cpu_dtype(input, "d2conv3d");
   check_map(input, dilation_map, "dilation_map", 3, s);
   if (modulation.has_value()) check_map(input, *modulation, "modulation", 27, s);
-  check_cpu_dtype(input, "d2conv3d");
   const at::Tensor x = input.contiguous(), dmap = dilation_map.contiguous(),
                    mod = optional_contiguous(modulation), w = weight.contiguous();
   at::Tensor out = empty_output(input, s);
@@ -248,7 +248,7 @@ at::Tensor d2conv3d_cpu(const at::Tensor& input, const at::Tensor& dilation_map,
     forward_impl<scalar_t>(x, taps, w, out);
   });
   if (bias.has_value()) out.add_(bias->view({1, -1, 1, 1, 1}));
-  return out;
+  return out.contiguous(format_of(input));  // follow the input's memory format, as convs do
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> d2conv3d_backward_cpu(
@@ -257,10 +257,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> d2conv3d_backward_cpu
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
     std::array<bool, 4> output_mask) {
   const ConvShape s = make_shape(input, weight, c10::nullopt, stride, padding, dilation, 1);
+  check_cpu_dtype(input, "d2conv3d");
   check_map(input, dilation_map, "dilation_map", 3, s);
   if (modulation.has_value()) check_map(input, *modulation, "modulation", 27, s);
   check_grad_output(grad_output, input, s);
-  check_cpu_dtype(input, "d2conv3d");
   const at::Tensor x = input.contiguous(), dmap = dilation_map.contiguous(),
                    mod = optional_contiguous(modulation), w = weight.contiguous(),
                    gout = grad_output.contiguous();
@@ -277,7 +277,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> d2conv3d_backward_cpu
         mutable_or_null<scalar_t>(grad_dmap), mutable_or_null<scalar_t>(grad_mod)};
     backward_impl<scalar_t>(gout, x, taps, w, targets);
   });
-  return {targets.input.defined() ? targets.input : at::empty({0}, input.options()), grad_dmap,
+  return {targets.input.defined() ? targets.input.contiguous(format_of(input))
+                                  : at::empty({0}, input.options()),
+          grad_dmap,
           grad_mod,
           targets.weight.defined() ? targets.weight.view(weight.sizes())
                                    : at::empty({0}, input.options())};
@@ -289,9 +291,9 @@ at::Tensor deform_conv3d_cpu(const at::Tensor& input, const at::Tensor& offset,
                              at::IntArrayRef padding, at::IntArrayRef dilation,
                              int64_t offset_groups) {
   const ConvShape s = make_shape(input, weight, bias, stride, padding, dilation, offset_groups);
+  check_cpu_dtype(input, "deform_conv3d");
   check_map(input, offset, "offset", 3 * offset_groups * 27, s);
   if (mask.has_value()) check_map(input, *mask, "mask", offset_groups * 27, s);
-  check_cpu_dtype(input, "deform_conv3d");
   const at::Tensor x = input.contiguous(), off = offset.contiguous(),
                    msk = optional_contiguous(mask), w = weight.contiguous();
   at::Tensor out = empty_output(input, s);
@@ -302,7 +304,7 @@ at::Tensor deform_conv3d_cpu(const at::Tensor& input, const at::Tensor& offset,
     forward_impl<scalar_t>(x, taps, w, out);
   });
   if (bias.has_value()) out.add_(bias->view({1, -1, 1, 1, 1}));
-  return out;
+  return out.contiguous(format_of(input));  // follow the input's memory format, as convs do
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv3d_backward_cpu(
@@ -312,10 +314,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv3d_backwar
     std::array<bool, 4> output_mask) {
   const ConvShape s =
       make_shape(input, weight, c10::nullopt, stride, padding, dilation, offset_groups);
+  check_cpu_dtype(input, "deform_conv3d");
   check_map(input, offset, "offset", 3 * offset_groups * 27, s);
   if (mask.has_value()) check_map(input, *mask, "mask", offset_groups * 27, s);
   check_grad_output(grad_output, input, s);
-  check_cpu_dtype(input, "deform_conv3d");
   const at::Tensor x = input.contiguous(), off = offset.contiguous(),
                    msk = optional_contiguous(mask), w = weight.contiguous(),
                    gout = grad_output.contiguous();
@@ -332,7 +334,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv3d_backwar
         mutable_or_null<scalar_t>(grad_off), mutable_or_null<scalar_t>(grad_msk)};
     backward_impl<scalar_t>(gout, x, taps, w, targets);
   });
-  return {targets.input.defined() ? targets.input : at::empty({0}, input.options()), grad_off,
+  return {targets.input.defined() ? targets.input.contiguous(format_of(input))
+                                  : at::empty({0}, input.options()),
+          grad_off,
           grad_msk,
           targets.weight.defined() ? targets.weight.view(weight.sizes())
                                    : at::empty({0}, input.options())};

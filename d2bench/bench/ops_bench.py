@@ -1,0 +1,725 @@
+"""Operator benchmark: D²Conv3D and 3D DCNv2 against cuDNN on the paper's replaced layers.
+
+For every shape, each variant is timed forward and forward+backward with the protocol of
+:mod:`d2bench.bench.timing`; ours are divided by the cuDNN convolution of the same shape and
+precision measured in the same run, and the ratios are checked against the targets. The result
+goes to ``ops-<gpu>.json`` (everything) and ``ops-<gpu>.md`` (the tables).
+
+Run it with ``python -m d2bench.bench.ops_bench [--quick] [--out-dir DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import d2bench.ops as ops
+from d2bench.ops import reference
+from d2bench.ops.geometry import make_geometry
+
+from .environment import collect_environment, resolve_device
+from .timing import MAX_INPUT_SETS, MIN_INPUT_SETS, l2_cache_bytes, peak_extra_memory, time_fn
+
+SCHEMA = "d2bench.ops_bench/1"
+FORWARD = "forward"
+FORWARD_BACKWARD = "forward_backward"
+PHASE_LABEL = {FORWARD: "fwd", FORWARD_BACKWARD: "fwd+bwd"}
+#: The pure-PyTorch reference is slow: it gets at most this many timed calls.
+REFERENCE_REPEATS = 5
+#: Quick runs (smoke tests, CPU) cap the repeats and warm-up calls at these.
+QUICK_REPEATS = 5
+QUICK_WARMUP = 2
+#: Dilation-map values are 1 + 0.5·randn clipped to this range: fractional, some taps fall out.
+DILATION_RANGE = (0.25, 3.0)
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """One convolution layer: C_in→C_out, T×H×W input, batch N; always 3×3×3, stride/pad/dil 1."""
+
+    c_in: int
+    c_out: int
+    t: int
+    h: int
+    w: int
+    batch: int = 1
+
+    @property
+    def id(self) -> str:
+        return f"{self.c_in}-{self.c_out}_t{self.t}_{self.h}x{self.w}_n{self.batch}"
+
+    @property
+    def label(self) -> str:
+        text = f"{self.c_in}→{self.c_out} T{self.t} {self.h}×{self.w}"
+        return text + (f" N{self.batch}" if self.batch != 1 else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            **asdict(self),
+            "kernel": [3, 3, 3],
+            "stride": 1,
+            "padding": 1,
+            "dilation": 1,
+        }
+
+
+#: The layers the paper replaces, at inference resolution.
+SHAPES: tuple[OpShape, ...] = (
+    OpShape(256, 256, 4, 60, 108),
+    OpShape(512, 256, 4, 60, 108),
+    OpShape(256, 256, 2, 30, 54),
+    OpShape(1024, 256, 2, 30, 54),
+    OpShape(256, 256, 8, 60, 108, batch=2),
+)
+#: Tiny stand-ins that run on a CPU in seconds.
+QUICK_SHAPES: tuple[OpShape, ...] = (
+    OpShape(8, 8, 2, 6, 8),
+    OpShape(16, 8, 2, 6, 8, batch=2),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One implementation at one precision."""
+
+    name: str
+    op: str  # "conv3d" | "d2conv3d" | "deform_conv3d" | "reference"
+    dtype: torch.dtype
+    channels_last: bool
+    tf32_off: bool
+    backward: bool
+    baseline: str | None
+
+    @property
+    def ours(self) -> bool:
+        return self.op in ("d2conv3d", "deform_conv3d")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "memory_format": "channels_last_3d" if self.channels_last else "contiguous",
+            "map_dtype": "float32",
+            "tf32_off": self.tf32_off,
+            "backward": self.backward,
+            "baseline": self.baseline,
+        }
+
+
+BF16, FP32 = torch.bfloat16, torch.float32
+VARIANTS: tuple[Variant, ...] = (
+    Variant("cudnn_bf16", "conv3d", BF16, True, False, True, None),
+    Variant("cudnn_fp32", "conv3d", FP32, True, True, True, None),
+    Variant("d2conv3d_bf16", "d2conv3d", BF16, True, False, True, "cudnn_bf16"),
+    Variant("d2conv3d_fp32", "d2conv3d", FP32, True, True, True, "cudnn_fp32"),
+    Variant("dcnv2_bf16", "deform_conv3d", BF16, True, False, True, "cudnn_bf16"),
+    Variant("reference_fp32", "reference", FP32, False, True, False, "cudnn_fp32"),
+)
+_VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
+
+
+@dataclass(frozen=True)
+class Target:
+    variant: str
+    phase: str
+    limit: float
+
+    @property
+    def baseline(self) -> str:
+        baseline = _VARIANTS_BY_NAME[self.variant].baseline
+        assert baseline is not None
+        return baseline
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} {PHASE_LABEL[self.phase]} ≤ {self.limit:g}× {self.baseline}"
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("d2conv3d_bf16", FORWARD, 2.0),
+    Target("d2conv3d_bf16", FORWARD_BACKWARD, 3.0),
+    Target("d2conv3d_fp32", FORWARD, 1.5),
+    Target("dcnv2_bf16", FORWARD, 3.0),
+    Target("dcnv2_bf16", FORWARD_BACKWARD, 4.0),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and calls
+
+
+def _randn(shape: Sequence[int], gen: torch.Generator, dev: torch.device) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen, device=dev, dtype=torch.float32)
+
+
+def _call(variant: Variant, inputs: dict[str, Any]) -> torch.Tensor:
+    x, w = inputs["x"], inputs["w"]
+    if variant.op == "conv3d":
+        return F.conv3d(x, w, None, 1, 1, 1)
+    if variant.op == "d2conv3d":
+        return ops.d2conv3d(x, inputs["map"], inputs["mod"], w, None, 1, 1, 1)
+    if variant.op == "deform_conv3d":
+        return ops.deform_conv3d(x, inputs["map"], inputs["mod"], w, None, 1, 1, 1, 1)
+    geom = make_geometry(x, 1, 1, 1)
+    return reference.d2conv3d_reference(x, inputs["map"], inputs["mod"], w, None, geom)
+
+
+def _leaves(inputs: dict[str, Any]) -> list[torch.Tensor]:
+    return [inputs[key] for key in ("x", "w", "map", "mod") if key in inputs]
+
+
+def _forward_fn(variant: Variant) -> Callable[[dict[str, Any]], torch.Tensor]:
+    def forward(inputs: dict[str, Any]) -> torch.Tensor:
+        with torch.no_grad():
+            return _call(variant, inputs)
+
+    return forward
+
+
+def _forward_backward_fn(variant: Variant) -> Callable[[dict[str, Any]], tuple[torch.Tensor, ...]]:
+    def forward_backward(inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        with torch.enable_grad():
+            out = _call(variant, inputs)
+            return torch.autograd.grad(out, _leaves(inputs), inputs["grad_out"])
+
+    return forward_backward
+
+
+def _input_factory(
+    shape: OpShape, shape_index: int, variant: Variant, dev: torch.device
+) -> Callable[[int], dict[str, Any]]:
+    """make_inputs(i): fresh random tensors; set i of a shape is the same draw for every variant.
+
+    Sets are cached, so that the forward and the forward+backward timings of a variant rotate
+    over the same sets without building them twice.
+    """
+    cache: dict[int, dict[str, Any]] = {}
+    fmt = torch.channels_last_3d if variant.channels_last else torch.contiguous_format
+
+    def make_inputs(i: int) -> dict[str, Any]:
+        if i in cache:
+            return cache[i]
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(1009 * (shape_index + 1) + i)
+        n = shape.batch
+        x = _randn((n, shape.c_in, shape.t, shape.h, shape.w), gen, dev)
+        w = _randn((shape.c_out, shape.c_in, 3, 3, 3), gen, dev) / math.sqrt(27 * shape.c_in)
+        inputs: dict[str, Any] = {
+            "x": x.to(variant.dtype).contiguous(memory_format=fmt),
+            "w": w.to(variant.dtype).contiguous(memory_format=fmt),
+        }
+        del x, w
+        out_size = (shape.t, shape.h, shape.w)  # 3×3×3, stride 1, padding 1, dilation 1
+        if variant.op in ("d2conv3d", "reference"):
+            low, high = DILATION_RANGE
+            inputs["map"] = (1.0 + 0.5 * _randn((n, 3, *out_size), gen, dev)).clamp_(low, high)
+            inputs["mod"] = torch.sigmoid(_randn((n, 27, *out_size), gen, dev))
+        elif variant.op == "deform_conv3d":
+            inputs["map"] = _randn((n, 81, *out_size), gen, dev)
+            inputs["mod"] = torch.sigmoid(_randn((n, 27, *out_size), gen, dev))
+        if variant.backward:
+            for leaf in _leaves(inputs):
+                leaf.requires_grad_(True)
+            # Same layout as the operator's output, so that no variant pays for a conversion.
+            out = _forward_fn(variant)(inputs)
+            inputs["grad_out"] = torch.empty_like(out).normal_(generator=gen)
+            del out
+        cache[i] = inputs
+        return inputs
+
+    make_inputs.cache = cache  # type: ignore[attr-defined]
+    return make_inputs
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring one variant
+
+
+@contextlib.contextmanager
+def _numerics(variant: Variant) -> Iterator[dict[str, bool]]:
+    """TF32 off for the float32 variants (restored afterwards); yields the settings in force."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    if variant.tf32_off:
+        matmul.allow_tf32 = False
+        cudnn.allow_tf32 = False
+    try:
+        yield {
+            "cuda_matmul_allow_tf32": bool(matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(cudnn.allow_tf32),
+        }
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` on one line, long messages (dispatcher errors) cut at 600 characters."""
+    return f"{type(error).__name__}: {_shorten(' '.join(str(error).split()), 600)}"
+
+
+def _is_oom(error: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(error, oom)) or "out of memory" in str(error).lower()
+
+
+def _release(dev: torch.device) -> None:
+    """Free what a finished variant cached on the GPU, so the next starts from the same state."""
+    if dev.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def _measure_phase(
+    fn: Callable[[Any], Any],
+    make_inputs: Callable[[int], Any],
+    *,
+    warmup: int,
+    repeats: int,
+    dev: torch.device,
+) -> dict[str, Any]:
+    timing = time_fn(fn, make_inputs, warmup=warmup, repeats=repeats, device=dev)
+    memory = peak_extra_memory(fn, make_inputs(0), dev)
+    return {**timing.to_dict(), "memory": memory}
+
+
+def _measure_variant(
+    shape: OpShape,
+    shape_index: int,
+    variant: Variant,
+    dev: torch.device,
+    *,
+    warmup: int,
+    repeats: int,
+    progress: Callable[[str], None],
+    unavailable: str | None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"shape": shape.id, "variant": variant.name, **variant.to_dict()}
+    if unavailable is not None and variant.ours:
+        entry["error"] = unavailable
+        progress(f"{variant.name} error {unavailable}")
+        return entry
+    if variant.op == "reference":
+        repeats = min(repeats, REFERENCE_REPEATS)
+        warmup = min(warmup, 1)
+    make_inputs = _input_factory(shape, shape_index, variant, dev)
+    phases = [(FORWARD, _forward_fn(variant))]
+    if variant.backward:
+        phases.append((FORWARD_BACKWARD, _forward_backward_fn(variant)))
+    else:
+        entry[FORWARD_BACKWARD] = {"skipped": "forward only"}
+    try:
+        with _numerics(variant) as settings:
+            entry["tf32"] = settings
+            for phase, fn in phases:
+                try:
+                    result = _measure_phase(
+                        fn, make_inputs, warmup=warmup, repeats=repeats, dev=dev
+                    )
+                except Exception as error:
+                    if phase == FORWARD:
+                        raise
+                    entry[phase] = {"error": _describe(error)}
+                    message = _shorten(entry[phase]["error"], 160)
+                    progress(f"{variant.name} {PHASE_LABEL[phase]} error {message}")
+                    _release(dev)
+                    continue
+                entry[phase] = result
+                progress(f"{variant.name} {PHASE_LABEL[phase]} {result['median_ms']:.3f} ms")
+    except Exception as error:
+        entry.pop(FORWARD_BACKWARD, None)
+        if variant.op == "reference" and _is_oom(error):
+            entry["skipped"] = f"out of memory: {_describe(error)}"
+            progress(f"{variant.name} skipped (out of memory)")
+        else:
+            entry["error"] = _describe(error)
+            progress(f"{variant.name} error {_shorten(entry['error'], 160)}")
+    finally:
+        make_inputs.cache.clear()  # type: ignore[attr-defined]
+        del make_inputs
+        _release(dev)
+    return entry
+
+
+# --------------------------------------------------------------------------------------------
+# Ratios and targets
+
+
+def _median(entry: dict[str, Any] | None, phase: str) -> float | None:
+    if not entry or "error" in entry or "skipped" in entry:
+        return None
+    value = (entry.get(phase) or {}).get("median_ms")
+    return float(value) if value is not None else None
+
+
+def _add_ratios(entries: dict[str, dict[str, Any]]) -> None:
+    for entry in entries.values():
+        baseline = _VARIANTS_BY_NAME[entry["variant"]].baseline
+        if baseline is None:
+            continue
+        for phase in (FORWARD, FORWARD_BACKWARD):
+            ours, base = _median(entry, phase), _median(entries.get(baseline), phase)
+            ratio = ours / base if ours is not None and base else None
+            entry[f"ratio_{phase}"] = ratio
+
+
+def _evaluate_targets(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for target in TARGETS:
+        ratio = (entries.get(target.variant) or {}).get(f"ratio_{target.phase}")
+        rows.append(
+            {
+                "target": target.label,
+                "variant": target.variant,
+                "phase": target.phase,
+                "baseline": target.baseline,
+                "limit": target.limit,
+                "ratio": ratio,
+                "pass": None if ratio is None else bool(ratio <= target.limit),
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def gpu_slug(name: str | None) -> str:
+    """``NVIDIA H100 80GB HBM3`` → ``nvidia-h100-80gb-hbm3``; no GPU → ``cpu``."""
+    if not name:
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _cell_ms(entry: dict[str, Any], phase: str) -> str:
+    if "error" in entry:
+        return "error"
+    if "skipped" in entry:
+        return "skipped"
+    data = entry.get(phase) or {}
+    if "error" in data:
+        return "error"
+    if "median_ms" in data:
+        return f"{data['median_ms']:.3f}"
+    return "—"
+
+
+def _cell_ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _cell_mib(entry: dict[str, Any], phase: str) -> str:
+    memory = (entry.get(phase) or {}).get("memory") or {}
+    extra = memory.get("extra_bytes")
+    return "—" if extra is None else f"{extra / MIB:.1f}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report's tables as Markdown."""
+    env, protocol = report["environment"], report["protocol"]
+    revision = env.get("git_revision")
+    revision_text = (revision[:12] if revision else "unknown") + (
+        " (uncommitted changes)" if env.get("git_dirty") else ""
+    )
+    l2 = protocol.get("l2_cache_bytes")
+    l2_text = f"{l2 / MIB:.1f} MiB" if l2 else "unknown"
+    ops_info = report["operators"]
+    gpu = env.get("gpu_name") or "CPU"
+    lines = [
+        f"# Operator benchmark: {gpu}",
+        "",
+        f"- GPU: {gpu}"
+        + (
+            f" (compute capability {env['compute_capability']}, {env['gpu_count']} visible)"
+            if env.get("compute_capability")
+            else ""
+        )
+        + f"; driver {env.get('driver_version') or 'unknown'}",
+        f"- CPU: {env.get('cpu_model') or 'unknown'}; {env.get('platform')}",
+        f"- torch {env.get('torch_version')}, CUDA {env.get('cuda_version') or '—'}, "
+        f"cuDNN {env.get('cudnn_version') or '—'}, Python {env.get('python_version')}",
+        f"- d2bench revision {revision_text}; operators: {ops_info['backend']}"
+        + (f" (load error: {ops_info['load_error']})" if ops_info.get("load_error") else ""),
+        f"- Protocol: {protocol['statistic']} of {protocol['repeats']} individually timed calls "
+        f"({protocol['timer']}) after {protocol['warmup']} warm-up calls; inputs rotated over "
+        f"{protocol['min_input_sets']}–{protocol['max_input_sets']} sets larger together than "
+        f"2× L2 ({l2_text}); reference: {protocol['reference_repeats']} calls, forward only; "
+        f"float32 entries with TF32 off on both sides; cuDNN autotuning "
+        f"{'on' if protocol['cudnn_benchmark'] else 'off'}; no bias; 3×3×3, stride 1, "
+        "padding 1, dilation 1; fwd+bwd = forward plus gradients of input, weight and "
+        "dilation map/offset and modulation/mask.",
+        f"- Started {env.get('timestamp_utc')}, took {report.get('wall_s', 0):.0f} s"
+        + (" (quick run: tiny shapes, not the paper's)" if report.get("quick") else ""),
+        "",
+        "## Timings (median ms; ratios against cuDNN of the same precision)",
+        "",
+        "| Shape | Variant | fwd ms | fwd+bwd ms | ratio fwd | ratio fwd+bwd "
+        "| extra MiB fwd | extra MiB fwd+bwd |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    errors = []
+    for shape in report["shapes"]:
+        for name, entry in report["results"][shape["id"]].items():
+            lines.append(
+                f"| {shape['label']} | {name} | {_cell_ms(entry, FORWARD)} "
+                f"| {_cell_ms(entry, FORWARD_BACKWARD)} "
+                f"| {_cell_ratio(entry.get('ratio_forward'))} "
+                f"| {_cell_ratio(entry.get('ratio_forward_backward'))} "
+                f"| {_cell_mib(entry, FORWARD)} | {_cell_mib(entry, FORWARD_BACKWARD)} |"
+            )
+            for where, data in (
+                ("", entry),
+                (" fwd+bwd", entry.get(FORWARD_BACKWARD) or {}),
+            ):
+                if "error" in data:
+                    message = _escape(_shorten(data["error"], 300))
+                    errors.append(f"- {shape['label']} {name}{where}: {message}")
+            if "skipped" in entry:
+                errors.append(f"- {shape['label']} {name}: skipped, {_escape(entry['skipped'])}")
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| Shape | Target | Ratio | Limit | Pass |",
+        "|---|---|---:|---:|:---:|",
+    ]
+    for shape in report["shapes"]:
+        for row in report["targets"]["per_shape"][shape["id"]]:
+            mark = {True: "✓", False: "✗", None: "n/a"}[row["pass"]]
+            lines.append(
+                f"| {shape['label']} | {row['target']} | {_cell_ratio(row['ratio'])} "
+                f"| ≤ {row['limit']:g}× | {mark} |"
+            )
+    summary = report["targets"]
+    lines += [
+        "",
+        f"Targets met: {summary['passed']} of {summary['evaluated']} evaluated "
+        f"({summary['total']} in all).",
+    ]
+    if errors:
+        lines += ["", "## Errors and skipped entries", "", *errors]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _load_operators(progress: Callable[[str], None]) -> dict[str, Any]:
+    info: dict[str, Any] = {"backend": None, "load_error": None}
+    try:
+        info["backend"] = ops.selected_backend()
+        progress(f"loading operators (backend {info['backend']}; the first build takes minutes)")
+        ops.ensure_loaded()
+    except Exception as error:
+        info["load_error"] = _describe(error)
+        progress(f"operators unavailable: {info['load_error']}")
+    return info
+
+
+def run_ops_benchmark(
+    out_dir: Path = Path("reports/bench"),
+    *,
+    quick: bool = False,
+    repeats: int = 30,
+    warmup: int = 5,
+    device: str | None = None,
+    cudnn_benchmark: bool = True,
+) -> Path:
+    """Benchmark the operators on ``device`` (default: the current GPU, else the CPU).
+
+    Writes ``ops-<gpu-slug>.json`` and ``ops-<gpu-slug>.md`` into ``out_dir``, prints progress
+    and the Markdown report, and returns the JSON path. ``quick`` uses tiny shapes and at most
+    5 repeats / 2 warm-up calls (a smoke run). ``cudnn_benchmark`` lets cuDNN autotune its
+    algorithms (the warm-up calls absorb the tuning), so the baseline is cuDNN at its best.
+    """
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if quick:
+        repeats, warmup = min(repeats, QUICK_REPEATS), min(warmup, QUICK_WARMUP)
+    shapes = QUICK_SHAPES if quick else SHAPES
+    environment = collect_environment(dev)
+    out_dir = Path(out_dir)
+    slug = gpu_slug(environment.get("gpu_name"))
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    operators = _load_operators(say)
+    unavailable = (
+        f"operators unavailable: {operators['load_error']}" if operators["load_error"] else None
+    )
+
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    per_shape_targets: dict[str, list[dict[str, Any]]] = {}
+    with _cudnn_benchmark(cudnn_benchmark):
+        for index, shape in enumerate(shapes):
+            prefix = f"[{index + 1}/{len(shapes)}] {shape.label}"
+            entries: dict[str, dict[str, Any]] = {}
+            for variant in VARIANTS:
+                entries[variant.name] = _measure_variant(
+                    shape,
+                    index,
+                    variant,
+                    dev,
+                    warmup=warmup,
+                    repeats=repeats,
+                    progress=lambda text, prefix=prefix: say(f"{prefix} {text}"),
+                    unavailable=unavailable,
+                )
+            _add_ratios(entries)
+            results[shape.id] = entries
+            per_shape_targets[shape.id] = _evaluate_targets(entries)
+
+    verdicts = [row["pass"] for rows in per_shape_targets.values() for row in rows]
+    evaluated = [verdict for verdict in verdicts if verdict is not None]
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "quick": quick,
+        "environment": environment,
+        "operators": operators,
+        "protocol": {
+            "warmup": warmup,
+            "repeats": repeats,
+            "reference_repeats": min(repeats, REFERENCE_REPEATS),
+            "input_sets": "rotated; enough sets to exceed 2× L2 together, bounded below and above",
+            "min_input_sets": MIN_INPUT_SETS,
+            "max_input_sets": MAX_INPUT_SETS,
+            "l2_cache_bytes": l2_cache_bytes(dev),
+            "timer": "cuda_events" if dev.type == "cuda" else "perf_counter",
+            "statistic": "median",
+            "cudnn_benchmark": cudnn_benchmark,
+            "tf32_off_for": [v.name for v in VARIANTS if v.tf32_off],
+            "bias": None,
+            "gradients": "torch.autograd.grad of all inputs, fresh each call; fwd+bwd includes "
+            "the forward",
+            "dilation_map": f"1 + 0.5·randn clipped to {list(DILATION_RANGE)}, float32",
+            "offset": "randn, float32",
+            "modulation_mask": "sigmoid(randn), float32",
+            "memory": "peak allocated over baseline during one call, minus its output "
+            "(fwd+bwd: minus the gradients); CUDA only",
+        },
+        "shapes": [shape.to_dict() for shape in shapes],
+        "variants": [variant.to_dict() for variant in VARIANTS],
+        "results": results,
+        "targets": {
+            "criteria": [
+                {
+                    "target": t.label,
+                    "variant": t.variant,
+                    "phase": t.phase,
+                    "baseline": t.baseline,
+                    "limit": t.limit,
+                }
+                for t in TARGETS
+            ],
+            "per_shape": per_shape_targets,
+            "total": len(verdicts),
+            "evaluated": len(evaluated),
+            "passed": sum(evaluated),
+            "all_pass": (all(evaluated) if len(evaluated) == len(verdicts) else None),
+        },
+        "wall_s": time.perf_counter() - started,
+    }
+    report = _json_safe(report)
+    json_path = out_dir / f"ops-{slug}.json"
+    markdown = render_markdown(report)
+    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+    _write_atomic(out_dir / f"ops-{slug}.md", markdown)
+    say("")
+    say(markdown)
+    return json_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m d2bench.bench.ops_bench",
+        description="Benchmark D²Conv3D and 3D DCNv2 against cuDNN.",
+    )
+    parser.add_argument("--out-dir", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, few repeats")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: GPU)")
+    parser.add_argument(
+        "--no-cudnn-benchmark", action="store_true", help="do not let cuDNN autotune"
+    )
+    args = parser.parse_args(argv)
+    path = run_ops_benchmark(
+        args.out_dir,
+        quick=args.quick,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        cudnn_benchmark=not args.no_cudnn_benchmark,
+    )
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

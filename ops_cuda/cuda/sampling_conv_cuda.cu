@@ -1,0 +1,316 @@
+// CUDA entry points of d2bench::d2conv3d and d2bench::deform_conv3d (forward and backward).
+//
+// Forward: one fused implicit-GEMM kernel (fused_forward.cuh), no im2col buffer.
+// Backward: per chunk of output voxels, the sampled columns are gathered (for the weight
+// gradient) and ∂L/∂columns is formed by cuBLAS; a warp-per-voxel kernel turns it into the input
+// gradient (float atomics, so not deterministic: PyTorch's deterministic mode raises) and the
+// coordinate/modulation gradients (register reductions, deterministic). The chunk is sized so the
+// column buffer is no larger than the output tensor.
+//
+// Everything runs on the current stream of the input's device, with 64-bit indexing. Sampling
+// coordinates are float32 or wider: for float16/bfloat16 inputs the maps may be float32.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <array>
+#include <tuple>
+#include <type_traits>
+
+#include "../checks.h"
+#include "backward_kernels.cuh"
+#include "common.cuh"
+#include "fused_forward.cuh"
+
+namespace d2bench {
+namespace cuda {
+namespace {
+
+template <typename scalar_t>
+constexpr bool kReducedPrecision =
+    std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
+
+// Input, coordinate map and optional modulation, made packed and checked.
+struct SamplingArgs {
+  at::Tensor input, coords, mask, weight;
+  ConvShape shape;
+};
+
+SamplingArgs prepare(const at::Tensor& input, const at::Tensor& coords,
+                     const c10::optional<at::Tensor>& mask, const at::Tensor& weight,
+                     const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                     const char* coords_name, int64_t coords_channels, const char* mask_name,
+                     int64_t mask_channels) {
+  const ConvShape s = make_shape(input, weight, bias, stride, padding, dilation, groups);
+  check_map(input, coords, coords_name, coords_channels, s);
+  if (mask.has_value()) {
+    check_map(input, *mask, mask_name, mask_channels, s);
+    TORCH_CHECK(mask->scalar_type() == coords.scalar_type(), mask_name, " has dtype ",
+                mask->scalar_type(), " but ", coords_name, " has ", coords.scalar_type());
+  }
+  TORCH_CHECK(input.is_cuda(), "expected CUDA tensors");
+  return SamplingArgs{packed_layout(input) ? input : input.contiguous(), coords.contiguous(),
+                      mask.has_value() ? mask->contiguous() : at::Tensor(),
+                      weight.contiguous(), s};
+}
+
+template <typename map_t>
+const map_t* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<map_t>() : nullptr;
+}
+
+template <typename map_t>
+map_t* mutable_or_null(at::Tensor& t) {
+  return t.defined() && t.numel() > 0 ? t.data_ptr<map_t>() : nullptr;
+}
+
+template <typename scalar_t, typename Taps>
+void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& weight,
+                    const at::Tensor& bias, at::Tensor& out) {
+  const ConvShape& s = taps.shape;
+  using Tile = std::conditional_t<kReducedPrecision<scalar_t>, WmmaTile<scalar_t>,
+                                  SimtTile<scalar_t>>;
+  // W2t[k·C + c, o] = W[o, c, k]: the B operand, read row by row.
+  const at::Tensor w2t =
+      weight.permute({2, 3, 4, 1, 0}).reshape({27 * s.channels, s.out_channels}).contiguous();
+  const Layout xl = Layout::of(x), ol = Layout::of(out);
+  constexpr int64_t vec = 16 / sizeof(scalar_t);
+  const bool vector_loads = xl.channel == 1 && s.group_channels() % vec == 0 &&
+                            xl.voxel % vec == 0 && xl.batch % vec == 0 &&
+                            reinterpret_cast<uintptr_t>(x.const_data_ptr()) % 16 == 0;
+  const bool vector_weights = s.out_channels % vec == 0;  // rows of W2t start 16-byte aligned
+  const int64_t rows = s.batch * s.out_plane();
+  const dim3 grid(static_cast<unsigned>(ceil_div(rows, Tile::BM)),
+                  static_cast<unsigned>(ceil_div(s.out_channels, Tile::BN)));
+  fused_forward_kernel<scalar_t, Taps, Tile>
+      <<<grid, Tile::THREADS, 0, at::cuda::getCurrentCUDAStream()>>>(
+          x.const_data_ptr<scalar_t>(), xl, taps, w2t.const_data_ptr<scalar_t>(),
+          bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
+          ol, vector_loads, vector_weights);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Voxels per backward chunk. The column buffer (chunk × 27·C) is kept within the output's size
+// where that still leaves chunks of at least kMinChunk voxels (enough to fill the GPU and keep
+// the GEMMs efficient), and within kMaxColumnElements in any case.
+constexpr int64_t kMinChunk = 8192;
+constexpr int64_t kMaxColumnElements = int64_t(1) << 28;
+
+int64_t backward_chunk(const ConvShape& s) {
+  const int64_t width = 27 * s.channels;
+  const int64_t by_output = s.batch * s.out_channels * s.out_plane() / width;
+  const int64_t chunk = std::min(std::max(by_output, kMinChunk), kMaxColumnElements / width);
+  return std::max<int64_t>(32, std::min<int64_t>(s.out_plane(), chunk));
+}
+
+template <typename scalar_t, typename Taps>
+void launch_backward(const at::Tensor& grad_out, const at::Tensor& x, const Taps& taps,
+                     const at::Tensor& weight, at::Tensor& grad_input, at::Tensor& grad_w2,
+                     bool coordinates) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const ConvShape& s = taps.shape;
+  const Layout xl = Layout::of(x);
+  const int64_t width = 27 * s.channels, chunk = backward_chunk(s);
+  const at::Tensor w2 = weight.permute({0, 2, 3, 4, 1}).reshape({s.out_channels, width});
+  at::Tensor cols = at::empty({chunk * width}, x.options());
+  at::Tensor grad_x_acc;
+  if (grad_input.defined()) {
+    if (grad_input.scalar_type() == c10::CppTypeToScalarType<acc_t>::value) {
+      grad_x_acc = grad_input;
+    } else {
+      grad_x_acc = at::zeros_like(x, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    }
+  }
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  for (int64_t n = 0; n < s.batch; ++n) {
+    const at::Tensor gout_n = grad_out[n].reshape({s.out_channels, s.out_plane()});
+    for (int64_t p0 = 0; p0 < s.out_plane(); p0 += chunk) {
+      const int64_t count = std::min(chunk, s.out_plane() - p0);
+      at::Tensor block = cols.narrow(0, 0, count * width).view({count, width});
+      const at::Tensor gout = gout_n.narrow(1, p0, count);  // C_out × count
+      const unsigned blocks = static_cast<unsigned>(ceil_div(count, kWarpsPerBlock));
+      if (grad_w2.defined()) {
+        gather_columns_kernel<scalar_t, Taps><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+            x.const_data_ptr<scalar_t>(), xl, taps, n, p0, count, block.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (grad_w2.scalar_type() == x.scalar_type()) {
+          grad_w2.addmm_(gout, block);
+        } else {
+          grad_w2.add_(at::mm(gout, block));  // cuBLAS accumulates in fp32; sum chunks in fp32
+        }
+      }
+      if (!grad_x_acc.defined() && !coordinates) continue;
+      at::mm_out(block, gout.t(), w2);  // ∂L/∂columns, reusing the buffer
+      backward_sampling_kernel<scalar_t, acc_t, Taps><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+          x.const_data_ptr<scalar_t>(), xl, taps, n, p0, count, block.const_data_ptr<scalar_t>(),
+          grad_x_acc.defined() ? grad_x_acc.data_ptr<acc_t>() : nullptr, coordinates);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  if (grad_x_acc.defined() && !grad_x_acc.is_same(grad_input)) grad_input.copy_(grad_x_acc);
+}
+
+void check_cuda_dtype(const at::Tensor& input, const char* op) {
+  const auto t = input.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, op,
+              " on CUDA supports float16, bfloat16, float32 and float64, got ", t);
+}
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+template <template <typename, typename> class TapsT>
+int64_t coords_channels(int64_t groups);
+template <>
+int64_t coords_channels<DilationTaps>(int64_t) {
+  return 3;
+}
+template <>
+int64_t coords_channels<DeformTaps>(int64_t groups) {
+  return 3 * 27 * groups;
+}
+
+// Runs body(Tag<scalar_t>, Tag<map_t>) for the input dtype and the maps' dtype.
+template <typename Body>
+void dispatch(const at::Tensor& input, const at::Tensor& coords, Body&& body) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "d2bench", [&] {
+    if constexpr (kReducedPrecision<scalar_t>) {
+      if (coords.scalar_type() == at::kFloat) {
+        body(Tag<scalar_t>{}, Tag<float>{});
+        return;
+      }
+    }
+    body(Tag<scalar_t>{}, Tag<scalar_t>{});
+  });
+}
+
+template <template <typename, typename> class TapsT>
+at::Tensor forward(const at::Tensor& input, const at::Tensor& coords,
+                   const c10::optional<at::Tensor>& mask, const at::Tensor& weight,
+                   const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                   const char* op, const char* coords_name, const char* mask_name) {
+  check_cuda_dtype(input, op);
+  const c10::cuda::CUDAGuard guard(input.device());
+  SamplingArgs a = prepare(input, coords, mask, weight, bias, stride, padding, dilation, groups,
+                           coords_name, coords_channels<TapsT>(groups), mask_name, 27 * groups);
+  const ConvShape& s = a.shape;
+  at::Tensor out = at::empty({s.batch, s.out_channels, s.out_depth, s.out_height, s.out_width},
+                             input.options().memory_format(format_of(a.input)));
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  dispatch(a.input, a.coords, [&](auto scalar_tag, auto map_tag) {
+    using scalar_t = typename decltype(scalar_tag)::type;
+    using map_t = typename decltype(map_tag)::type;
+    using coord_t = coord_type<scalar_t>;
+    const TapsT<map_t, coord_t> taps{s, a.coords.const_data_ptr<map_t>(),
+                                     ptr_or_null<map_t>(a.mask), nullptr, nullptr};
+    launch_forward<scalar_t>(a.input, taps, a.weight, b, out);
+  });
+  return out;
+}
+
+template <template <typename, typename> class TapsT>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& coords,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 4> output_mask, const char* op, const char* coords_name,
+    const char* mask_name) {
+  check_cuda_dtype(input, op);
+  const c10::cuda::CUDAGuard guard(input.device());
+  SamplingArgs a = prepare(input, coords, mask, weight, c10::nullopt, stride, padding, dilation,
+                           groups, coords_name, coords_channels<TapsT>(groups), mask_name,
+                           27 * groups);
+  const ConvShape& s = a.shape;
+  check_same(input, grad_output, "grad_output");
+  TORCH_CHECK(grad_output.dim() == 5 && grad_output.size(0) == s.batch &&
+                  grad_output.size(1) == s.out_channels && grad_output.size(2) == s.out_depth &&
+                  grad_output.size(3) == s.out_height && grad_output.size(4) == s.out_width,
+              "grad_output has shape ", grad_output.sizes(), ", expected the output's shape");
+  const at::Tensor gout = packed_layout(grad_output) ? grad_output : grad_output.contiguous();
+  if (output_mask[0]) {
+    at::globalContext().alertNotDeterministic(op);  // the input gradient uses atomics
+  }
+  const auto empty = at::empty({0}, input.options());
+  at::Tensor grad_input = output_mask[0] ? at::zeros_like(a.input) : at::Tensor();
+  at::Tensor grad_coords = output_mask[1] ? at::empty_like(a.coords) : empty;
+  at::Tensor grad_mask = output_mask[2] && a.mask.defined() ? at::empty_like(a.mask) : empty;
+  const auto w_acc_type = a.weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor grad_w2 = output_mask[3]
+                           ? at::zeros({s.out_channels, 27 * s.channels},
+                                       a.weight.options().dtype(w_acc_type))
+                           : at::Tensor();
+  const bool coordinates = grad_coords.numel() > 0 || grad_mask.numel() > 0;
+  dispatch(a.input, a.coords, [&](auto scalar_tag, auto map_tag) {
+    using scalar_t = typename decltype(scalar_tag)::type;
+    using map_t = typename decltype(map_tag)::type;
+    using coord_t = coord_type<scalar_t>;
+    const TapsT<map_t, coord_t> taps{s, a.coords.const_data_ptr<map_t>(),
+                                     ptr_or_null<map_t>(a.mask), mutable_or_null<map_t>(grad_coords),
+                                     mutable_or_null<map_t>(grad_mask)};
+    launch_backward<scalar_t>(gout, a.input, taps, a.weight, grad_input, grad_w2, coordinates);
+  });
+  at::Tensor grad_weight = empty;
+  if (grad_w2.defined()) {
+    grad_weight = grad_w2.view({s.out_channels, 3, 3, 3, s.channels})
+                      .permute({0, 4, 1, 2, 3})
+                      .to(weight.scalar_type())
+                      .contiguous();
+  }
+  return {grad_input.defined() ? grad_input : empty, grad_coords, grad_mask, grad_weight};
+}
+
+at::Tensor d2conv3d_cuda(const at::Tensor& input, const at::Tensor& dilation_map,
+                         const c10::optional<at::Tensor>& modulation, const at::Tensor& weight,
+                         const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation) {
+  return forward<DilationTaps>(input, dilation_map, modulation, weight, bias, stride, padding,
+                               dilation, 1, "d2conv3d_cuda", "dilation_map", "modulation");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> d2conv3d_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dilation_map,
+    const c10::optional<at::Tensor>& modulation, const at::Tensor& weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    std::array<bool, 4> output_mask) {
+  return backward<DilationTaps>(grad_output, input, dilation_map, modulation, weight, stride,
+                                padding, dilation, 1, output_mask, "d2conv3d_backward_cuda",
+                                "dilation_map", "modulation");
+}
+
+at::Tensor deform_conv3d_cuda(const at::Tensor& input, const at::Tensor& offset,
+                              const c10::optional<at::Tensor>& mask, const at::Tensor& weight,
+                              const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef dilation,
+                              int64_t offset_groups) {
+  return forward<DeformTaps>(input, offset, mask, weight, bias, stride, padding, dilation,
+                             offset_groups, "deform_conv3d_cuda", "offset", "mask");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv3d_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& offset,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t offset_groups,
+    std::array<bool, 4> output_mask) {
+  return backward<DeformTaps>(grad_output, input, offset, mask, weight, stride, padding,
+                              dilation, offset_groups, output_mask,
+                              "deform_conv3d_backward_cuda", "offset", "mask");
+}
+
+}  // namespace
+}  // namespace cuda
+
+TORCH_LIBRARY_IMPL(d2bench, CUDA, m) {
+  m.impl("d2conv3d", &cuda::d2conv3d_cuda);
+  m.impl("d2conv3d_backward", &cuda::d2conv3d_backward_cuda);
+  m.impl("deform_conv3d", &cuda::deform_conv3d_cuda);
+  m.impl("deform_conv3d_backward", &cuda::deform_conv3d_backward_cuda);
+}
+
+}  // namespace d2bench

@@ -1,0 +1,302 @@
+"""The CUDA kernels against the reference: every dtype, layout and gradient (needs a CUDA GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import d2bench.ops as ops
+from d2bench.layers import get_variant
+from d2bench.layers.replace import build_layer
+from d2bench.ops import reference
+from d2bench.ops.geometry import make_geometry
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+F64 = torch.float64
+CL = torch.channels_last_3d
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cuda_ops():
+    if ops.selected_backend() != "compiled":
+        pytest.skip("D2BENCH_OPS=reference: the compiled operators are not under test")
+    from d2bench.ops._registration import load_and_register
+
+    assert load_and_register(), "the operator library was built without its CUDA kernels"
+
+
+def _inputs(
+    kind,
+    n=2,
+    c=8,
+    o=6,
+    size=(4, 6, 7),
+    stride=1,
+    padding=1,
+    dilation=1,
+    *,
+    groups=1,
+    scale=2.0,
+    modulated=True,
+    dtype=F64,
+    map_dtype=None,
+    layout=None,
+    seed=0,
+):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    map_dtype = map_dtype or dtype
+
+    def rand(*shape, dt=dtype):
+        return torch.randn(*shape, generator=gen, device="cuda", dtype=dt)
+
+    x = rand(n, c, *size)
+    if layout is not None:
+        x = x.contiguous(memory_format=layout)
+    geom = make_geometry(x, stride, padding, dilation)
+    if kind == "d2":
+        coords = rand(n, 3, *geom.out_size, dt=map_dtype) * scale
+        mask = torch.sigmoid(rand(n, 27, *geom.out_size, dt=map_dtype)) if modulated else None
+    else:
+        coords = rand(n, 81 * groups, *geom.out_size, dt=map_dtype) * scale
+        mask = (
+            torch.sigmoid(rand(n, 27 * groups, *geom.out_size, dt=map_dtype)) if modulated else None
+        )
+    w = rand(o, c, 3, 3, 3) / (c * 27) ** 0.5
+    b = rand(o)
+    return (x, coords, mask, w, b), geom
+
+
+def _run(kind, groups, geom):
+    def run(x, coords, mask, w, b):
+        if kind == "d2":
+            return ops.d2conv3d(x, coords, mask, w, b, geom.stride, geom.padding, geom.dilation)
+        return ops.deform_conv3d(
+            x, coords, mask, w, b, geom.stride, geom.padding, geom.dilation, offset_groups=groups
+        )
+
+    return run
+
+
+def _oracle(kind, groups, geom):
+    def run(x, coords, mask, w, b):
+        if kind == "d2":
+            return reference.d2conv3d_reference(x, coords, mask, w, b, geom)
+        return reference.deform_conv3d_reference(x, coords, mask, w, b, geom, groups)
+
+    return run
+
+
+def _values_and_grads(fn, inputs, grad_seed=1):
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    gen = torch.Generator(device="cuda").manual_seed(grad_seed)
+    # Drawn in float64 and cast, so that every dtype sees the same upstream gradient.
+    grad = torch.randn(out.shape, generator=gen, device="cuda", dtype=F64).to(out.dtype)
+    out.backward(grad)
+    return [out.detach()] + [None if t is None else t.grad for t in leaves]
+
+
+def _rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+CASES = [
+    ("d2", dict()),
+    ("d2", dict(stride=2, size=(5, 7, 9))),
+    ("d2", dict(scale=6.0)),  # most samples out of bounds, negative dilations
+    ("d2", dict(modulated=False, dilation=(1, 2, 2), padding=(1, 2, 2))),
+    ("d2", dict(layout=CL)),
+    ("dcn", dict()),
+    ("dcn", dict(groups=2)),
+    ("dcn", dict(stride=2, size=(5, 7, 9), modulated=False)),
+    ("dcn", dict(layout=CL, groups=2)),
+]
+
+
+@pytest.mark.parametrize("kind,case", CASES, ids=[f"{k}-{c}" for k, c in CASES])
+def test_float64_matches_reference(kind, case):
+    groups = case.get("groups", 1)
+    inputs, geom = _inputs(kind, **case)
+    got = _values_and_grads(_run(kind, groups, geom), inputs)
+    want = _values_and_grads(_oracle(kind, groups, geom), inputs)
+    names = ["output", "input", "coords", "mask", "weight", "bias"]
+    for name, a, b in zip(names, got, want, strict=True):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["d2", "dcn"])
+@pytest.mark.parametrize("layout", [None, CL])
+def test_float32_matches_reference(kind, layout):
+    inputs, geom = _inputs(kind, c=16, o=8, dtype=torch.float32, layout=layout, groups=1)
+    got = _values_and_grads(_run(kind, 1, geom), inputs)
+    want = _values_and_grads(_oracle(kind, 1, geom), [None if t is None else t.double()
+                                                       for t in inputs])  # fmt: skip
+    for a, b in zip(got, want, strict=True):
+        if b is not None:
+            assert _rel(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["d2", "dcn"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", [None, CL])
+def test_half_precision_matches_reference(kind, dtype, layout):
+    """bf16/fp16 data with float32 maps, against float64 on the same (rounded) values."""
+    inputs, geom = _inputs(kind, c=32, o=16, size=(4, 10, 12), dtype=dtype,
+                           map_dtype=torch.float32, layout=layout)  # fmt: skip
+    got = _values_and_grads(_run(kind, 1, geom), inputs)
+    want = _values_and_grads(
+        _oracle(kind, 1, geom), [None if t is None else t.double() for t in inputs]
+    )
+    assert got[0].dtype == dtype
+    for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
+        if b is not None:
+            assert _rel(a, b) < 1e-2, name
+
+
+def test_odd_channel_count_uses_the_scalar_path():
+    inputs, geom = _inputs("d2", c=3, o=5, dtype=torch.bfloat16, map_dtype=torch.float32)
+    got = _run("d2", 1, geom)(*inputs)
+    want = _oracle("d2", 1, geom)(*[t.double() for t in inputs])
+    assert _rel(got, want) < 1e-2
+
+
+def test_channels_last_output_follows_input():
+    inputs, geom = _inputs("d2", dtype=torch.float32, layout=CL)
+    out = _run("d2", 1, geom)(*inputs)
+    assert out.is_contiguous(memory_format=CL)
+    plain = _run("d2", 1, geom)(inputs[0].contiguous(), *inputs[1:])
+    torch.testing.assert_close(out, plain)
+
+
+def test_gradcheck_float64():
+    for kind, groups in (("d2", 1), ("dcn", 2)):
+        inputs, geom = _inputs(kind, n=1, c=2, o=2, size=(3, 4, 4), groups=groups, scale=1.5)
+        leaves = tuple(t.requires_grad_() for t in inputs)
+        assert torch.autograd.gradcheck(_run(kind, groups, geom), leaves, eps=1e-6, atol=1e-6)
+
+
+def test_opcheck_cuda():
+    for kind, op, groups in (("d2", torch.ops.d2bench.d2conv3d.default, 1),
+                             ("dcn", torch.ops.d2bench.deform_conv3d.default, 2)):  # fmt: skip
+        inputs, geom = _inputs(kind, n=1, c=4, o=2, size=(3, 4, 4), groups=groups)
+        conv = [list(geom.stride), list(geom.padding), list(geom.dilation)]
+        args = (*inputs, *conv) if kind == "d2" else (*inputs, *conv, groups)
+        torch.library.opcheck(op, args)
+
+
+def test_index_past_2_pow_31_elements():
+    """Input and output of > 2³¹ elements: compare a crop at the far end with the reference."""
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2**30:
+        pytest.skip("needs 24 GiB of free GPU memory")
+    c, o, t, h, w = 8, 8, 4, 8192, 8200
+    assert c * t * h * w > 2**31
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(1, c, t, h, w, device="cuda", dtype=torch.bfloat16, generator=gen)
+    s = 1 + 0.3 * torch.randn(1, 3, t, h, w, device="cuda", generator=gen)
+    wgt = torch.randn(o, c, 3, 3, 3, device="cuda", dtype=torch.bfloat16, generator=gen) / 15
+    out = ops.d2conv3d(x, s, None, wgt)
+    crop = slice(h - 24, h)  # |s| < 3 keeps every sample of the last 12 rows inside the crop
+    assert float(s[..., crop, :].abs().max()) < 3
+    want = reference.d2conv3d_reference(
+        x[..., crop, :].double(), s[..., crop, :].double(), None, wgt.double(), None,
+        make_geometry(x[..., crop, :], 1, 1, 1),
+    )  # fmt: skip
+    assert _rel(out[..., h - 12 :, :], want[..., 12:, :]) < 1e-2
+    del out
+    s.requires_grad_()
+    x.requires_grad_()
+    ops.d2conv3d(x, s, None, wgt)[..., h - 12 :, :].float().sum().backward()
+    assert torch.isfinite(s.grad).all() and s.grad[..., h - 12 :, :].abs().sum() > 0
+    assert float(s.grad[..., : h - 13, :].abs().max()) == 0.0
+    assert x.grad[..., h - 14 :, :].abs().sum() > 0
+
+
+def test_torch_compile_fullgraph_over_a_d2_layer():
+    conv = torch.nn.Conv3d(8, 8, 3, padding=1).cuda()
+    layer = build_layer(conv, get_variant("d2conv3d_iv"))
+    with torch.no_grad():
+        layer.branch.weight.normal_(0, 0.05)
+    x = torch.randn(2, 8, 4, 10, 12, device="cuda")
+    compiled = torch.compile(layer, fullgraph=True)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = compiled(xa), layer(xb)
+    assert _rel(ya, yb) < 1e-5
+    ya.square().sum().backward()
+    grads_a = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    yb.square().sum().backward()
+    # float32 atomics and inductor's own fusion reorder sums: compare by relative norm.
+    for a, b in zip(grads_a, [p.grad for p in layer.parameters()], strict=True):
+        assert _rel(a, b) < 1e-4
+    assert _rel(xa.grad, xb.grad) < 1e-4
+
+
+def test_autocast_runs_bf16_with_float32_coordinates():
+    conv = torch.nn.Conv3d(16, 16, 3, padding=1).cuda()
+    layer = build_layer(conv, get_variant("d2conv3d_iv"))
+    with torch.no_grad():
+        layer.branch.weight.normal_(0, 0.02)
+    x = torch.randn(1, 16, 4, 12, 14, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        dilation_map, modulation = layer.predict(x)
+        out = layer(x)
+    assert dilation_map.dtype == modulation.dtype == torch.float32
+    assert out.dtype == torch.bfloat16
+    assert _rel(out, layer(x)) < 1e-2
+
+
+def test_deterministic_mode_is_honoured():
+    inputs, geom = _inputs("d2", dtype=torch.float32)
+    x, s, m, w, b = (t.requires_grad_() for t in inputs)
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = _run("d2", 1, geom)(x, s, m, w, b)  # the forward is deterministic
+        with pytest.raises(RuntimeError, match="deterministic"):
+            out.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    # Without the input gradient the backward is deterministic and allowed.
+    torch.use_deterministic_algorithms(True)
+    try:
+        x2 = x.detach()
+        first = torch.autograd.grad(_run("d2", 1, geom)(x2, s, m, w, b).sum(), [s, w])
+        second = torch.autograd.grad(_run("d2", 1, geom)(x2, s, m, w, b).sum(), [s, w])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b_ in zip(first, second, strict=True):
+        assert torch.equal(a, b_)
+
+
+def test_runs_on_the_current_stream():
+    inputs, geom = _inputs("dcn", dtype=torch.float32)
+    expected = _run("dcn", 1, geom)(*inputs)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = _run("dcn", 1, geom)(*inputs)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second CUDA GPU")
+def test_second_device():
+    inputs, geom = _inputs("d2", dtype=torch.float32)
+    expected = _run("d2", 1, geom)(*inputs)
+    moved = [t.to("cuda:1") for t in inputs]
+    torch.testing.assert_close(_run("d2", 1, geom)(*moved).cpu(), expected.cpu())
+
+
+def test_zero_offsets_equal_cudnn_conv3d_bf16():
+    inputs, _geom = _inputs("dcn", c=32, o=16, size=(4, 12, 12), dtype=torch.bfloat16,
+                           map_dtype=torch.float32, layout=CL, modulated=False)  # fmt: skip
+    x, off, _, w, b = inputs
+    got = ops.deform_conv3d(x, torch.zeros_like(off), None, w, b)
+    want = F.conv3d(x.double(), w.double(), b.double(), padding=1)
+    assert _rel(got, want) < 1e-2
