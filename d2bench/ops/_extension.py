@@ -98,7 +98,7 @@ def _cuda_flags() -> list[str]:
     # No -gencode here: with TORCH_CUDA_ARCH_LIST unset, torch targets the GPUs of this machine
     # (sm_90 on Hopper); a user who sets it gets exactly the architectures named.
     extra = os.environ.get(NVCC_FLAGS_ENV, "").split()
-    return ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", *extra]
+    return ["-O3", "--expt-relaxed-constexpr", "-lineinfo", *extra]
 
 
 def load_library() -> bool:
@@ -114,7 +114,9 @@ def load_library() -> bool:
             name="d2bench_ops_cuda" if with_cuda else "d2bench_ops_cpu",
             sources=_sources(folder, with_cuda),
             extra_include_paths=[str(folder)],
-            extra_cflags=["-O3", "-fopenmp", "-std=c++17"],
+            # No -std flag: torch picks the standard its own headers were built for (C++20);
+            # overriding it compiles c10 types differently and crashes when a kernel throws.
+            extra_cflags=["-O3", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             extra_cuda_cflags=_cuda_flags() if with_cuda else None,
             build_directory=str(build_directory(with_cuda)),
