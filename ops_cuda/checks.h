@@ -86,4 +86,25 @@ inline ConvShape make_shape(const at::Tensor& input, const at::Tensor& weight,
   return s;
 }
 
+// grad_output must have the output's shape, device and dtype.
+inline void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
+                              const ConvShape& s) {
+  check_same(input, grad_output, "grad_output");
+  TORCH_CHECK(grad_output.dim() == 5 && grad_output.size(0) == s.batch &&
+                  grad_output.size(1) == s.out_channels && grad_output.size(2) == s.out_depth &&
+                  grad_output.size(3) == s.out_height && grad_output.size(4) == s.out_width,
+              "grad_output has shape ", grad_output.sizes(), ", expected the output's shape");
+}
+
+// Data pointers of optional tensors (undefined or empty: nullptr), as the kernels take them.
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+T* mutable_or_null(at::Tensor& t) {
+  return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
+}
+
 }  // namespace d2bench

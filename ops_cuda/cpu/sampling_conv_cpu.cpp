@@ -204,16 +204,6 @@ at::Tensor optional_contiguous(const c10::optional<at::Tensor>& t) {
   return t.has_value() ? t->contiguous() : at::Tensor();
 }
 
-template <typename scalar_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
-}
-
-template <typename scalar_t>
-scalar_t* mutable_or_null(at::Tensor& t) {
-  return t.defined() && t.numel() > 0 ? t.data_ptr<scalar_t>() : nullptr;
-}
-
 at::Tensor empty_output(const at::Tensor& input, const ConvShape& s) {
   return at::empty({s.batch, s.out_channels, s.out_depth, s.out_height, s.out_width},
                    input.options());
@@ -221,13 +211,6 @@ at::Tensor empty_output(const at::Tensor& input, const ConvShape& s) {
 
 at::Tensor maybe_empty_like(bool wanted, const at::Tensor& like, const at::Tensor& input) {
   return wanted && like.defined() ? at::empty_like(like) : at::empty({0}, input.options());
-}
-
-void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
-                       const ConvShape& s) {
-  check_same(input, grad_output, "grad_output");
-  TORCH_CHECK(grad_output.sizes() == empty_output(input, s).sizes(),
-              "grad_output has shape ", grad_output.sizes(), ", expected the output's shape");
 }
 
 at::Tensor d2conv3d_cpu(const at::Tensor& input, const at::Tensor& dilation_map,

@@ -58,16 +58,6 @@ SamplingArgs prepare(const at::Tensor& input, const at::Tensor& coords,
                       weight.contiguous(), s};
 }
 
-template <typename map_t>
-const map_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<map_t>() : nullptr;
-}
-
-template <typename map_t>
-map_t* mutable_or_null(at::Tensor& t) {
-  return t.defined() && t.numel() > 0 ? t.data_ptr<map_t>() : nullptr;
-}
-
 template <typename scalar_t, typename Taps>
 void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& weight,
                     const at::Tensor& bias, at::Tensor& out) {
@@ -228,11 +218,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
                            groups, coords_name, coords_channels<TapsT>(groups), mask_name,
                            27 * groups);
   const ConvShape& s = a.shape;
-  check_same(input, grad_output, "grad_output");
-  TORCH_CHECK(grad_output.dim() == 5 && grad_output.size(0) == s.batch &&
-                  grad_output.size(1) == s.out_channels && grad_output.size(2) == s.out_depth &&
-                  grad_output.size(3) == s.out_height && grad_output.size(4) == s.out_width,
-              "grad_output has shape ", grad_output.sizes(), ", expected the output's shape");
+  check_grad_output(grad_output, input, s);
   const at::Tensor gout = packed_layout(grad_output) ? grad_output : grad_output.contiguous();
   if (output_mask[0]) {
     at::globalContext().alertNotDeterministic(op);  // the input gradient uses atomics
