@@ -13,6 +13,21 @@ from types import MappingProxyType
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..names import (
+    ACTIVATION_ALIASES,
+    ACTIVATION_NAMES,
+    DEFAULT_ACTIVATION,
+    canonical_activation,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "ACTIVATION_ALIASES",
+    "DEFAULT_ACTIVATION",
+    "apply_activation",
+    "canonical_activation",
+]
+
 ActivationFn = Callable[[Tensor], Tensor]
 
 #: The shift inside "1+relu" keeps s strictly above 1 at h = 0, as in the original code.
@@ -40,23 +55,8 @@ ACTIVATIONS: Mapping[str, ActivationFn] = MappingProxyType(
     {"none": _none, "1+relu": _one_plus_relu, "relu": _relu, "1+elu": _one_plus_elu}
 )
 
-#: Keys used by the original code, accepted so that its configurations can be read unchanged.
-ACTIVATION_ALIASES: Mapping[str, str] = MappingProxyType(
-    {"linear": "none", "relu_plus_one": "1+relu", "elu": "1+elu"}
-)
-
-#: The paper's choice (its best row of Table 2).
-DEFAULT_ACTIVATION = "1+elu"
-
-
-def canonical_activation(name: str) -> str:
-    """Return the canonical name of an activation or alias; ValueError listing the valid ones."""
-    key = name.strip().lower() if isinstance(name, str) else name
-    key = ACTIVATION_ALIASES.get(key, key)
-    if key not in ACTIVATIONS:
-        valid = [*ACTIVATIONS, *ACTIVATION_ALIASES]
-        raise ValueError(f"activation must be one of {', '.join(valid)}; got {name!r}")
-    return key
+if tuple(ACTIVATIONS) != ACTIVATION_NAMES:
+    raise ImportError("d2bench.names.ACTIVATION_NAMES and ACTIVATIONS disagree")
 
 
 def apply_activation(name: str, h: Tensor) -> Tensor:

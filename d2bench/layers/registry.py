@@ -11,8 +11,23 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .activations import DEFAULT_ACTIVATION
+from ..names import (
+    DEFAULT_ACTIVATION,
+    PAPER_LABELS,
+    VARIANT_ALIASES,
+    VARIANT_NAMES,
+    canonical_variant_name,
+)
 from .spec import VariantSpec
+
+__all__ = [
+    "PAPER_LABELS",
+    "VARIANTS",
+    "VARIANT_ALIASES",
+    "VARIANT_NAMES",
+    "canonical_variant_name",
+    "get_variant",
+]
 
 
 def _d2(name: str, axes: str, modulation: bool) -> VariantSpec:
@@ -33,42 +48,8 @@ VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
     }
 )
 
-VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
-
-#: Other accepted spellings (matched case-insensitively).
-VARIANT_ALIASES: Mapping[str, str] = MappingProxyType(
-    {
-        "revised_baseline": "baseline",
-        "i": "d2conv3d_i",
-        "ii": "d2conv3d_ii",
-        "iii": "d2conv3d_iii",
-        "iv": "d2conv3d_iv",
-    }
-)
-
-#: How each row is labelled in the paper, for reports.
-PAPER_LABELS: Mapping[str, str] = MappingProxyType(
-    {
-        "baseline": "Revised Baseline",
-        "aspp": "ASPP",
-        "dcnv1": "DCNv1",
-        "dcnv2": "DCNv2",
-        "d2conv3d_i": "(I) S (|D|=1)",
-        "d2conv3d_ii": "(II) S (|D|=2)",
-        "d2conv3d_iii": "(III) S+T (|D|=3)",
-        "d2conv3d_iv": "(IV) S+T (|D|=3)",
-    }
-)
-
-
-def canonical_variant_name(name: str) -> str:
-    """Resolve a name or alias (any case); ValueError listing the known names."""
-    key = name.strip().lower() if isinstance(name, str) else name
-    key = VARIANT_ALIASES.get(key, key)
-    if key not in VARIANTS:
-        known = [*VARIANT_NAMES, *VARIANT_ALIASES]
-        raise ValueError(f"unknown variant {name!r}; known names: {', '.join(known)}")
-    return key
+if tuple(VARIANTS) != VARIANT_NAMES:
+    raise ImportError("d2bench.names.VARIANT_NAMES and the registry disagree")
 
 
 def get_variant(name: str, **overrides: Any) -> VariantSpec:

@@ -1,0 +1,44 @@
+"""``d2bench ops build`` and ``d2bench bench ops``: the compiled operators."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _ops_build(args: argparse.Namespace) -> int:
+    from ..ops._extension import build_directory, source_dir
+    from ..ops._registration import load_and_register
+
+    with_cuda = load_and_register()
+    print(f"d2bench operators built from {source_dir()}")
+    print(f"  cached in {build_directory(with_cuda)} ({'CPU + CUDA' if with_cuda else 'CPU'})")
+    return 0
+
+
+def _bench_ops(args: argparse.Namespace) -> int:
+    from ..bench.ops_bench import run_ops_benchmark
+
+    path = run_ops_benchmark(
+        args.out, quick=args.quick, repeats=args.repeats, warmup=args.warmup, device=args.device
+    )
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    ops_cmd = commands.add_parser("ops", help="the compiled operators")
+    ops_sub = ops_cmd.add_subparsers(dest="ops_command", required=True, metavar="ACTION")
+    ops_sub.add_parser("build", help="build (or load the cached) operators").set_defaults(
+        handler=_ops_build
+    )
+
+
+def register_bench(bench: argparse._SubParsersAction) -> None:
+    bench_ops = bench.add_parser("ops", help="time the operators against cuDNN conv3d")
+    bench_ops.add_argument("--out", type=Path, default=Path("reports/bench"))
+    bench_ops.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run)")
+    bench_ops.add_argument("--repeats", type=int, default=30)
+    bench_ops.add_argument("--warmup", type=int, default=5)
+    bench_ops.add_argument("--device", default=None, help="default: cuda if available")
+    bench_ops.set_defaults(handler=_bench_ops)
