@@ -52,5 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as a file: go through the package so UsageError is one class
+    from d2bench.cli import main as package_main
+
+    sys.exit(package_main())

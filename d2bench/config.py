@@ -111,6 +111,8 @@ class MeasureConfig(_Strict):
     protocol: Literal["davis16", "semi", "unsupervised"] = "davis16"
     #: Clips excluded from the FPS timing at the start of the measurement.
     warmup_clips: int = Field(2, ge=0)
+    #: Validation videos timed for FPS/memory (None = all of them, the paper's protocol).
+    fps_videos: int | None = Field(None, ge=1)
 
 
 class CellConfig(_Strict):

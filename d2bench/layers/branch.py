@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+from torch.utils.hooks import RemovableHandle
 
 from ..ops.geometry import IntOr3, triple
 from .conv_settings import conv_settings
@@ -22,6 +25,10 @@ from .spec import VariantSpec
 
 #: What a branch predicts: the op's geometry argument and its optional modulation.
 Deformation = tuple[Tensor, Tensor | None]
+
+#: ``hook(layer, input, geometry, modulation)``: called by a forward with the exact arguments the
+#: operator receives (the dilation map or the offsets, in the dtype the operator samples with).
+SamplingHook = Callable[["SampledConv3d", Tensor, Tensor, Tensor | None], None]
 
 
 class ZeroInitConv3d(nn.Conv3d):
@@ -95,6 +102,8 @@ class SampledConv3d(nn.Module, ABC):
             in_channels, branch_channels, 3, self.stride, self.padding, self.dilation, **factory
         )
         self.add_module(self.branch_name, branch)
+        # An OrderedDict (not a dict): RemovableHandle keeps a weak reference to it.
+        self._sampling_hooks: OrderedDict[int, SamplingHook] = OrderedDict()
         self.reset_parameters()
 
     @property
@@ -144,6 +153,16 @@ class SampledConv3d(nn.Module, ABC):
         if bias is not None:
             self.bias = nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
 
+    def register_sampling_hook(self, hook: SamplingHook) -> RemovableHandle:
+        """Have every forward call ``hook`` with the sampling arguments the operator receives.
+
+        For measurements of where a layer samples (out-of-bounds statistic, dilation maps). With
+        no hook registered a forward pays nothing; ``handle.remove()`` unregisters.
+        """
+        handle = RemovableHandle(self._sampling_hooks)
+        self._sampling_hooks[handle.id] = hook
+        return handle
+
     @classmethod
     @abstractmethod
     def spec_options(cls, spec: VariantSpec) -> dict[str, Any]:
@@ -186,6 +205,8 @@ class SampledConv3d(nn.Module, ABC):
         map_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
         geometry, modulation = deformation
         cast = (geometry.to(map_dtype).contiguous(), _cast(modulation, map_dtype))
+        for hook in tuple(self._sampling_hooks.values()):
+            hook(self, x, *cast)
         return self.sample(x, cast, self.weight.to(dtype), _cast(self.bias, dtype))
 
     def extra_repr(self) -> str:

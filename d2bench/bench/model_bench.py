@@ -1,0 +1,500 @@
+"""Model benchmark: FPS and peak memory of every Table 1 variant with the full network.
+
+For each variant the whole network (random weights) is built on the device and measured twice:
+
+- *clip level*: one B×3×8×480×864 clip per forward, timed with :func:`d2bench.bench.timing.time_fn`
+  (median of individually timed calls over rotated inputs), then the peak memory of one forward
+  (``max_memory_allocated``/``reserved`` after emptying the cache and resetting the peaks: weights,
+  input and activations);
+- *protocol*: :func:`d2bench.metrics.speed.measure_synthetic` on random 480×854 videos, i.e. the
+  paper's FPS (frames / Σ synchronised forward time per video, averaged over videos, warm-up
+  excluded) with clips of 8 every ``gap`` frames.
+
+Every figure is also given relative to the Revised Baseline measured in the same run, and the
+targets (D²Conv3D (IV): FPS ≥ 0.95× and peak memory ≤ 1.05× the baseline's) are checked. With
+random weights the deformation branches would predict exactly "no deformation" (they start at
+zero), which samples on the integer grid like a plain conv; by default they are re-drawn from
+N(0, 1/fan_in) so that the kernels sample at fractional positions, as a trained model does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import InferConfig, ModelConfig
+from ..layers.branch import SampledConv3d
+from ..names import PAPER_LABELS, VARIANT_NAMES, canonical_variant_name
+from .environment import collect_environment, resolve_device
+from .ops_bench import _json_safe, _write_atomic, gpu_slug
+from .timing import time_fn
+
+SCHEMA = "d2bench.model_bench/1"
+BASELINE = "baseline"
+GB = 1024**3
+
+#: Paper Table 1 (GTX 1080 Ti): FPS and memory (GB) at inference, for context.
+PAPER_FPS_MEMORY: dict[str, tuple[float, float]] = {
+    "baseline": (4.96, 1.92),
+    "aspp": (4.50, 1.96),
+    "dcnv1": (4.41, 1.95),
+    "dcnv2": (4.36, 1.96),
+    "d2conv3d_i": (4.49, 1.94),
+    "d2conv3d_ii": (4.46, 1.94),
+    "d2conv3d_iii": (4.46, 1.93),
+    "d2conv3d_iv": (4.46, 1.94),
+}
+PRECISIONS = ("bf16", "fp16", "fp32")
+BRANCH_INITS = ("random", "zero")
+
+
+@dataclass(frozen=True)
+class Target:
+    variant: str
+    quantity: str  # "fps" (higher is better) or "memory" (lower is better)
+    limit: float
+
+    @property
+    def label(self) -> str:
+        sign = "≥" if self.quantity == "fps" else "≤"
+        name = "FPS" if self.quantity == "fps" else "peak memory"
+        return f"{PAPER_LABELS[self.variant]} {name} {sign} {self.limit:g}× Revised Baseline"
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("d2conv3d_iv", "fps", 0.95),
+    Target("d2conv3d_iv", "memory", 1.05),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What is measured: network, clip, precision, repetitions."""
+
+    backbone: str = "csn152"
+    tiny_width: int = 16
+    decoder_channels: int = 256
+    clip_len: int = 8
+    height: int = 480  # the network input (a multiple of 32)
+    width: int = 864
+    native_width: int = 854  # the video frames of the protocol run, padded to ``width``
+    batch_size: int = 1
+    precision: str = "bf16"
+    repeats: int = 30
+    warmup: int = 5
+    videos: int = 2
+    video_frames: int = 43  # 8 clips at gap 5
+    gap: int = 5
+    branch_init: str = "random"
+    cudnn_benchmark: bool = True
+
+
+FULL = Settings()
+QUICK = Settings(
+    backbone="tiny",
+    tiny_width=8,
+    decoder_channels=16,
+    height=32,
+    width=64,
+    native_width=60,
+    precision="fp32",
+    repeats=3,
+    warmup=1,
+    videos=1,
+    video_frames=12,
+)
+
+
+def model_config(settings: Settings, variant: str) -> ModelConfig:
+    return ModelConfig(
+        backbone=settings.backbone,  # type: ignore[arg-type]
+        tiny_width=settings.tiny_width,
+        decoder_channels=settings.decoder_channels,
+        variant=variant,
+        weights="none",
+    )
+
+
+def randomise_branches(model: nn.Module, generator: torch.Generator) -> int:
+    """Draw every deformation branch's weight from N(0, 1/fan_in), bias 0; returns how many."""
+    count = 0
+    for layer in model.modules():
+        if isinstance(layer, SampledConv3d):
+            weight = layer.branch.weight
+            fan_in = weight[0].numel()
+            noise = torch.randn(weight.shape, generator=generator) / math.sqrt(fan_in)
+            with torch.no_grad():
+                weight.copy_(noise.to(weight.device, weight.dtype))
+                if layer.branch.bias is not None:
+                    layer.branch.bias.zero_()
+            count += 1
+    return count
+
+
+def _autocast(dev: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    from ..engine.inference import autocast_context
+
+    return autocast_context(dev, precision)
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def _release(dev: torch.device) -> None:
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _clip_level(
+    model: nn.Module, settings: Settings, dev: torch.device, seed: int
+) -> dict[str, Any]:
+    """Median forward time of one clip batch and the peak memory of one forward."""
+    from ..metrics.speed import MemoryProbe
+
+    shape = (settings.batch_size, 3, settings.clip_len, settings.height, settings.width)
+
+    def make_inputs(i: int) -> Tensor:
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(seed * 1000 + i)
+        return torch.rand(shape, generator=gen, device=dev)
+
+    def forward(x: Tensor) -> Tensor:
+        with torch.inference_mode(), _autocast(dev, settings.precision):
+            return model(x)
+
+    timing = time_fn(
+        forward, make_inputs, warmup=settings.warmup, repeats=settings.repeats, device=dev
+    )
+    _release(dev)
+    x = make_inputs(0)
+    probe = MemoryProbe(dev)
+    probe.start()
+    probe.before_forward()
+    out = forward(x)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    probe.after_forward()
+    del out, x
+    memory = probe.result()
+    clip_frames = settings.clip_len * settings.batch_size
+    return {
+        **timing.to_dict(samples=True),
+        "clip_fps": clip_frames / (timing.median_ms / 1e3),
+        "memory": memory,
+    }
+
+
+def measure_variant(
+    variant: str, settings: Settings, dev: torch.device, *, seed: int = 0
+) -> dict[str, Any]:
+    """Clip-level and protocol measurements of one variant (see the module doc)."""
+    from ..engine.inference import PAD_MULTIPLE
+    from ..metrics.speed import measure_synthetic, parameter_bytes
+    from ..models import build_model
+
+    entry: dict[str, Any] = {"variant": variant, "label": PAPER_LABELS[variant]}
+    model = build_model(model_config(settings, variant), device=dev).eval()
+    try:
+        if settings.branch_init == "random":
+            generator = torch.Generator().manual_seed(seed)
+            entry["randomised_branches"] = randomise_branches(model, generator)
+        entry["replaced_layers"] = len(model.replaced_layers)
+        entry["parameters"] = sum(p.numel() for p in model.parameters())
+        entry["weights_gb"] = parameter_bytes(model) / GB
+        entry["clip"] = _clip_level(model, settings, dev, seed)
+        _release(dev)
+        native_height = settings.height  # 480 is already a multiple of 32
+        if native_height % PAD_MULTIPLE:
+            raise ValueError(f"height must be a multiple of {PAD_MULTIPLE}")
+        cfg = InferConfig(
+            clip_len=settings.clip_len,
+            gap=settings.gap,
+            precision=settings.precision,  # type: ignore[arg-type]
+            batch_size=settings.batch_size,
+        )
+        protocol = measure_synthetic(
+            model,
+            settings.video_frames,
+            native_height,
+            settings.native_width,
+            infer_cfg=cfg,
+            device=dev,
+            videos=settings.videos,
+            warmup_clips=settings.warmup,
+            seed=seed,
+        )
+        protocol.pop("environment", None)  # recorded once for the whole report
+        entry["protocol"] = protocol
+    finally:
+        del model
+        _release(dev)
+    return entry
+
+
+def _value(entry: dict[str, Any] | None, *path: str) -> float | None:
+    value: Any = entry
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _memory_key(entry: dict[str, Any] | None) -> float | None:
+    """The clip-level peak: allocated on CUDA, RSS on the CPU."""
+    return _value(entry, "clip", "memory", "max_allocated_gb") or _value(
+        entry, "clip", "memory", "peak_rss_gb"
+    )
+
+
+def add_relative(entries: dict[str, dict[str, Any]]) -> None:
+    """Ratios against the baseline: protocol FPS, clip FPS, clip peak memory."""
+    base = entries.get(BASELINE)
+    for entry in entries.values():
+        if "error" in entry:
+            continue
+        pairs = {
+            "fps": (_value(entry, "protocol", "fps"), _value(base, "protocol", "fps")),
+            "clip_fps": (_value(entry, "clip", "clip_fps"), _value(base, "clip", "clip_fps")),
+            "memory": (_memory_key(entry), _memory_key(base)),
+        }
+        entry["relative"] = {
+            key: (ours / theirs if ours is not None and theirs else None)
+            for key, (ours, theirs) in pairs.items()
+        }
+
+
+def evaluate_targets(entries: dict[str, dict[str, Any]], *, gpu: bool) -> list[dict[str, Any]]:
+    rows = []
+    for target in TARGETS:
+        ratio = ((entries.get(target.variant) or {}).get("relative") or {}).get(target.quantity)
+        met = None
+        if ratio is not None:
+            met = ratio >= target.limit if target.quantity == "fps" else ratio <= target.limit
+        rows.append(
+            {
+                "target": target.label,
+                "variant": target.variant,
+                "quantity": target.quantity,
+                "limit": target.limit,
+                "ratio": ratio,
+                "met": met,
+                "applies": gpu,
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (the paper's labels contain ``|D|``)."""
+    return text.replace("|", "\\|")
+
+
+def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    env, protocol = report["environment"], report["protocol"]
+    gpu = env.get("gpu_name")
+    revision = env.get("git_revision")
+    revision_text = (revision[:12] if revision else "unknown") + (
+        " (uncommitted changes)" if env.get("git_dirty") else ""
+    )
+    memory_label = "peak alloc GB" if gpu else "peak RSS GB"
+    lines = [
+        f"# Model benchmark: {gpu or 'CPU'}" + (" (quick)" if report["quick"] else ""),
+        "",
+        f"- Device: {gpu or env.get('cpu_model') or 'CPU'}; driver "
+        f"{env.get('driver_version') or '—'}; {env.get('platform')}",
+        f"- torch {env.get('torch_version')}, CUDA {env.get('cuda_version') or '—'}, "
+        f"cuDNN {env.get('cudnn_version') or '—'}, Python {env.get('python_version')}; "
+        f"d2bench revision {revision_text}",
+        f"- Network: {protocol['backbone']} backbone, decoder {protocol['decoder_channels']} "
+        f"channels, random weights (deformation branches: {protocol['branch_init']}); "
+        f"dtype {protocol['dtype']}; batch {protocol['batch_size']}",
+        f"- Clip level: input {protocol['batch_size']}×3×{protocol['clip_len']}×"
+        f"{protocol['height']}×{protocol['width']}, median of {protocol['repeats']} individually "
+        f"timed forwards ({protocol['timer']}) after {protocol['warmup']} warm-up calls; peak "
+        "memory of one forward after resetting the peaks (weights + input + activations)",
+        f"- Protocol: {protocol['videos']} random video(s) of {protocol['video_frames']} frames "
+        f"at {protocol['height']}×{protocol['native_width']} (padded to {protocol['width']}), "
+        f"clips of {protocol['clip_len']} every {protocol['gap']} frames; FPS = frames / Σ "
+        f"synchronised forward time per video, mean over videos; {protocol['warmup']} warm-up "
+        "clips excluded",
+        f"- Started {env.get('timestamp_utc')}, took {report['wall_s']:.0f} s",
+        "",
+        f"| Variant | clip fwd ms (median) | FPS (protocol) | FPS rel. | clip FPS rel. | "
+        f"{memory_label} | reserved GB | memory rel. | paper FPS | paper mem GB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in report["results"].items():
+        paper_fps, paper_mem = PAPER_FPS_MEMORY[name]
+        if "error" in entry:
+            lines.append(
+                f"| {_cell(entry['label'])} | error: {_cell(entry['error'][:80])} | | | | | | | "
+                f"{paper_fps} | {paper_mem} |"
+            )
+            continue
+        relative = entry.get("relative") or {}
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    _cell(entry["label"]),
+                    _fmt(_value(entry, "clip", "median_ms"), 1),
+                    _fmt(_value(entry, "protocol", "fps")),
+                    _fmt(relative.get("fps"), 3, "×"),
+                    _fmt(relative.get("clip_fps"), 3, "×"),
+                    _fmt(_memory_key(entry), 3),
+                    _fmt(_value(entry, "clip", "memory", "max_reserved_gb"), 3),
+                    _fmt(relative.get("memory"), 3, "×"),
+                    f"{paper_fps}",
+                    f"{paper_mem}",
+                ]
+            )
+            + " |"
+        )
+    lines += ["", "## Targets", ""]
+    for row in report["targets"]:
+        verdict = {None: "not measured", True: "met", False: "not met"}[row["met"]]
+        note = "" if row["applies"] else " (CPU smoke run: not a GPU measurement)"
+        lines.append(f"- {row['target']}: {_fmt(row['ratio'], 3, '×')} — {verdict}{note}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def run_model_benchmark(
+    out_dir: Path = Path("reports/bench"),
+    *,
+    quick: bool = False,
+    variants: Sequence[str] | None = None,
+    backbone: str | None = None,
+    precision: str | None = None,
+    repeats: int | None = None,
+    warmup: int | None = None,
+    videos: int | None = None,
+    branch_init: str | None = None,
+    device: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Measure ``variants`` (default: all of Table 1) and write ``model-<gpu>.json``/``.md``.
+
+    ``quick``: the tiny model at 8×32×64 in float32 (a smoke run; the files are named
+    ``model-<gpu>-quick.*`` so a smoke run never overwrites a real result). The baseline is
+    always measured (first), because every figure is relative to it. Returns the JSON path.
+    """
+    started = time.perf_counter()
+    say = progress or (lambda text: print(text, flush=True))
+    names = _resolve_variants(variants)
+    settings = QUICK if quick else FULL
+    overrides: dict[str, Any] = {
+        "backbone": backbone,
+        "precision": precision,
+        "repeats": repeats,
+        "warmup": warmup,
+        "videos": videos,
+        "branch_init": branch_init,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    _check_settings(settings)
+    dev = resolve_device(device if device is not None else ("cpu" if quick else None))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    environment = collect_environment(dev)
+
+    entries: dict[str, dict[str, Any]] = {}
+    with _cudnn_benchmark(settings.cudnn_benchmark):
+        for index, name in enumerate(names):
+            prefix = f"[{index + 1}/{len(names)}] {PAPER_LABELS[name]}"
+            try:
+                entry = measure_variant(name, settings, dev, seed=index)
+            except Exception as error:  # one variant failing (OOM, operator) keeps the others
+                message = " ".join(f"{type(error).__name__}: {error}".split())[:600]
+                entry = {"variant": name, "label": PAPER_LABELS[name], "error": message}
+                _release(dev)
+                say(f"{prefix}: error {message[:160]}")
+            else:
+                say(
+                    f"{prefix}: clip {entry['clip']['median_ms']:.1f} ms, "
+                    f"protocol {_fmt(_value(entry, 'protocol', 'fps'))} FPS, "
+                    f"peak {_fmt(_memory_key(entry), 3)} GB"
+                )
+            entries[name] = entry
+    add_relative(entries)
+    targets = evaluate_targets(entries, gpu=dev.type == "cuda")
+
+    from ..metrics.speed import effective_dtype
+
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "quick": quick,
+        "environment": environment,
+        "protocol": {
+            **asdict(settings),
+            "device": str(dev),
+            "dtype": effective_dtype(dev, settings.precision),
+            "timer": "cuda_events" if dev.type == "cuda" else "perf_counter",
+            "statistic": "median (clip level); mean over videos of frames / Σ forward s (protocol)",
+            "weights": "random initialisation",
+        },
+        "results": entries,
+        "targets": targets,
+        "wall_s": time.perf_counter() - started,
+    }
+    report = _json_safe(report)
+    slug = gpu_slug(environment.get("gpu_name")) + ("-quick" if quick else "")
+    out_dir = Path(out_dir)
+    json_path = out_dir / f"model-{slug}.json"
+    markdown = render_markdown(report)
+    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+    _write_atomic(out_dir / f"model-{slug}.md", markdown)
+    say("")
+    say(markdown)
+    return json_path
+
+
+def _resolve_variants(variants: Sequence[str] | None) -> list[str]:
+    if not variants:
+        return list(VARIANT_NAMES)
+    names = [canonical_variant_name(name) for name in variants]
+    ordered = [name for name in VARIANT_NAMES if name in names]  # Table 1 order, no duplicates
+    return ordered if BASELINE in ordered else [BASELINE, *ordered]
+
+
+def _check_settings(settings: Settings) -> None:
+    if settings.precision not in PRECISIONS:
+        raise ValueError(
+            f"dtype must be one of {', '.join(PRECISIONS)}; got {settings.precision!r}"
+        )
+    if settings.branch_init not in BRANCH_INITS:
+        raise ValueError(
+            f"branch init must be one of {', '.join(BRANCH_INITS)}; got {settings.branch_init!r}"
+        )
+    for field_name in ("repeats", "videos"):
+        if getattr(settings, field_name) < 1:
+            raise ValueError(f"{field_name} must be >= 1; got {getattr(settings, field_name)}")
+    if settings.warmup < 0:
+        raise ValueError(f"warmup must be >= 0; got {settings.warmup}")

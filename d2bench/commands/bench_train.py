@@ -1,0 +1,40 @@
+"""``d2bench bench train``: full-network training-step and inference throughput and memory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_VARIANTS = ["baseline", "d2conv3d_iv"]
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from ..bench.train_bench import run_train_benchmark
+
+    path = run_train_benchmark(
+        args.out,
+        variants=args.variants,
+        backbone=args.backbone,
+        batch=args.batch,
+        precision=args.precision,
+        repeats=args.repeats,
+        device=args.device,
+        quick=args.quick,
+    )
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+def register_bench(bench: argparse._SubParsersAction) -> None:
+    parser = bench.add_parser(
+        "train", help="training step and inference of the full network (clips/s, memory)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    parser.add_argument("--backbone", default="csn152", choices=["csn152", "csn50", "tiny"])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default=None, help="default: cuda if available")
+    parser.add_argument("--quick", action="store_true", help="tiny model on a small clip")
+    parser.set_defaults(handler=_bench_train)

@@ -1,0 +1,407 @@
+"""One cell of a study, start to finish: train, infer, evaluate, measure, write ``result.json``.
+
+Every backend (local, Ray, SLURM) calls :func:`run_cell`; it is idempotent and resumable:
+a cell directory whose ``result.json`` matches the config is returned at once, and training
+resumes from the newest checkpoint in ``checkpoints/``. The directory holds::
+
+    config.yaml        the resolved config
+    cell.log           stage-by-stage log
+    metrics.jsonl      the training curve, one JSON object per optimiser step / epoch
+    checkpoints/       ckpt-eEEEE-bBBBBBB.pt (the newest two)
+    masks/<seq>/*.png  predictions in the DAVIS results layout
+    eval.json          J&F per object and global (d2bench.metrics.davis)
+    oob.json           out-of-bounds sampling statistic per layer (when measured)
+    maps.npz           dilation/modulation maps of one sequence (when asked for)
+    result.json        flat metrics + environment + config + artifact paths, written last
+
+``result["metrics"]`` holds flat floats: jf_mean, j_mean, j_recall, j_decay, f_mean, f_recall,
+f_decay, fps, mem_alloc_gb and mem_reserved_gb (GPU) or peak_rss_gb (CPU), oob_full,
+oob_partial, oob_{full,partial}_{t,y,x}, train_loss, train_seconds, epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import CellConfig, config_to_dict, load_cell_config
+from .signals import CellInterrupted
+
+MetricsCallback = Callable[[dict[str, float], int], None]
+
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "cell.log"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+__all__ = [
+    "CellInterrupted",
+    "evaluate_cell",
+    "infer_cell",
+    "read_result",
+    "run_cell",
+    "train_cell",
+]
+
+log = logging.getLogger("d2bench.cell")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary sibling and rename over ``path``: readers never see half a file."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def read_result(cell_dir: Path) -> dict[str, Any] | None:
+    """The cell's ``result.json``, or None when it has not finished."""
+    path = Path(cell_dir) / RESULT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+@contextmanager
+def _cell_log(cell_dir: Path) -> Iterator[None]:
+    handler = logging.FileHandler(cell_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("[cell] %(message)s"))
+    log.addHandler(handler)
+    log.addHandler(console)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.removeHandler(console)
+        handler.close()
+
+
+class _CurveWriter:
+    """Appends each metrics event to ``metrics.jsonl`` and forwards it to the caller."""
+
+    def __init__(self, path: Path, forward: MetricsCallback | None) -> None:
+        self.path = path
+        self.forward = forward
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.forward is not None:
+            self.forward(metrics, step)
+
+
+def train_cell(
+    config: CellConfig,
+    cell_dir: Path,
+    device: Any,
+    model: Any,
+    on_metrics: MetricsCallback | None,
+    handle_signals: bool,
+    show_progress: bool,
+) -> dict[str, Any]:
+    from ..data import TrainClips
+    from .trainer import Trainer
+
+    data = config.data
+    dataset = TrainClips(
+        data.root,
+        imageset=data.train_set,
+        clip_len=data.clip_len,
+        window=data.window,
+        size=data.train_size,
+        pad_multiple=data.pad_multiple,
+    )
+    log.info("training on %d clips of %s (%s)", len(dataset), data.train_set, data.root)
+    trainer = Trainer(
+        config,
+        model,
+        dataset,
+        cell_dir / CHECKPOINT_DIR,
+        device,
+        on_metrics=_CurveWriter(cell_dir / METRICS_FILE, on_metrics),
+        handle_signals=handle_signals,
+        show_progress=show_progress,
+    )
+    summary = trainer.fit()
+    if summary.resumed_from:
+        log.info("resumed from %s", summary.resumed_from)
+    return {
+        "train_loss": summary.final_loss,
+        "train_seconds": summary.seconds,
+        "epochs": float(len(summary.epoch_losses)),
+        "resumed_from": summary.resumed_from,
+    }
+
+
+def _train_with_torchrun(
+    config: CellConfig, cell_dir: Path, model: Any, on_metrics: MetricsCallback | None
+) -> dict[str, Any]:
+    """Several GPUs: train in ``torchrun`` ranks, replay their curve, load the final weights."""
+    from .checkpoint import load_checkpoint, newest_checkpoint
+
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={config.train.gpus}",
+        "-m",
+        "d2bench.engine.train_entry",
+        str(cell_dir),
+    ]
+    log.info("training data-parallel on %d GPUs: %s", config.train.gpus, " ".join(command))
+    curve = cell_dir / METRICS_FILE
+    seen = len(curve.read_text().splitlines()) if curve.exists() else 0
+    started = time.perf_counter()
+    process = subprocess.Popen(command)
+    while True:
+        finished = process.poll() is not None
+        if curve.exists() and on_metrics is not None:
+            lines = curve.read_text().splitlines()
+            for line in lines[seen:]:
+                event = json.loads(line)
+                step = event.pop("step")
+                on_metrics(event, step)
+            seen = len(lines)
+        if finished:
+            break
+        time.sleep(2.0)
+    if process.returncode != 0:
+        raise RuntimeError(f"data-parallel training failed (torchrun exit {process.returncode})")
+    state = load_checkpoint(newest_checkpoint(cell_dir / CHECKPOINT_DIR))  # type: ignore[arg-type]
+    model.load_state_dict(state["model"])
+    losses = state["epoch_losses"]
+    return {
+        "train_loss": losses[-1] if losses else float("nan"),
+        "train_seconds": time.perf_counter() - started,
+        "epochs": float(len(losses)),
+    }
+
+
+def infer_cell(
+    config: CellConfig, cell_dir: Path, model: Any, device: Any, show_progress: bool
+) -> dict[str, Any]:
+    """Masks for every validation sequence, with the OOB statistic and maps when asked."""
+    from ..data import frame_names, list_sequences, read_frames
+    from ..metrics.maps import record_maps
+    from ..metrics.oob import record_oob
+    from .inference import predict_video, write_masks
+    from .progress import Progress
+
+    root, infer_cfg = config.data.root, config.infer
+    sequences = list_sequences(root, config.data.val_set)
+    masks_dir = cell_dir / "masks"
+    artifacts: dict[str, Any] = {"masks": "masks"}
+    metrics: dict[str, float] = {}
+    channels_last = config.train.channels_last and device.type == "cuda"
+    progress = Progress("inference", len(sequences), enabled=show_progress)
+    with ExitStack() as stack:
+        recorder = stack.enter_context(record_oob(model)) if config.measure.oob else None
+        for index, sequence in enumerate(sequences):
+            frames = read_frames(root, sequence)
+            with ExitStack() as per_video:
+                maps = None
+                if infer_cfg.save_maps_for == sequence:
+                    maps = per_video.enter_context(record_maps(model))
+                probabilities = predict_video(
+                    model, frames, infer_cfg, device, channels_last=channels_last
+                )
+            if maps is not None:
+                _save_maps(cell_dir / "maps.npz", maps, frames, sequence, config)
+                artifacts["maps"] = "maps.npz"
+            write_masks(
+                probabilities,
+                infer_cfg.threshold,
+                masks_dir / sequence,
+                frame_names(root, sequence),
+            )
+            progress.update(index + 1, sequence=sequence)
+        if recorder is not None:
+            summary = recorder.summary()
+            atomic_write_text(cell_dir / "oob.json", json.dumps(summary, indent=1))
+            artifacts["oob"] = "oob.json"
+            metrics.update(_oob_metrics(summary))
+    if infer_cfg.save_maps_for is not None and infer_cfg.save_maps_for not in sequences:
+        log.warning(
+            "save_maps_for=%r is not in %s; no maps saved", infer_cfg.save_maps_for, sequences
+        )
+    return {"metrics": metrics, "artifacts": artifacts}
+
+
+def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellConfig) -> None:
+    """The maps of one sequence plus the frames of its first clip (Fig. 4 needs both)."""
+    import numpy as np
+
+    from ..metrics.maps import save_maps
+
+    clip_len, gap = config.infer.clip_len, config.infer.gap
+    metadata = {"sequence": sequence, "clip_len": clip_len, "gap": gap,
+                "variant": config.model.variant}  # fmt: skip
+    written = save_maps(path, maps, metadata)
+    with np.load(written) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["frames"] = frames[:clip_len]
+    np.savez_compressed(written, **arrays)
+
+
+def _oob_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Flat model-level shares from :meth:`OOBRecorder.summary` (absent when nothing samples)."""
+    total = summary.get("total", {})
+    out: dict[str, float] = {}
+    for kind, word in (("full", "fully"), ("partial", "partly")):
+        share = total.get(f"{word}_outside_share")
+        if share is not None:
+            out[f"oob_{kind}"] = float(share)
+        for axis, values in total.get("per_axis", {}).items():
+            share = values.get(f"{word}_outside_share")
+            if share is not None:
+                out[f"oob_{kind}_{axis}"] = float(share)
+    return out
+
+
+def evaluate_cell(config: CellConfig, cell_dir: Path) -> dict[str, float]:
+    from ..metrics.davis import evaluate
+
+    result = evaluate(
+        config.data.root,
+        cell_dir / "masks",
+        protocol=config.measure.protocol,
+        imageset=config.data.val_set,
+    )
+    atomic_write_text(cell_dir / "eval.json", json.dumps(result, indent=1))
+    names = {
+        "J&F-Mean": "jf_mean",
+        "J-Mean": "j_mean",
+        "J-Recall": "j_recall",
+        "J-Decay": "j_decay",
+        "F-Mean": "f_mean",
+        "F-Recall": "f_recall",
+        "F-Decay": "f_decay",
+    }
+    return {ours: float(result["global"][theirs]) for theirs, ours in names.items()}
+
+
+def _measure_speed(
+    config: CellConfig, model: Any, device: Any
+) -> tuple[dict[str, float], dict[str, Any]]:
+    from ..data import list_sequences, read_frames
+    from ..metrics.speed import measure_inference
+
+    sequences = list_sequences(config.data.root, config.data.val_set)
+    if config.measure.fps_videos is not None:
+        sequences = sequences[: config.measure.fps_videos]
+    videos = [read_frames(config.data.root, sequence) for sequence in sequences]
+    report = measure_inference(
+        model, videos, config.infer, device, warmup_clips=config.measure.warmup_clips
+    )
+    memory = report.get("memory", {})
+    sources = {
+        "fps": report.get("fps"),
+        "mem_alloc_gb": memory.get("max_allocated_gb"),
+        "mem_reserved_gb": memory.get("max_reserved_gb"),
+        "peak_rss_gb": memory.get("peak_rss_gb"),
+    }
+    metrics = {key: float(value) for key, value in sources.items() if value is not None}
+    return metrics, report
+
+
+def build_seeded_model(config: CellConfig) -> Any:
+    """The cell's model, initialised from its seed (so a run and its resume start alike)."""
+    from ..models import build_model
+    from .checkpoint import seed_everything
+
+    seed_everything(config.train.seed)
+    return build_model(config.model)
+
+
+def run_cell(
+    config: CellConfig,
+    cell_dir: Path,
+    *,
+    on_metrics: MetricsCallback | None = None,
+    handle_signals: bool = True,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or finish, or just return) one cell; see the module docstring for the layout."""
+    from ..bench.environment import collect_environment
+    from .distributed import DistContext, resolve_device
+
+    cell_dir = Path(cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = config_to_dict(config)
+    finished = read_result(cell_dir)
+    if finished is not None and finished.get("config") == config_dict:
+        return finished
+    atomic_write_text(cell_dir / CONFIG_FILE, yaml.safe_dump(config_dict, sort_keys=False))
+
+    with _cell_log(cell_dir):
+        started = time.perf_counter()
+        device = resolve_device(config.device)
+        log.info(
+            "cell %s: %s on %s (%s)", cell_dir.name, config.model.variant, device, config.data.root
+        )
+        model = build_seeded_model(config)
+        metrics: dict[str, float] = {}
+        if config.train.epochs > 0:
+            distributed = config.train.gpus > 1 and "WORLD_SIZE" not in os.environ
+            if distributed:
+                metrics |= _train_with_torchrun(config, cell_dir, model, on_metrics)
+                model.to(device)
+            else:
+                trained = train_cell(
+                    config, cell_dir, device, model, on_metrics, handle_signals, show_progress
+                )
+                trained.pop("resumed_from")
+                metrics |= trained
+            if not DistContext.from_environment(device).is_main:
+                return {}
+        else:
+            model.to(device)
+        log.info("inference on %s", config.data.val_set)
+        inferred = infer_cell(config, cell_dir, model, device, show_progress)
+        metrics |= inferred["metrics"]
+        artifacts = {**inferred["artifacts"], "log": LOG_FILE, "curve": METRICS_FILE}
+        if config.measure.jf:
+            log.info("evaluating (%s)", config.measure.protocol)
+            metrics |= evaluate_cell(config, cell_dir)
+            artifacts["eval"] = "eval.json"
+        speed: dict[str, Any] | None = None
+        if config.measure.fps or config.measure.memory:
+            log.info("measuring FPS and memory")
+            speed_metrics, speed = _measure_speed(config, model, device)
+            metrics |= speed_metrics
+        result = {
+            "metrics": metrics,
+            "speed": speed,
+            "environment": collect_environment(device),
+            "config": config_dict,
+            "artifacts": artifacts,
+            "seconds": time.perf_counter() - started,
+        }
+        atomic_write_text(cell_dir / RESULT_FILE, json.dumps(result, indent=1, default=str))
+        log.info("done in %.0f s: %s", result["seconds"], _headline(metrics))
+        return result
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    keys = ("jf_mean", "j_mean", "f_mean", "fps", "train_loss")
+    return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+def run_cell_from_dir(cell_dir: Path, **kwargs: Any) -> dict[str, Any]:
+    """Run the cell whose ``config.yaml`` is already in ``cell_dir`` (torchrun ranks, requeues)."""
+    return run_cell(load_cell_config(Path(cell_dir) / CONFIG_FILE), Path(cell_dir), **kwargs)

@@ -1,0 +1,154 @@
+"""Recording the predicted dilation and modulation maps of the D² layers (the paper's Fig. 4).
+
+Inside :func:`record_maps`, every forward of a :class:`~d2bench.layers.D2Conv3d` appends, per
+batch item (one clip), its dilation map ``s`` (3×T'×H'×W': the factor along t, y and x of every
+output voxel, exactly as the operator received it) and the mean of its 27 modulation values per
+output voxel (T'×H'×W'; layers without modulation record none). Calls are kept in order, so for
+a video run through :func:`d2bench.engine.inference.predict_video` entry i is the i-th clip of
+its clip plan. Recording copies every map to the host (a device synchronisation per layer call):
+use it on the video to be drawn, not while timing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from ..layers.branch import SampledConv3d
+from ..layers.d2 import D2Conv3d
+
+
+@dataclass
+class LayerMaps:
+    """What one D² layer predicted, one entry per clip in call order."""
+
+    dilation: list[np.ndarray] = field(default_factory=list)
+    modulation_mean: list[np.ndarray] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``dilation`` clips×3×T'×H'×W' and (with modulation) ``modulation_mean`` clips×T'×H'×W'.
+
+        Stacking needs one output size; clips of different sizes (videos of different
+        resolutions in one recording) raise a ValueError.
+        """
+        out: dict[str, np.ndarray] = {}
+        if self.dilation:
+            out["dilation"] = _stack(self.dilation, "dilation")
+        if self.modulation_mean:
+            out["modulation_mean"] = _stack(self.modulation_mean, "modulation_mean")
+        return out
+
+
+def _stack(parts: list[np.ndarray], what: str) -> np.ndarray:
+    shapes = {part.shape for part in parts}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"cannot stack {what} maps of different sizes {sorted(shapes)}; record one video "
+            "(one resolution) at a time"
+        )
+    return np.stack(parts)
+
+
+class MapRecorder:
+    """Collects the maps of the model's D² layers while attached (see module doc)."""
+
+    def __init__(self, layers: dict[str, D2Conv3d]) -> None:
+        self.layers = layers
+        self.maps: dict[str, LayerMaps] = {name: LayerMaps() for name in layers}
+        self._handles: list[RemovableHandle] = []
+
+    def attach(self) -> None:
+        if self._handles:
+            raise RuntimeError("this MapRecorder is already recording")
+        for name, layer in self.layers.items():
+            self._handles.append(layer.register_sampling_hook(self._hook_for(name)))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook_for(self, name: str):
+        def hook(
+            layer: SampledConv3d, x: Tensor, dilation_map: Tensor, modulation: Tensor | None
+        ) -> None:
+            record = self.maps[name]
+            dilation = dilation_map.detach().float().cpu().numpy()
+            record.dilation.extend(dilation)
+            if modulation is not None:
+                mean = modulation.detach().float().mean(dim=1).cpu().numpy()
+                record.modulation_mean.extend(mean)
+
+        return hook
+
+    def arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per layer name, the stacked arrays of :meth:`LayerMaps.arrays` (layers never called
+        are left out)."""
+        return {name: arrays for name, maps in self.maps.items() if (arrays := maps.arrays())}
+
+
+def d2_layers(model: nn.Module) -> dict[str, D2Conv3d]:
+    """The model's D² layers by dotted name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, D2Conv3d)}
+
+
+@contextmanager
+def record_maps(model: nn.Module) -> Iterator[MapRecorder]:
+    """Record the dilation and mean modulation maps of every D² layer of ``model`` in the block.
+
+    A model without D² layers records nothing (an empty :meth:`MapRecorder.arrays`).
+    """
+    recorder = MapRecorder(d2_layers(model))
+    recorder.attach()
+    try:
+        yield recorder
+    finally:
+        recorder.detach()
+
+
+def save_maps(
+    path: str | Path,
+    recorded: MapRecorder | Mapping[str, Mapping[str, np.ndarray]],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the maps to a compressed ``.npz``: keys ``<layer>/dilation`` (clips×3×T'×H'×W',
+    axes t, y, x) and ``<layer>/modulation_mean`` (clips×T'×H'×W'), float32.
+
+    ``metadata`` (JSON-serialisable: the sequence, the clip plan, the variant) is stored as a
+    JSON string under ``__metadata__``. Returns the path written (``.npz`` appended if missing).
+    """
+    arrays = recorded.arrays() if isinstance(recorded, MapRecorder) else recorded
+    flat: dict[str, np.ndarray] = {}
+    for layer, maps in arrays.items():
+        for key, value in maps.items():
+            flat[f"{layer}/{key}"] = np.asarray(value, dtype=np.float32)
+    if metadata is not None:
+        flat["__metadata__"] = np.asarray(json.dumps(dict(metadata)))
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **flat)
+    return path
+
+
+def load_maps(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Read what :func:`save_maps` wrote: (per layer arrays, metadata or {})."""
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    metadata: dict[str, Any] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            if key == "__metadata__":
+                metadata = json.loads(str(data[key]))
+                continue
+            layer, _, name = key.rpartition("/")
+            layers.setdefault(layer, {})[name] = data[key]
+    return layers, metadata
