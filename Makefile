@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-services lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/d2bench demo
 
-test: $(VENV)/.installed-test
+# What the study tests run against: Debian's slurm-wlm and munge (installed with apt when root and
+# missing; the test set-up starts and stops the one-node cluster of slurm/test-cluster/).
+test-services:
+	./slurm/test-cluster/install.sh
+
+test: $(VENV)/.installed-test test-services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -174,6 +174,7 @@ def run_train_benchmark(
 ) -> Path:
     """Run the benchmark and write ``train-<gpu>.json`` / ``.md``; returns the JSON path."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.backends.cudnn.benchmark = True  # as in training: fixed shapes, fastest algorithms
     if quick:
         backbone, shape, warmup, repeats = "tiny", (4, 64, 96), 1, 2
     if dev.type == "cpu":

@@ -1,0 +1,230 @@
+"""``d2bench run | plan | status | ui``: launch a study, see what is left, watch it in MLflow.
+
+Everything here imports only the torch-free study, launch and tracking packages, so that
+``plan`` and ``status`` start fast and run on a login node without a GPU stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _load(path: str, check_data: bool = False) -> Any:
+    from ..cli import UsageError
+    from ..study import StudyError, load_study
+
+    try:
+        return load_study(path, check_data=check_data)
+    except StudyError as error:
+        raise UsageError(str(error)) from None
+
+
+def _tracker(args: argparse.Namespace) -> Any:
+    from ..tracking import Tracker
+
+    return Tracker(args.tracking_uri)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..cli import UsageError
+    from ..launch import launch_study, make_backend
+    from ..launch.profiles import ProfileError
+
+    study = _load(args.study, check_data=not args.dry_run)
+    backend_name = args.backend or study.backend.name
+    if args.detach and backend_name != "slurm":
+        raise UsageError("--detach applies to the slurm backend only")
+    unknown = [row for row in args.force if row not in study.rows]
+    if unknown:
+        raise UsageError(f"--force: no row {unknown[0]!r}; rows: {', '.join(study.rows)}")
+    try:
+        backend = make_backend(
+            backend_name,
+            ray_address=args.ray_address or study.backend.ray_address,
+            max_failures=study.backend.max_failures,
+            slurm_profile=args.slurm_profile or study.backend.slurm_profile,
+            detach=args.detach,
+        )
+    except (ProfileError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    summary = launch_study(
+        study,
+        backend,
+        _tracker(args),
+        runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+        retry_failed=args.retry_failed,
+        force_rows=args.force,
+        dry_run=args.dry_run,
+    )
+    if summary.failed:
+        print(
+            f"{len(summary.failed)} cell(s) failed; see their traceback.txt in MLflow, "
+            "then `d2bench run --retry-failed`",
+            file=sys.stderr,
+        )
+    return summary.exit_code
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from ..launch import format_plan, plan_study
+
+    study = _load(args.study)
+    _, _, plan = plan_study(study, _tracker(args))
+    print(format_plan(plan))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """The plan, plus the SLURM state of the study's queued jobs; ``--wait`` reattaches."""
+    import time
+
+    from ..launch import format_plan, plan_study
+    from ..launch.liveness import slurm_job_states
+    from ..study import CellState
+    from ..tracking.tracker import TAG_JOB
+
+    study = _load(args.study)
+    tracker = _tracker(args)
+    while True:
+        _, _, plan = plan_study(study, tracker)
+        running = plan.with_state(CellState.RUNNING)
+        jobs = {item.record.tag(TAG_JOB): item for item in running if item.record}
+        jobs.pop("", None)
+        print(format_plan(plan))
+        slurm_jobs = [job for job in jobs if not job.startswith("ray:")]
+        states = slurm_job_states(slurm_jobs) if slurm_jobs else {}
+        for job in slurm_jobs:
+            state = (states or {}).get(job, "unknown")
+            print(f"  job {job}: {state} ({jobs[job].cell.label})")
+        if not args.wait or not running:
+            break
+        time.sleep(args.poll)
+    counts = plan.counts()
+    return 1 if counts.get("failed") else 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    """Start ``mlflow ui`` on the study store and print its address."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from ..cli import UsageError
+    from ..tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow tracking server: {uri}")
+        return 0
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    if not Path(mlflow).exists():
+        raise UsageError("the mlflow command is not installed")
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
+               str(args.port)]  # fmt: skip
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
+    os.execv(command[0], command)  # become the server: signals reach it directly
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)",
+    )
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="run the missing cells of a study")
+    run.add_argument("study", help="study file (e.g. studies/smoke.yaml)")
+    run.add_argument("--backend", choices=("local", "ray", "slurm"), help="default: the study's")
+    run.add_argument("--dry-run", action="store_true", help="show the plan, schedule nothing")
+    run.add_argument("--retry-failed", action="store_true", help="also rerun failed cells")
+    run.add_argument(
+        "--force", action="append", default=[], metavar="ROW", help="rerun ROW even if done"
+    )
+    run.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
+    run.add_argument("--slurm-profile", help="cluster profile: slurm/<name>.yaml or a path")
+    run.add_argument("--detach", action="store_true", help="slurm: return after submission")
+    run.add_argument("--runs-dir", help="where cell folders go (default: the study's, runs/)")
+    _common(run)
+    run.set_defaults(handler=_run)
+
+    plan = commands.add_parser("plan", help="show each cell as done/running/failed/missing")
+    plan.add_argument("study")
+    _common(plan)
+    plan.set_defaults(handler=_plan)
+
+    status = commands.add_parser("status", help="the plan plus queued SLURM jobs; --wait")
+    status.add_argument("study")
+    status.add_argument("--wait", action="store_true", help="poll until no cell is running")
+    status.add_argument("--poll", type=float, default=30.0, help="seconds between polls")
+    _common(status)
+    status.set_defaults(handler=_status)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the study store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    _common(ui)
+    ui.set_defaults(handler=_ui)
+
+
+def _bench_plan(args: argparse.Namespace) -> int:
+    """Time ``d2bench plan`` on a study of N cells against a store holding N finished runs."""
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    from ..study import expand_cells, load_study
+    from ..tracking import Tracker
+
+    folder = Path(args.dir or tempfile.mkdtemp(prefix="d2bench-bench-plan-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = 10
+    rows = [
+        {"name": f"r{i:04d}", "train": {"lr": 1e-5 * (1 + i)}} for i in range(args.cells // seeds)
+    ]
+    spec = {"name": "bench-plan", "base": {"data": {"root": "data"}}, "rows": rows,
+            "seeds": list(range(seeds))}  # fmt: skip
+    path = folder / "bench-plan.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    study = load_study(path)
+    cells = expand_cells(study)
+    if not tracker.cell_records(study.name):
+        print(f"filling {uri} with {len(cells)} finished runs ...", flush=True)
+        parent = tracker.ensure_study_run(study.name, study.text, "local", {"git": "bench"})
+        for cell in cells:
+            run_id = tracker.create_cell_run(study.name, parent, cell, "local", folder, "bench")
+            tracker.cell_logger(run_id).finished({"metrics": {"jf_mean": 0.5}}, folder)
+    command = [sys.executable, "-m", "d2bench.cli", "plan", str(path), "--tracking-uri", uri]
+    timings = []
+    for _ in range(args.repeat):
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        timings.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return 1
+    summary = done.stdout.strip().splitlines()[-1]
+    print(f"d2bench plan, {len(cells)} cells vs {len(cells)} finished runs: {summary}")
+    print("wall time per run (s): " + ", ".join(f"{t:.2f}" for t in timings))
+    print(f"best {min(timings):.2f} s; store kept in {folder}")
+    return 0
+
+
+def register_bench(bench: argparse._SubParsersAction) -> None:
+    plan = bench.add_parser("plan", help="time `d2bench plan` on a large study and store")
+    plan.add_argument("--cells", type=int, default=1000, help="cells (and finished runs)")
+    plan.add_argument("--repeat", type=int, default=3)
+    plan.add_argument("--dir", help="work folder (reused when it holds a filled store)")
+    plan.set_defaults(handler=_bench_plan)

@@ -1,0 +1,215 @@
+"""From a study to finished cells: plan, create the runs, hand the tasks to a backend, summarise.
+
+This is ``d2bench run``: validate (done by :func:`d2bench.study.load_study`), plan against the
+tracker, mark stale attempts KILLED, create one RUNNING child run per scheduled cell (so that
+a second launch sees them as running, even while they wait in a SLURM queue), run, summarise.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..study.cells import Cell, expand_cells
+from ..study.planner import CellRecord, CellState, Plan, PlannedCell, make_plan
+from ..study.spec import Study
+from ..tracking import Tracker, git_revision
+from .base import Backend, LaunchContext
+from .liveness import make_liveness, orphaned_workers
+from .task import CellTask
+
+Printer = Callable[[str], None]
+
+
+@dataclass
+class LaunchSummary:
+    scheduled: int = 0
+    outcomes: dict[str, str] = field(default_factory=dict)
+    plan: Plan | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        return [key for key, outcome in self.outcomes.items() if outcome == "FAILED"]
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return 1
+        if any(outcome == "KILLED" for outcome in self.outcomes.values()):
+            return 130
+        return 0
+
+
+def plan_study(study: Study, tracker: Tracker) -> tuple[list[Cell], list[CellRecord], Plan]:
+    cells = expand_cells(study)
+    records = tracker.cell_records(study.name)
+    return cells, records, make_plan(cells, records, make_liveness(records))
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [f"{'row':<28} {'seed':>4}  {'key':<16}  state"]
+    for item in plan.cells:
+        cell = item.cell
+        lines.append(f"{cell.row:<28} {cell.seed:>4}  {cell.key:<16}  {item.state.value}")
+    counts = plan.counts()
+    order = [state.value for state in CellState]
+    lines.append(", ".join(f"{counts[name]} {name}" for name in order if counts.get(name)))
+    return "\n".join(lines)
+
+
+def wait_for_orphans(
+    study: Study, tracker: Tracker, records: list[CellRecord], timeout: float, echo: Printer
+) -> None:
+    """Let workers of a killed driver finish stopping before re-planning (no duplicates)."""
+    orphans = orphaned_workers(records)
+    if not orphans:
+        return
+    echo(f"waiting for {len(orphans)} worker(s) of a previous driver to stop ...")
+    deadline = time.monotonic() + timeout
+    while orphans and time.monotonic() < deadline:
+        time.sleep(1.0)
+        orphans = orphaned_workers(tracker.cell_records(study.name))
+
+
+def prepare_data(study: Study, echo: Printer) -> None:
+    """Generate the synthetic data set a study asks for, once (a no-op when it is there)."""
+    spec = study.spec.synth_spec()
+    if spec is None:
+        return
+    from ..data import ensure_synthetic_davis
+
+    for root in study.data_roots():
+        if not Path(root).is_dir():
+            echo(f"generating synthetic DAVIS-format data under {root} ...")
+        ensure_synthetic_davis(root, spec)
+
+
+def launch_study(
+    study: Study,
+    backend: Backend,
+    tracker: Tracker,
+    *,
+    runs_dir: Path | None = None,
+    retry_failed: bool = False,
+    force_rows: Iterable[str] = (),
+    dry_run: bool = False,
+    echo: Printer = print,
+    orphan_timeout: float = 180.0,
+) -> LaunchSummary:
+    runs_dir = (runs_dir or study.runs_dir).resolve()
+    force_rows = list(force_rows)
+    unknown = [row for row in force_rows if row not in study.rows]
+    if unknown:
+        raise ValueError(f"--force: no row {unknown[0]!r}; rows: {', '.join(study.rows)}")
+    _, records, plan = plan_study(study, tracker)
+    if not dry_run and orphaned_workers(records):
+        wait_for_orphans(study, tracker, records, orphan_timeout, echo)
+        _, records, plan = plan_study(study, tracker)
+    chosen = plan.to_schedule(retry_failed=retry_failed, force_rows=force_rows)
+    summary = LaunchSummary(scheduled=len(chosen), plan=plan)
+    echo(format_plan(plan))
+    if dry_run:
+        echo(f"dry run: would schedule {len(chosen)} cell(s) on {backend.name}")
+        return summary
+    if not chosen:
+        echo("nothing to do: every cell is done or running")
+        return summary
+
+    prepare_data(study, echo)
+    environment = launch_environment()
+    parent = tracker.ensure_study_run(study.name, study.text, backend.name, environment)
+    tasks = [_new_attempt(study, item, backend.name, tracker, parent, runs_dir, environment,
+                          force=item.cell.row in force_rows)
+             for item in chosen]  # fmt: skip
+    context = LaunchContext(
+        study.name, study.resources, runs_dir / "_backend" / study.name,
+        study.backend.max_concurrent,
+    )  # fmt: skip
+    echo(f"scheduling {len(tasks)} cell(s) on {backend.name}")
+    labels = {item.cell.key: item.cell.label for item in chosen}
+
+    def report(task: CellTask, outcome: str) -> None:
+        echo(f"  {labels.get(task.key, task.row)}: {outcome}")
+
+    try:
+        summary.outcomes = dict(backend.run(tasks, context, report))
+    except KeyboardInterrupt:
+        echo("interrupted: the running cell was stopped at a checkpoint; run again to resume")
+        summary.outcomes = {task.key: "KILLED" for task in tasks}
+        raise
+    finally:
+        _finish_parent(study, tracker, parent)
+    echo(_summary_line(summary))
+    return summary
+
+
+def _new_attempt(
+    study: Study,
+    item: PlannedCell,
+    backend: str,
+    tracker: Tracker,
+    parent: str,
+    runs_dir: Path,
+    environment: dict,
+    force: bool,
+) -> CellTask:
+    cell = item.cell
+    if item.state == CellState.STALE and item.record is not None:
+        tracker.terminate(item.record.run_id, "KILLED", "stale: its driver or job is gone")
+    cell_dir = cell.cell_dir(runs_dir)
+    if force and item.state == CellState.DONE and cell_dir.exists():
+        shutil.rmtree(cell_dir)  # --force: recompute, do not return the old result
+    run_id = tracker.create_cell_run(
+        study.name, parent, cell, backend, cell_dir, environment["git"]
+    )
+    return CellTask(
+        study=study.name,
+        row=cell.row,
+        seed=cell.seed,
+        key=cell.key,
+        config=cell.config.model_dump(mode="json"),
+        cell_dir=str(cell_dir),
+        tracking_uri=tracker.uri,
+        run_id=run_id,
+        backend=backend,
+    )
+
+
+def _finish_parent(study: Study, tracker: Tracker, parent: str) -> None:
+    _, _, plan = plan_study(study, tracker)
+    counts = plan.counts()
+    if counts.get("running"):
+        return
+    status = "FAILED" if counts.get("failed") else "FINISHED"
+    if counts.get("missing") or counts.get("stale"):
+        status = "KILLED"
+    tracker.end_study_run(parent, status)
+
+
+def _summary_line(summary: LaunchSummary) -> str:
+    counts: dict[str, int] = {}
+    for outcome in summary.outcomes.values():
+        counts[outcome] = counts.get(outcome, 0) + 1
+    parts = ", ".join(f"{n} {name.lower()}" for name, n in sorted(counts.items()))
+    return f"summary: {parts or 'nothing ran'}"
+
+
+def launch_environment() -> dict:
+    """Torch-free facts about the launch (the cells record their own GPU environment)."""
+    import platform
+
+    from .. import __version__
+
+    return {
+        "git": git_revision(),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "d2bench": __version__,
+        "argv": sys.argv,
+    }

@@ -1,0 +1,102 @@
+"""The Ray backend: every cell a Ray Tune trial, on a local instance or an existing cluster.
+
+Concurrency follows from the per-cell resources (``tune.with_resources``) and the cluster's
+size. A trial whose worker dies (node lost, OOM kill) is retried by Tune up to ``max_failures``
+times, and the retry resumes from the cell's own checkpoint on disk. An exception inside a cell
+is *not* retried: it is recorded as a FAILED run and the trial ends normally.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .base import LaunchContext, OnOutcome
+from .task import CellTask, Outcome
+
+STATUS_METRIC = "d2bench_status"
+
+
+def _trial(config: dict[str, Any]) -> None:
+    """The Tune trainable: one cell attempt, its outcome reported as the trial's last result."""
+    from ray import tune
+
+    from .task import CellTask, execute_cell
+
+    task = CellTask.from_dict(config["task"])
+    context = tune.get_context()
+    job_id = f"ray:{context.get_trial_id()}" if context is not None else None
+    outcome = execute_cell(task, handle_signals=False, job_id=job_id)
+    tune.report({STATUS_METRIC: outcome, "cell_key": task.key})
+
+
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, max_failures: int = 2) -> None:
+        self.address = address
+        self.max_failures = max_failures
+
+    def run(
+        self, tasks: Sequence[CellTask], context: LaunchContext, on_outcome: OnOutcome
+    ) -> dict[str, Outcome | str]:
+        import ray
+        from ray import tune
+
+        if not tasks:
+            return {}
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                ignore_reinit_error=True,
+                log_to_driver=True,
+                logging_level="WARNING",
+            )
+        resources = {"cpu": context.resources.cpus, "gpu": context.resources.gpus}
+        trainable = tune.with_resources(_trial, resources)
+        storage = context.work_dir / "ray"
+        storage.mkdir(parents=True, exist_ok=True)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"task": tune.grid_search([task.to_dict() for task in tasks])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=context.max_concurrent, reuse_actors=False
+            ),
+            run_config=tune.RunConfig(
+                name=f"{context.study}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(storage.resolve()),
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                verbose=0,
+            ),
+        )
+        try:
+            results = tuner.fit()
+        finally:
+            if started_here:
+                ray.shutdown()
+        by_key = {task.key: task for task in tasks}
+        outcomes: dict[str, Outcome | str] = {}
+        for result in results:
+            task = CellTask.from_dict(result.config["task"])
+            outcome = (result.metrics or {}).get(STATUS_METRIC)
+            if result.error is not None or outcome is None:
+                outcome = "FAILED"
+                _record_trial_error(task, result.error)
+            outcomes[task.key] = outcome
+            on_outcome(by_key.get(task.key, task), outcome)
+        return outcomes
+
+
+def _record_trial_error(task: CellTask, error: BaseException | None) -> None:
+    """A trial that died for good without recording (worker lost): mark its run FAILED."""
+    from pathlib import Path
+
+    from ..tracking import Tracker
+
+    tracker = Tracker(task.tracking_uri)
+    if tracker.client.get_run(task.run_id).info.status == "RUNNING":
+        text = f"Ray Tune trial failed after its retries: {error!r}\n"
+        tracker.cell_logger(task.run_id).failed(text, Path(task.cell_dir))

@@ -1,0 +1,238 @@
+"""Print a built :class:`~d2bench.report.table.Table` as Markdown, LaTeX (booktabs) or CSV.
+
+Every renderer shows the same things: per metric our mean ± std with n (bold when best, a
+dagger when significant), the paper's value and the difference; rows without results say why.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+from .layout import MetricColumn
+from .table import SIGNIFICANCE_MARK, CellStats, Table, TableRow
+
+#: Rows in these states have no numbers: the state itself is printed in place of ours.
+_EMPTY_STATES = ("missing", "failed", "running", "not in study")
+_DASH = "–"
+
+
+def _number(value: float, column: MetricColumn) -> str:
+    return f"{value:.{column.decimals}f}"
+
+
+def _signed(value: float, column: MetricColumn) -> str:
+    text = f"{value:+.{column.decimals}f}"
+    return text.replace("-", "−")
+
+
+def value_text(cell: CellStats, column: MetricColumn) -> str:
+    """``mean ± std`` (just the mean with one seed), in display units."""
+    if cell.mean is None:
+        return ""
+    if cell.std is None:
+        return _number(cell.mean, column)
+    return f"{_number(cell.mean, column)} ± {_number(cell.std, column)}"
+
+
+def count_text(cell: CellStats, row: TableRow) -> str:
+    """``n=3`` plus how many seeds of the row failed or still run."""
+    text = f"n={cell.n}"
+    if row.n_failed:
+        text += f", {row.n_failed} failed"
+    if row.n_running:
+        text += f", {row.n_running} running"
+    return text
+
+
+def _ours_plain(cell: CellStats, column: MetricColumn, row: TableRow) -> tuple[str, str, str]:
+    """(value, mark, count) or (state, "", "") for rows/cells without a value."""
+    if row.status in _EMPTY_STATES:
+        return row.status, "", ""
+    if cell.mean is None:
+        return "n/a", "", ""
+    mark = SIGNIFICANCE_MARK if cell.significant else ""
+    return value_text(cell, column), mark, count_text(cell, row)
+
+
+def _paper_text(cell: CellStats, column: MetricColumn) -> str:
+    return _DASH if cell.paper is None else _number(cell.paper, column)
+
+
+def _diff_text(cell: CellStats, column: MetricColumn) -> str:
+    return _DASH if cell.diff is None else _signed(cell.diff, column)
+
+
+# --- Markdown ------------------------------------------------------------------------------
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def _md_ours(cell: CellStats, column: MetricColumn, row: TableRow) -> str:
+    value, mark, count = _ours_plain(cell, column, row)
+    if not count:
+        return value
+    shown = f"**{value}**" if cell.best else value
+    return f"{shown}{mark} ({count})"
+
+
+def to_markdown(table: Table, caption: bool = True) -> str:
+    """A GitHub-flavoured Markdown table, followed by its caption."""
+    layout = table.layout
+    headers = [layout.row_header, *layout.extra_headers]
+    for column in table.columns:
+        if layout.show_paper:
+            headers += [f"{column.header} (ours)", f"{column.header} (paper)", "Δ"]
+        else:
+            headers.append(column.header)
+    n_text = 1 + len(layout.extra_headers)
+    aligns = ["---"] * n_text + ["--:"] * (len(headers) - n_text)
+    lines = [
+        "| " + " | ".join(_md_escape(h) for h in headers) + " |",
+        "|" + "|".join(aligns) + "|",
+    ]
+    for row in table.rows:
+        cells = [_md_escape(row.label), *(_md_escape(e) for e in row.extras)]
+        for column, cell in zip(table.columns, row.cells, strict=True):
+            cells.append(_md_ours(cell, column, row))
+            if layout.show_paper:
+                cells += [_paper_text(cell, column), _diff_text(cell, column)]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if caption and table.caption:
+        text += f"\n{_md_escape(table.caption)}\n"
+    return text
+
+
+# --- LaTeX -----------------------------------------------------------------------------------
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "|": r"\textbar{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "±": r"$\pm$",
+    "−": r"$-$",
+    "–": "--",
+    "Δ": r"$\Delta$",
+    "²": r"\textsuperscript{2}",
+    "✓": r"\checkmark",
+    "✗": r"$\times$",
+    "†": r"$^\dagger$",
+    "≥": r"$\geq$",
+    "×": r"$\times$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe inside a LaTeX document (needs only booktabs and amssymb)."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def _tex_ours(cell: CellStats, column: MetricColumn, row: TableRow) -> str:
+    value, mark, count = _ours_plain(cell, column, row)
+    if not count:
+        return r"\textit{" + latex_escape(value) + "}"
+    shown = latex_escape(value)
+    if cell.best:
+        shown = r"\textbf{" + shown + "}"
+    if mark:
+        shown += r"$^\dagger$"
+    return shown + r" {\scriptsize(" + latex_escape(count) + ")}"
+
+
+def to_latex(table: Table, label: str | None = None) -> str:
+    """A ``table`` float with a booktabs ``tabular``, ready to ``\\input`` (booktabs, amssymb)."""
+    layout = table.layout
+    n_text = 1 + len(layout.extra_headers)
+    width = 3 if layout.show_paper else 1
+    n_columns = n_text + width * len(table.columns)
+    spec = "l" * n_text + "r" * (width * len(table.columns))
+    header_lines = []
+    headers = [latex_escape(layout.row_header), *(latex_escape(h) for h in layout.extra_headers)]
+    if layout.show_paper:
+        group_row = ["" for _ in range(n_text)]
+        rules = []
+        for index, column in enumerate(table.columns):
+            group_row.append(r"\multicolumn{3}{c}{" + latex_escape(column.header) + "}")
+            first = n_text + 3 * index + 1
+            rules.append(rf"\cmidrule(lr){{{first}-{first + 2}}}")
+        header_lines += [" & ".join(group_row) + r" \\", " ".join(rules)]
+        headers += ["Ours", "Paper", r"$\Delta$"] * len(table.columns)
+    else:
+        headers += [latex_escape(column.header) for column in table.columns]
+    lines = [
+        "% Generated by d2bench report; needs \\usepackage{booktabs,amssymb}.",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\caption{" + latex_escape(table.caption) + "}",
+        r"\label{" + (label or f"tab:{layout.name}") + "}",
+        r"\begin{tabular}{" + spec + "}",
+        r"\toprule",
+        *header_lines,
+        " & ".join(headers) + r" \\",
+        r"\midrule",
+    ]
+    for row in table.rows:
+        cells = [latex_escape(row.label), *(latex_escape(e) for e in row.extras)]
+        for column, cell in zip(table.columns, row.cells, strict=True):
+            cells.append(_tex_ours(cell, column, row))
+            if layout.show_paper:
+                cells.append(latex_escape(_paper_text(cell, column)))
+                cells.append(latex_escape(_diff_text(cell, column)))
+        if len(cells) != n_columns:
+            raise AssertionError(f"row {row.label!r}: {len(cells)} cells for {n_columns} columns")
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def to_frame(table: Table) -> pd.DataFrame:
+    """One row per table row, numbers in display units, one column per statistic."""
+    records = []
+    for row in table.rows:
+        record: dict[str, object] = {"label": row.label}
+        for header, extra in zip(table.layout.extra_headers, row.extras, strict=True):
+            record[header] = extra
+        record.update(
+            status=row.status,
+            finished=row.n_finished,
+            failed=row.n_failed,
+            running=row.n_running,
+        )
+        for column, cell in zip(table.columns, row.cells, strict=True):
+            prefix = column.name
+            record[f"{prefix}_mean"] = cell.mean
+            record[f"{prefix}_std"] = cell.std
+            record[f"{prefix}_n"] = cell.n
+            if table.layout.show_paper:
+                record[f"{prefix}_paper"] = cell.paper
+                record[f"{prefix}_diff"] = cell.diff
+            record[f"{prefix}_p_welch"] = cell.p_value
+            record[f"{prefix}_significant"] = cell.significant
+            record[f"{prefix}_best"] = cell.best
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def to_csv(table: Table) -> str:
+    """The table as CSV text (full precision; empty fields where there is no value)."""
+    buffer = io.StringIO()
+    to_frame(table).to_csv(buffer, index=False)
+    return buffer.getvalue()

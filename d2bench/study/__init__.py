@@ -1,0 +1,38 @@
+"""Study specs, their expansion into cells with stable keys, and the planner. Torch-free."""
+
+from .cells import PROTOCOL_VERSION, Cell, cell_key, expand_cells
+from .planner import CellRecord, CellState, Plan, PlannedCell, make_plan
+from .spec import (
+    MEASUREMENTS,
+    BackendDefaults,
+    Resources,
+    Study,
+    StudyError,
+    StudyRow,
+    StudySpec,
+    check_data_roots,
+    load_study,
+    parse_study,
+)
+
+__all__ = [
+    "MEASUREMENTS",
+    "PROTOCOL_VERSION",
+    "BackendDefaults",
+    "Cell",
+    "CellRecord",
+    "CellState",
+    "Plan",
+    "PlannedCell",
+    "Resources",
+    "Study",
+    "StudyError",
+    "StudyRow",
+    "StudySpec",
+    "cell_key",
+    "check_data_roots",
+    "expand_cells",
+    "load_study",
+    "make_plan",
+    "parse_study",
+]

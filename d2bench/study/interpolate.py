@@ -1,0 +1,56 @@
+"""Environment-variable interpolation in study specs: ``${VAR}`` and ``${VAR:-default}``.
+
+A spec names machine-specific things (the DAVIS root, a scratch folder) through variables so that
+one file serves a laptop and a cluster. An unset variable without a default is an error naming
+the key path where it was used, because a silently empty path would schedule broken cells.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class InterpolationError(ValueError):
+    """A ``${VAR}`` that cannot be resolved; the message names the key path."""
+
+
+def interpolate(value: Any, environ: Mapping[str, str] | None = None, path: str = "") -> Any:
+    """Return ``value`` with every ``${VAR}`` / ``${VAR:-default}`` in its strings replaced."""
+    environ = os.environ if environ is None else environ
+    if isinstance(value, dict):
+        return {
+            key: interpolate(item, environ, f"{path}.{key}" if path else str(key))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [interpolate(item, environ, f"{path}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        return _substitute(value, environ, path)
+    return value
+
+
+def _substitute(text: str, environ: Mapping[str, str], path: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        resolved = environ.get(name)
+        if resolved:
+            return resolved
+        if default is not None:
+            return default
+        raise InterpolationError(
+            f"{path or '(top level)'}: environment variable {name} is not set "
+            f"(set it, or write ${{{name}:-default}} to give a default)"
+        )
+
+    result = _REFERENCE.sub(replace, text)
+    if "${" in result:
+        raise InterpolationError(
+            f"{path}: malformed variable reference in {text!r}; "
+            "allowed forms are ${NAME} and ${NAME:-default}"
+        )
+    return result

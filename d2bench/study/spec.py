@@ -1,0 +1,419 @@
+"""The study spec: a YAML file naming a base cell config, rows as deltas on it, seeds and resources.
+
+The paper's tables are lists of named rows, not Cartesian grids, so a study is a list of rows,
+each a partial cell config merged onto ``base``; optional ``axes`` cross every row with a few
+values of one key. Every problem is reported before anything runs, as ``key.path: message``,
+because a study that fails after an hour of scheduling wastes a cluster allocation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..config import CellConfig, describe_validation_error
+from .interpolate import InterpolationError, interpolate
+
+MEASUREMENTS: tuple[str, ...] = ("jf", "fps", "memory", "oob")
+BACKENDS: tuple[str, ...] = ("local", "ray", "slurm")
+REFERENCE_TABLES: tuple[str, ...] = ("table1", "table2")
+#: Keys a row may hold besides the sections of a cell config.
+ROW_FIELDS: tuple[str, ...] = ("name", "table", "label")
+CONFIG_SECTIONS: tuple[str, ...] = tuple(CellConfig.model_fields)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+class StudyError(ValueError):
+    """A study that cannot be run; the message names the key path and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    """What one cell needs; the Ray and SLURM backends reserve exactly this."""
+
+    gpus: int = Field(0, ge=0)
+    cpus: int = Field(1, ge=1)
+    memory_gb: float = Field(4.0, gt=0)
+    time_min: int = Field(60, ge=1)
+
+
+class BackendDefaults(_Strict):
+    """Defaults for ``d2bench run``; the command line overrides each."""
+
+    name: Literal["local", "ray", "slurm"] = "local"
+    #: Cluster profile, ``slurm/<profile>.yaml`` (or a path to such a file).
+    slurm_profile: str = "test-cluster"
+    ray_address: str | None = None
+    #: Ray Tune retries of a trial whose worker died (resumes from the cell's checkpoint).
+    max_failures: int = Field(2, ge=0)
+    #: Cap on cells running at once (None: as many as the resources allow).
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class StudySpec(_Strict):
+    """The validated top level of a study file (after ``extends`` and interpolation)."""
+
+    name: str
+    description: str = ""
+    reference: Literal["table1", "table2"] | None = None
+    base: dict[str, Any]
+    rows: list[dict[str, Any]] = Field(min_length=1)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    measure: list[Literal["jf", "fps", "memory", "oob"]] | None = None
+    resources: Resources = Resources()
+    backend: BackendDefaults = BackendDefaults()
+    #: Where cell folders go (relative paths: to the working directory).
+    runs_dir: str = "runs"
+    #: Generate synthetic DAVIS-format data at each data root when it is missing: ``true``
+    #: (the generator's defaults) or a mapping of :class:`d2bench.data.SynthSpec` fields.
+    synthetic_data: bool | dict[str, int] = False
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be letters, digits and . _ + - (it names an MLflow experiment)")
+        return value
+
+    @field_validator("synthetic_data")
+    @classmethod
+    def _known_synth_fields(cls, value: bool | dict[str, int]) -> bool | dict[str, int]:
+        if isinstance(value, dict):
+            from ..data.spec import SynthSpec
+
+            allowed = [f.name for f in dataclasses.fields(SynthSpec)]
+            unknown = [key for key in value if key not in allowed]
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+        return value
+
+    def synth_spec(self) -> Any:
+        """The :class:`d2bench.data.SynthSpec` to generate, or None."""
+        if self.synthetic_data is False:
+            return None
+        from ..data.spec import SynthSpec
+
+        return (
+            SynthSpec(**self.synthetic_data)
+            if isinstance(self.synthetic_data, dict)
+            else SynthSpec()
+        )
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct; got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One named row of a study (after crossing with ``axes``)."""
+
+    name: str
+    config: CellConfig
+    #: The report tables the row belongs to (the row's ``table``, else the study's reference).
+    tables: tuple[str, ...] = ()
+    label: str | None = None
+
+    @property
+    def table(self) -> str | None:
+        return self.tables[0] if self.tables else None
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study: its rows in order, seeds, resources and backend defaults."""
+
+    name: str
+    path: Path | None
+    spec: StudySpec
+    row_specs: tuple[StudyRow, ...]
+    #: The resolved spec as YAML (what the study's parent run stores).
+    text: str = field(repr=False, default="")
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        return tuple(row.name for row in self.row_specs)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(self.spec.seeds)
+
+    @property
+    def reference(self) -> str | None:
+        return self.spec.reference
+
+    @property
+    def measure(self) -> tuple[str, ...]:
+        """What every cell measures (jf, fps, memory, oob), from ``measure`` or the base."""
+        if self.spec.measure is not None:
+            return tuple(name for name in MEASUREMENTS if name in self.spec.measure)
+        flags = self.row_specs[0].config.measure
+        return tuple(name for name in MEASUREMENTS if getattr(flags, name))
+
+    @property
+    def resources(self) -> Resources:
+        return self.spec.resources
+
+    @property
+    def backend(self) -> BackendDefaults:
+        return self.spec.backend
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.spec.runs_dir)
+
+    def row(self, name: str) -> StudyRow:
+        for row in self.row_specs:
+            if row.name == name:
+                return row
+        raise KeyError(f"study {self.name} has no row {name!r}; rows: {', '.join(self.rows)}")
+
+    def row_config(self, name: str) -> CellConfig:
+        """The resolved cell config of a row (seed: the base's; cells set their own)."""
+        return self.row(name).config
+
+    def row_variant(self, name: str) -> str:
+        return self.row_config(name).model.variant
+
+    def row_activation(self, name: str) -> str | None:
+        return self.row_config(name).model.activation
+
+    def row_table(self, name: str) -> str | None:
+        """The first table of a row (most rows belong to one)."""
+        return self.row(name).table
+
+    def row_tables(self, name: str) -> tuple[str, ...]:
+        return self.row(name).tables
+
+    def rows_of_table(self, table: str) -> tuple[str, ...]:
+        """The rows that feed one report table, in study order (a row may feed several)."""
+        return tuple(row.name for row in self.row_specs if table in row.tables)
+
+    def data_roots(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(row.config.data.root for row in self.row_specs))
+
+
+def deep_merge(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``delta``, recursing into mappings (lists and scalars replace)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in delta.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise StudyError(f"study file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise StudyError(f"{path}: not valid YAML: {error}") from None
+    if data is None:
+        raise StudyError(f"{path}: the file is empty; a study needs name, base and rows")
+    if not isinstance(data, dict):
+        raise StudyError(f"{path}: the top level must be a mapping (name, base, rows, ...)")
+    return data
+
+
+def read_spec_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a study file with its ``extends`` chain merged (the file wins)."""
+    path = path.resolve()
+    if path in _seen:
+        chain = " -> ".join(str(item) for item in (*_seen, path))
+        raise StudyError(f"extends: circular chain {chain}")
+    data = _read_yaml_mapping(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise StudyError(f"{path}: extends: must be the path of a YAML file; got {parent!r}")
+    parent_path = (path.parent / parent).resolve()
+    if not parent_path.is_file():
+        raise StudyError(f"{path}: extends: file {parent_path.name} not found next to the study")
+    merged = read_spec_tree(parent_path, (*_seen, path))
+    return deep_merge(merged, data)
+
+
+def _validate_spec(tree: dict[str, Any], source: str) -> StudySpec:
+    try:
+        return StudySpec.model_validate(tree)
+    except ValidationError as error:
+        raise StudyError(_describe(error, source)) from None
+
+
+def _describe(error: ValidationError, source: str, prefix: str = "") -> str:
+    text = describe_validation_error(error, source)
+    if not prefix:
+        return text
+    head, *lines = text.splitlines()
+    return "\n".join([head, *(f"  {prefix}.{line.strip()}" for line in lines)])
+
+
+def _check_row_keys(index: int, row: dict[str, Any], source: str) -> str:
+    name = row.get("name")
+    where = f"rows[{index}]"
+    if not isinstance(name, str) or not name:
+        raise StudyError(f"{source}: {where}.name: every row needs a name (a non-empty string)")
+    if not _NAME.match(name):
+        raise StudyError(
+            f"{source}: {where}.name: {name!r} is not a plain name (letters, digits, . _ + -)"
+        )
+    allowed = (*ROW_FIELDS, *CONFIG_SECTIONS)
+    for key in row:
+        if key not in allowed:
+            raise StudyError(
+                f"{source}: {where}.{key}: unknown key in row {name!r}; allowed: "
+                + ", ".join(allowed)
+            )
+    if "label" in row and not isinstance(row["label"], str):
+        raise StudyError(f"{source}: {where}.label: must be a string; got {row['label']!r}")
+    table = row.get("table")
+    tables = table if isinstance(table, list) else [table]
+    if table is not None and not all(isinstance(t, str) and t for t in tables):
+        raise StudyError(
+            f"{source}: {where}.table: must be a table name or a list of them; got {table!r}"
+        )
+    return name
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    parts = dotted.split(".")
+    delta: dict[str, Any] = {}
+    node = delta
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return deep_merge(tree, delta)
+
+
+def _check_axis_key(dotted: str, source: str) -> None:
+    section, _, leaf = dotted.partition(".")
+    model = CellConfig.model_fields.get(section)
+    sub = getattr(model, "annotation", None) if model else None
+    fields = getattr(sub, "model_fields", None)
+    if model is None or not leaf or fields is None or leaf not in fields:
+        raise StudyError(
+            f"{source}: axes.{dotted}: not a config key; write section.key with section one of "
+            + ", ".join(name for name in CONFIG_SECTIONS if name != "device")
+        )
+
+
+def _axis_label(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _expand_rows(spec: StudySpec, source: str) -> tuple[StudyRow, ...]:
+    try:
+        CellConfig.model_validate(spec.base)
+    except ValidationError as error:
+        raise StudyError(_describe(error, source, "base")) from None
+    measure_delta: dict[str, Any] = {}
+    if spec.measure is not None:
+        measure_delta = {"measure": {name: name in spec.measure for name in MEASUREMENTS}}
+    for dotted, values in spec.axes.items():
+        _check_axis_key(dotted, source)
+        if not values:
+            raise StudyError(f"{source}: axes.{dotted}: needs at least one value")
+
+    seen: dict[str, int] = {}
+    rows: list[StudyRow] = []
+    for index, raw in enumerate(spec.rows):
+        name = _check_row_keys(index, raw, source)
+        if name in seen:
+            raise StudyError(
+                f"{source}: rows[{index}].name: duplicate row name {name!r} "
+                f"(also rows[{seen[name]}]); row names must be unique"
+            )
+        seen[name] = index
+        delta = {key: value for key, value in raw.items() if key not in ROW_FIELDS}
+        merged = deep_merge(deep_merge(spec.base, delta), measure_delta)
+        table = raw.get("table", spec.reference)
+        tables = tuple(table) if isinstance(table, list) else ((table,) if table else ())
+        for axis_name, axis_tree in _axis_combinations(merged, spec.axes, name):
+            try:
+                config = CellConfig.model_validate(axis_tree)
+            except ValidationError as error:
+                raise StudyError(_describe(error, source, f"rows[{index}]")) from None
+            rows.append(StudyRow(axis_name, config, tables, raw.get("label")))
+    names = [row.name for row in rows]
+    if len(set(names)) != len(names):
+        raise StudyError(f"{source}: axes: crossing rows with axes gives duplicate row names")
+    return tuple(rows)
+
+
+def _axis_combinations(
+    tree: dict[str, Any], axes: dict[str, list[Any]], row_name: str
+) -> list[tuple[str, dict[str, Any]]]:
+    combos: list[tuple[str, dict[str, Any]]] = [(row_name, tree)]
+    for dotted, values in axes.items():
+        leaf = dotted.rsplit(".", 1)[-1]
+        combos = [
+            (f"{name}/{leaf}={_axis_label(value)}", _set_dotted(item, dotted, value))
+            for name, item in combos
+            for value in values
+        ]
+    return combos
+
+
+def parse_study(
+    tree: dict[str, Any],
+    source: str = "study",
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Study:
+    """Validate a raw study mapping (``extends`` already merged) into a :class:`Study`."""
+    try:
+        resolved = interpolate(tree, environ)
+    except InterpolationError as error:
+        raise StudyError(f"{source}: {error}") from None
+    spec = _validate_spec(resolved, source)
+    rows = _expand_rows(spec, source)
+    text = yaml.safe_dump(resolved, sort_keys=False)
+    return Study(spec.name, path, spec, rows, text)
+
+
+def load_study(
+    path: str | Path, *, check_data: bool = False, environ: Mapping[str, str] | None = None
+) -> Study:
+    """Read, interpolate and validate a study file (:class:`StudyError` on any problem).
+
+    ``check_data`` also requires every data root to exist (unless the study generates synthetic
+    data), which ``d2bench run`` asks for and read-only commands such as ``plan`` do not.
+    """
+    path = Path(path)
+    study = parse_study(read_spec_tree(path), str(path), path, environ)
+    if check_data:
+        check_data_roots(study)
+    return study
+
+
+def check_data_roots(study: Study) -> None:
+    """Fail when a row's data root is missing (synthetic studies generate theirs instead)."""
+    if study.spec.synthetic_data is not False:
+        return
+    for row in study.row_specs:
+        root = Path(row.config.data.root)
+        if not root.is_dir():
+            source = study.path or study.name
+            raise StudyError(
+                f"{source}: rows[{row.name}].data.root: data root {root} does not exist "
+                "(set DAVIS_ROOT or data.root to a DAVIS folder, or set synthetic_data: true)"
+            )

@@ -1,0 +1,520 @@
+"""The MLflow adapter: the one place in d2bench that talks to MLflow.
+
+Layout in MLflow: one experiment per study (named after it), one parent run per study (tag
+``d2bench.kind = study``; it holds the spec and the launch environment), one child run per cell
+attempt (tag ``d2bench.kind = cell``) with the study, row, seed, cell key, backend, job id and
+git revision as tags, the flat config as params, the training curve, the final metrics and the
+cell's files as artifacts. MLflow is imported lazily so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from ..study.cells import Cell
+    from ..study.planner import CellRecord
+
+T = TypeVar("T")
+
+TAG_KIND = "d2bench.kind"
+TAG_STUDY = "d2bench.study"
+TAG_ROW = "d2bench.row"
+TAG_SEED = "d2bench.seed"
+TAG_KEY = "d2bench.cell_key"
+TAG_TABLE = "d2bench.table"
+TAG_VARIANT = "d2bench.variant"
+TAG_ACTIVATION = "d2bench.activation"
+TAG_BACKEND = "d2bench.backend"
+TAG_JOB = "d2bench.job_id"
+TAG_GIT = "d2bench.git_revision"
+TAG_CELL_DIR = "d2bench.cell_dir"
+TAG_DRIVER = "d2bench.driver"  # host:pid of the process that scheduled the attempt
+TAG_WORKER = "d2bench.worker"  # host:pid of the process running it
+TAG_ERROR = "d2bench.error"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+
+#: The final metrics the report reads, in the order of :meth:`Tracker.study_runs` columns.
+FINAL_METRICS: tuple[str, ...] = (
+    "jf_mean",
+    "j_mean",
+    "j_recall",
+    "j_decay",
+    "f_mean",
+    "f_recall",
+    "f_decay",
+    "fps",
+    "mem_alloc_gb",
+    "mem_reserved_gb",
+    "peak_rss_gb",
+    "oob_full",
+    "oob_partial",
+    "oob_full_t",
+    "oob_full_y",
+    "oob_full_x",
+    "oob_partial_t",
+    "oob_partial_y",
+    "oob_partial_x",
+    "train_loss",
+    "train_seconds",
+)
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "study",
+    "row",
+    "seed",
+    "cell_key",
+    "status",
+    "variant",
+    "activation",
+    "table",
+    "start_time",
+    "end_time",
+)
+#: Files of a cell folder copied to its run (when present).
+CELL_ARTIFACTS: tuple[str, ...] = (
+    "config.yaml",
+    "cell.log",
+    "result.json",
+    "eval.json",
+    "oob.json",
+    "metrics.jsonl",
+    "maps.npz",
+)
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    """``sqlite:///<cwd>/mlruns/mlflow.db``: the embedded default store."""
+    root = (cwd or Path.cwd()).resolve() / "mlruns"
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The explicit URI, else ``MLFLOW_TRACKING_URI``, else the local SQLite default."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def _is_transient(error: Exception) -> bool:
+    text = str(error).lower()
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
+
+
+def with_retries(call: Callable[[], T], attempts: int = 8) -> T:
+    """Run a store call, retrying SQLite lock contention with jittered back-off."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as error:
+            if attempt == attempts - 1 or not _is_transient(error):
+                raise
+            time.sleep(min(5.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def git_revision() -> str:
+    """The d2bench checkout's commit (``+dirty`` when modified), or ``unknown``."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def process_id() -> str:
+    """``host:pid`` of this process (how the planner tells a live attempt from a stale one)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Tracker:
+    """Study-level access to an MLflow store (see the module docstring for the layout)."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = resolve_tracking_uri(uri)
+        self._client: MlflowClient | None = None
+        self._experiments: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Tracker({self.uri!r})"
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            path = _sqlite_path(self.uri)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._client = with_retries(lambda: MlflowClient(tracking_uri=self.uri))
+        return self._client
+
+    @property
+    def artifact_root(self) -> Path | None:
+        """Where a SQLite store keeps artifacts (``artifacts/`` next to the database)."""
+        path = _sqlite_path(self.uri)
+        return None if path is None else path.parent / "artifacts"
+
+    # -- experiments and the study's parent run ---------------------------------------------
+
+    def experiment_id(self, study_name: str, create: bool = False) -> str | None:
+        if study_name in self._experiments:
+            return self._experiments[study_name]
+        experiment = with_retries(lambda: self.client.get_experiment_by_name(study_name))
+        if experiment is None:
+            if not create:
+                return None
+            location = None
+            if self.artifact_root is not None:
+                location = (self.artifact_root / study_name).resolve().as_uri()
+            try:
+                experiment_id = with_retries(
+                    lambda: self.client.create_experiment(study_name, artifact_location=location)
+                )
+            except Exception:  # created concurrently by another process
+                experiment = self.client.get_experiment_by_name(study_name)
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
+        else:
+            experiment_id = experiment.experiment_id
+        self._experiments[study_name] = experiment_id
+        return experiment_id
+
+    def _study_run(self, study_name: str) -> Run | None:
+        experiment_id = self.experiment_id(study_name)
+        if experiment_id is None:
+            return None
+        runs = with_retries(
+            lambda: self.client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{TAG_KIND}` = 'study'",
+                order_by=["attribute.start_time ASC"],
+                max_results=1,
+            )
+        )
+        return runs[0] if runs else None
+
+    def ensure_study_run(
+        self, study_name: str, spec_text: str, backend: str, environment: dict[str, Any]
+    ) -> str:
+        """The study's parent run (created on first launch), updated with this launch."""
+        experiment_id = self.experiment_id(study_name, create=True)
+        assert experiment_id is not None
+        run = self._study_run(study_name)
+        if run is None:
+            tags = {TAG_KIND: "study", TAG_STUDY: study_name, TAG_RUN_NAME: study_name}
+            run_id = with_retries(
+                lambda: self.client.create_run(experiment_id, tags=tags, run_name=study_name)
+            ).info.run_id
+        else:
+            run_id = run.info.run_id
+            if run.info.status != "RUNNING":
+                with_retries(lambda: self.client.update_run(run_id, status="RUNNING"))
+        launch = {**environment, "backend": backend, "time": time.time()}
+        for key, value in {TAG_BACKEND: backend, TAG_GIT: environment.get("git", "")}.items():
+            with_retries(lambda k=key, v=value: self.client.set_tag(run_id, k, v))
+        with_retries(lambda: self.client.log_text(run_id, spec_text, "study.yaml"))
+        with_retries(lambda: self.client.log_dict(run_id, launch, "environment.json"))
+        return run_id
+
+    def end_study_run(self, run_id: str, status: str = "FINISHED") -> None:
+        with_retries(lambda: self.client.set_terminated(run_id, status=status))
+
+    def study_info(self, study_name: str) -> dict[str, Any]:
+        """The parent run: ``run_id``, ``spec`` (YAML text), ``environment``, ``backend``, tags."""
+        run = self._study_run(study_name)
+        if run is None:
+            raise LookupError(f"no study named {study_name!r} in {self.uri}")
+        run_id = run.info.run_id
+        info: dict[str, Any] = {
+            "run_id": run_id,
+            "study": study_name,
+            "status": run.info.status,
+            "start_time": run.info.start_time,
+            "backend": run.data.tags.get(TAG_BACKEND),
+            "git_revision": run.data.tags.get(TAG_GIT),
+            "tags": dict(run.data.tags),
+            "spec": None,
+            "environment": {},
+        }
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                spec = self.client.download_artifacts(run_id, "study.yaml", scratch)
+                info["spec"] = Path(spec).read_text()
+                environment = self.client.download_artifacts(run_id, "environment.json", scratch)
+                info["environment"] = json.loads(Path(environment).read_text())
+            except Exception:  # a parent run created without artifacts: report what is there
+                pass
+        return info
+
+    # -- cell runs ---------------------------------------------------------------------------
+
+    def create_cell_run(
+        self,
+        study_name: str,
+        parent_run_id: str,
+        cell: Cell,
+        backend: str,
+        cell_dir: Path,
+        revision: str,
+    ) -> str:
+        """A new RUNNING child run for one attempt at ``cell`` (params logged once, here)."""
+        from mlflow.entities import Param
+
+        experiment_id = self.experiment_id(study_name, create=True)
+        assert experiment_id is not None
+        config = cell.config
+        tags = {
+            TAG_PARENT: parent_run_id,
+            TAG_RUN_NAME: f"{cell.row}-s{cell.seed}",
+            TAG_KIND: "cell",
+            TAG_STUDY: study_name,
+            TAG_ROW: cell.row,
+            TAG_SEED: str(cell.seed),
+            TAG_KEY: cell.key,
+            TAG_TABLE: cell.table or "",
+            TAG_VARIANT: config.model.variant,
+            TAG_ACTIVATION: config.model.activation or "",
+            TAG_BACKEND: backend,
+            TAG_GIT: revision,
+            TAG_CELL_DIR: str(cell_dir),
+            TAG_DRIVER: process_id(),
+        }
+        run = with_retries(lambda: self.client.create_run(experiment_id, tags=tags))
+        run_id = run.info.run_id
+        params = [Param(key, _param_value(value)) for key, value in cell.params().items()]
+        for start in range(0, len(params), 100):
+            chunk = params[start : start + 100]
+            with_retries(lambda c=chunk: self.client.log_batch(run_id, params=c))
+        return run_id
+
+    def cell_records(self, study_name: str) -> list[CellRecord]:
+        """Every cell attempt of the study (all attempts; the planner picks the latest)."""
+        from ..study.planner import CellRecord
+
+        wanted = (TAG_KEY, TAG_DRIVER, TAG_JOB, TAG_BACKEND, TAG_ROW, TAG_WORKER)
+        records = []
+        for run in self._cell_runs(study_name):
+            tags = run.data.tags
+            records.append(
+                CellRecord(
+                    run_id=run.info.run_id,
+                    key=tags.get(TAG_KEY, ""),
+                    status=run.info.status,
+                    start_time=run.info.start_time or 0,
+                    tags=tuple((name, tags[name]) for name in wanted if name in tags),
+                )
+            )
+        return records
+
+    def _cell_runs(self, study_name: str) -> list[Run]:
+        experiment_id = self.experiment_id(study_name)
+        if experiment_id is None:
+            return []
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = with_retries(
+                lambda t=token: self.client.search_runs(
+                    [experiment_id],
+                    filter_string=f"tags.`{TAG_KIND}` = 'cell'",
+                    max_results=5000,
+                    page_token=t,
+                )
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def terminate(self, run_id: str, status: str, reason: str = "") -> None:
+        """End an attempt (KILLED for stale or interrupted ones) and say why."""
+        if reason:
+            with_retries(lambda: self.client.set_tag(run_id, TAG_ERROR, reason[:5000]))
+        with_retries(lambda: self.client.set_terminated(run_id, status=status))
+
+    def cell_logger(self, run_id: str) -> CellRunLogger:
+        return CellRunLogger(self, run_id)
+
+    # -- reading results (the report's side) -------------------------------------------------
+
+    def study_runs(self, study_name: str) -> pd.DataFrame:
+        """One row per cell of the study (its latest attempt, a finished one first)."""
+        import pandas as pd
+
+        from ..study.planner import CellRecord, latest_records
+
+        runs = self._cell_runs(study_name)
+        by_id = {run.info.run_id: run for run in runs}
+        records = [
+            CellRecord(r.info.run_id, r.data.tags.get(TAG_KEY, ""), r.info.status,
+                       r.info.start_time or 0)
+            for r in runs
+        ]  # fmt: skip
+        rows = []
+        for record in latest_records(records).values():
+            run = by_id[record.run_id]
+            tags, metrics = run.data.tags, run.data.metrics
+            status = run.info.status if run.info.status in ("FINISHED", "FAILED") else "RUNNING"
+            row: dict[str, Any] = {
+                "run_id": run.info.run_id,
+                "study": tags.get(TAG_STUDY, study_name),
+                "row": tags.get(TAG_ROW, ""),
+                "seed": int(tags.get(TAG_SEED, "0")),
+                "cell_key": tags.get(TAG_KEY, ""),
+                "status": status,
+                "variant": tags.get(TAG_VARIANT, ""),
+                "activation": tags.get(TAG_ACTIVATION) or None,
+                "table": tags.get(TAG_TABLE) or None,
+                "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+                "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True)
+                if run.info.end_time
+                else pd.NaT,
+            }
+            for name in FINAL_METRICS:
+                row[name] = float(metrics.get(name, math.nan))
+            for name, value in metrics.items():
+                if "/" not in name and name not in row:
+                    row[name] = float(value)
+            rows.append(row)
+        frame = pd.DataFrame(rows, columns=None if rows else [*RUN_COLUMNS, *FINAL_METRICS])
+        if rows:
+            frame = frame.sort_values(["start_time", "row", "seed"], kind="stable")
+        return frame.reset_index(drop=True)
+
+    def metric_history(self, run_ids: Sequence[str], key: str) -> pd.DataFrame:
+        """The logged values of one metric (e.g. ``train/loss``) as ``run_id, step, value``."""
+        import pandas as pd
+
+        rows = []
+        for run_id in run_ids:
+            history = with_retries(lambda r=run_id: self.client.get_metric_history(r, key))
+            rows.extend((run_id, m.step, m.value) for m in history)
+        frame = pd.DataFrame(rows, columns=["run_id", "step", "value"])
+        return frame.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+
+    def download_artifact(self, run_id: str, path: str, dst: Path | None = None) -> Path:
+        """A local copy of one artifact of a run (a file or a folder)."""
+        target = dst or Path(tempfile.mkdtemp(prefix="d2bench-artifact-"))
+        target.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, path, str(target)))
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return text[:6000]
+
+
+class CellRunLogger:
+    """What a worker writes into its cell's run: curves as they come, then the outcome.
+
+    Training curves are buffered and sent in batches (every few seconds) so that a store shared
+    by many cells sees a few writes per cell per minute, not one per optimiser step.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str, flush_seconds: float = 5.0) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.flush_seconds = flush_seconds
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.tracker.client
+
+    def started(self, job_id: str | None = None) -> None:
+        """Mark the attempt as running here (again, after a requeue)."""
+        tags = {TAG_WORKER: process_id()}
+        if job_id:
+            tags[TAG_JOB] = job_id
+        for key, value in tags.items():
+            with_retries(lambda k=key, v=value: self.client.set_tag(self.run_id, k, v))
+        with_retries(lambda: self.client.update_run(self.run_id, status="RUNNING"))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if isinstance(value, int | float) and math.isfinite(value):
+                self._pending.append(Metric(key, float(value), now, int(step)))
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
+        for start in range(0, len(pending), 500):
+            chunk = pending[start : start + 500]
+            with_retries(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+
+    def finished(self, result: dict[str, Any], cell_dir: Path) -> None:
+        """Final metrics, the cell's files, then FINISHED (last, so FINISHED means complete)."""
+        from mlflow.entities import Metric
+
+        self.flush()
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, 0)
+            for key, value in result.get("metrics", {}).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        ]
+        if metrics:
+            with_retries(lambda: self.client.log_batch(self.run_id, metrics=metrics))
+        self.log_cell_files(cell_dir)
+        with_retries(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
+
+    def failed(self, traceback_text: str, cell_dir: Path | None) -> None:
+        """The traceback as an artifact (and a short tag), the cell's log, then FAILED."""
+        self.flush()
+        last_line = traceback_text.strip().splitlines()[-1] if traceback_text.strip() else ""
+        with_retries(lambda: self.client.log_text(self.run_id, traceback_text, "traceback.txt"))
+        with_retries(lambda: self.client.set_tag(self.run_id, TAG_ERROR, last_line[:5000]))
+        if cell_dir is not None:
+            self.log_cell_files(cell_dir, names=("cell.log", "config.yaml"))
+        with_retries(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
+
+    def interrupted(self, reason: str) -> None:
+        """Stopped on request (Ctrl-C, scancel): KILLED, to be scheduled again."""
+        self.flush()
+        self.tracker.terminate(self.run_id, "KILLED", reason)
+
+    def log_cell_files(self, cell_dir: Path, names: Iterable[str] = CELL_ARTIFACTS) -> None:
+        for name in names:
+            path = Path(cell_dir) / name
+            if path.is_file():
+                with_retries(lambda p=path: self.client.log_artifact(self.run_id, str(p)))
