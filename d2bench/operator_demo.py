@@ -1,4 +1,4 @@
-"""`d2bench demo`: a short tour that builds the operators and checks them where a user can see.
+"""`d2bench ops check`: builds the operators and checks them where a user can see.
 
 It prints, for both operators, how far the compiled kernels are from the pure-PyTorch reference
 (values and every gradient), and for every row of Table 1 the identity that a freshly replaced

@@ -16,6 +16,12 @@ def _ops_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ops_check(args: argparse.Namespace) -> int:
+    from ..operator_demo import main
+
+    return main()
+
+
 def _bench_ops(args: argparse.Namespace) -> int:
     from ..bench.ops_bench import run_ops_benchmark
 
@@ -32,6 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     ops_sub.add_parser("build", help="build (or load the cached) operators").set_defaults(
         handler=_ops_build
     )
+    ops_sub.add_parser(
+        "check", help="compiled kernels vs the reference, and each variant's identity"
+    ).set_defaults(handler=_ops_check)
 
 
 def register_bench(bench: argparse._SubParsersAction) -> None:

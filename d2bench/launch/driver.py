@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..study.cells import Cell, expand_cells
 from ..study.planner import CellRecord, CellState, Plan, PlannedCell, make_plan
@@ -172,12 +173,19 @@ def _new_attempt(
         row=cell.row,
         seed=cell.seed,
         key=cell.key,
-        config=cell.config.model_dump(mode="json"),
+        config=_with_absolute_data_root(cell.config.model_dump(mode="json")),
         cell_dir=str(cell_dir),
         tracking_uri=tracker.uri,
         run_id=run_id,
         backend=backend,
     )
+
+
+def _with_absolute_data_root(config: dict[str, Any]) -> dict[str, Any]:
+    """Workers may run elsewhere (Ray changes into trial folders): resolve a relative data root
+    against the driver's working directory. The cell key keeps the path as written."""
+    root = Path(config["data"]["root"]).expanduser()
+    return {**config, "data": {**config["data"], "root": str(root.resolve())}}
 
 
 def _finish_parent(study: Study, tracker: Tracker, parent: str) -> None:

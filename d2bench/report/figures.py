@@ -30,6 +30,9 @@ from .table import normalise_runs
 #: Written for every figure.
 FORMATS: tuple[str, ...] = ("png", "pdf")
 _DPI = 150
+#: Error bars and bands span the seeds' full range (a percentile interval of 100): unlike ± sd,
+#: they never leave the range a share or a score can take.
+SEED_RANGE = ("pi", 100)
 
 
 def save_figure(figure: Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -151,7 +154,7 @@ def oob_figure(frame: pd.DataFrame) -> Figure:
                 order=order,
                 hue_order=hue_order,
                 orient="h",
-                errorbar="sd",
+                errorbar=SEED_RANGE,
                 ax=ax,
                 palette="colorblind",
             )
@@ -166,7 +169,7 @@ def oob_figure(frame: pd.DataFrame) -> Figure:
         ax.set_ylabel("")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_ylabel("variant")
-    figure.suptitle(f"{title} (mean ± sd over seeds)")
+    figure.suptitle(f"{title} (mean; bars: min–max over seeds)")
     if without:
         figure.text(
             0.0,
@@ -183,7 +186,7 @@ def oob_figure(frame: pd.DataFrame) -> Figure:
 
 
 def jf_fps_figure(frame: pd.DataFrame) -> Figure:
-    """Per variant, mean J&F against mean FPS with ± sd error bars over seeds."""
+    """Per variant, mean J&F against mean FPS; bars span the seeds' min–max (never below 0)."""
     title = "Accuracy against speed"
     runs, order = labelled_runs(frame)
     if "jf_mean" not in runs or "fps" not in runs:
@@ -195,9 +198,15 @@ def jf_fps_figure(frame: pd.DataFrame) -> Figure:
     summary = (
         runs.assign(jf=100.0 * runs["jf_mean"].astype(float), fps=runs["fps"].astype(float))
         .groupby("label")
-        .agg(jf=("jf", "mean"), jf_sd=("jf", "std"), fps=("fps", "mean"), fps_sd=("fps", "std"))
+        .agg(
+            jf=("jf", "mean"),
+            jf_min=("jf", "min"),
+            jf_max=("jf", "max"),
+            fps=("fps", "mean"),
+            fps_min=("fps", "min"),
+            fps_max=("fps", "max"),
+        )
         .reindex(order)
-        .fillna({"jf_sd": 0.0, "fps_sd": 0.0})
     )
     counts = runs.groupby("label").size().reindex(order)
     figure = Figure(figsize=(8.5, 5.0), layout="constrained")
@@ -209,8 +218,8 @@ def jf_fps_figure(frame: pd.DataFrame) -> Figure:
         ax.errorbar(
             row["fps"],
             row["jf"],
-            xerr=row["fps_sd"],
-            yerr=row["jf_sd"],
+            xerr=[[row["fps"] - row["fps_min"]], [row["fps_max"] - row["fps"]]],
+            yerr=[[row["jf"] - row["jf_min"]], [row["jf_max"] - row["jf"]]],
             fmt=markers[index % len(markers)],
             color=palette[label],
             markersize=8,
@@ -219,7 +228,7 @@ def jf_fps_figure(frame: pd.DataFrame) -> Figure:
         )
     ax.set_xlabel("inference speed (frames/s)")
     ax.set_ylabel("J&F (%)")
-    ax.set_title(f"{title}: J&F against FPS per variant (mean ± sd over seeds)")
+    ax.set_title(f"{title}: J&F against FPS per variant (mean; bars: min–max over seeds)")
     ax.grid(alpha=0.3)
     ax.margins(0.15)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="variant")
@@ -243,7 +252,7 @@ def _smooth(history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def training_curves_figure(frame: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> Figure:
-    """Loss against step/epoch per variant: the mean over seeds with a ± sd band.
+    """Loss against step/epoch per variant: the mean over seeds with a min–max band.
 
     ``histories`` maps a metric key ("train/loss", "epoch/loss") to its
     ``DataFrame(run_id, step, value)`` (as :meth:`Tracker.metric_history` returns it).
@@ -288,7 +297,7 @@ def training_curves_figure(frame: pd.DataFrame, histories: dict[str, pd.DataFram
             hue="label",
             hue_order=hue_order,
             palette=palette,
-            errorbar="sd",
+            errorbar=SEED_RANGE,
             err_style="bars" if few else "band",
             marker="o" if few else None,
             ax=ax,
@@ -305,5 +314,5 @@ def training_curves_figure(frame: pd.DataFrame, histories: dict[str, pd.DataFram
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=palette[label], label=label) for label in present]
     figure.legend(handles=handles, loc="outside right center", frameon=False, title="variant")
-    figure.suptitle(f"{title} (mean ± sd over seeds)")
+    figure.suptitle(f"{title} (mean; bars: min–max over seeds)")
     return figure

@@ -54,13 +54,13 @@ _FIGURE_TEXT = {
     ),
     "jf_fps": (
         "J&F against FPS",
-        "Mean over seeds with ± sd error bars; FPS at inference under the fixed protocol "
-        "(warm-up excluded, synchronised timers).",
+        "Mean over seeds, bars from the lowest to the highest seed; FPS at inference under "
+        "the fixed protocol (warm-up excluded, synchronised timers).",
     ),
     "training_curves": (
         "Training curves",
         "Lovász hinge loss per optimiser step (rolling mean when long) and per epoch; the "
-        "line is the mean over seeds, the band ± sd.",
+        "line is the mean over seeds, the band the range over seeds.",
     ),
     "maps": (
         "Dilation and modulation maps (the paper's Fig. 4)",
