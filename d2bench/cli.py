@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # progress shows at once, also through pipes and logs
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

@@ -134,8 +134,12 @@ def launch_study(
     echo(f"scheduling {len(tasks)} cell(s) on {backend.name}")
     labels = {item.cell.key: item.cell.label for item in chosen}
 
+    reported: list[str] = []
+
     def report(task: CellTask, outcome: str) -> None:
-        echo(f"  {labels.get(task.key, task.row)}: {outcome}")
+        reported.append(task.key)
+        done = f"[{len(reported)}/{len(tasks)}]"
+        echo(f"  {done} {labels.get(task.key, task.row)}: {outcome}")
 
     try:
         summary.outcomes = dict(backend.run(tasks, context, report))

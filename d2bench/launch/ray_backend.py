@@ -31,6 +31,23 @@ def _trial(config: dict[str, Any]) -> None:
     tune.report({STATUS_METRIC: outcome, "cell_key": task.key})
 
 
+def _progress_callback(tasks: Sequence[CellTask], on_outcome: OnOutcome, reported: set[str]):
+    """A Tune callback that reports each cell's outcome as its trial reports it (in the driver),
+    so progress shows while the study runs, not only when every trial has ended."""
+    from ray.tune import Callback
+
+    by_key = {task.key: task for task in tasks}
+
+    class _Progress(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            key, outcome = result.get("cell_key"), result.get(STATUS_METRIC)
+            if key in by_key and outcome is not None and key not in reported:
+                reported.add(key)
+                on_outcome(by_key[key], outcome)
+
+    return _Progress()
+
+
 class RayBackend:
     name = "ray"
 
@@ -57,6 +74,7 @@ class RayBackend:
             )
         resources = {"cpu": context.resources.cpus, "gpu": context.resources.gpus}
         trainable = tune.with_resources(_trial, resources)
+        reported: set[str] = set()
         storage = context.work_dir / "ray"
         storage.mkdir(parents=True, exist_ok=True)
         tuner = tune.Tuner(
@@ -69,6 +87,7 @@ class RayBackend:
                 name=f"{context.study}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(storage.resolve()),
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                callbacks=[_progress_callback(tasks, on_outcome, reported)],
                 verbose=0,
             ),
         )
@@ -86,7 +105,8 @@ class RayBackend:
                 outcome = "FAILED"
                 _record_trial_error(task, result.error)
             outcomes[task.key] = outcome
-            on_outcome(by_key.get(task.key, task), outcome)
+            if task.key not in reported:
+                on_outcome(by_key.get(task.key, task), outcome)
         return outcomes
 
 

@@ -96,6 +96,17 @@ def clip_frames(metadata: dict[str, Any], clip: int, num_frames: int) -> list[in
     return [min(start + position, num_frames - 1) for position in range(clip_len)]
 
 
+def _middle_full_clip(metadata: dict[str, Any], count: int) -> int:
+    """The middle clip among those made of distinct frames (a clip padded by repeating the last
+    frame shows the same frame several times); the middle clip when the plan is unknown."""
+    clips = metadata.get("clips")
+    if isinstance(clips, list) and len(clips) == count:
+        full = [i for i, frames in enumerate(clips) if len(set(frames)) == len(frames)]
+        if full:
+            return full[len(full) // 2]
+    return count // 2
+
+
 def _displayable(image: np.ndarray) -> np.ndarray:
     """uint8 as is; floats scaled to [0, 1] (stored either as 0–1 or as 0–255)."""
     if image.dtype == np.uint8:
@@ -150,7 +161,7 @@ def maps_figure(
         return not_recorded_figure(
             _TITLE, f"Unexpected dilation map shape {dilation.shape} (clips×3×T×H×W expected)."
         )
-    clip = dilation.shape[0] // 2
+    clip = _middle_full_clip(maps.metadata, dilation.shape[0])
     steps = min(MAX_ROWS, dilation.shape[2])
     step_index = np.linspace(0, dilation.shape[2] - 1, steps).round().astype(int)
     frames = _frames_of_clip(maps, clip, dilation.shape[2], step_index.tolist())
