@@ -81,3 +81,21 @@ def test_killing_the_driver_then_running_again_finishes_every_cell_exactly_once(
     assert finished == Counter({key: 1 for key in keys})
     assert not [r for r in tracker.cell_records("local-kill") if r.status == "RUNNING"]
     assert "nothing to do" in d2bench("run", str(study), "--tracking-uri", uri, cwd=tmp_path).stdout
+
+
+def test_two_drivers_started_together_run_each_cell_once(
+    tmp_path: Path, synthetic_data: Path
+) -> None:
+    study = write_study(tmp_path, "local-twice")
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    command = [sys.executable, "-m", "d2bench.cli", "run", str(study), "--tracking-uri", uri]
+    drivers = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = [driver.communicate(timeout=300)[0] for driver in drivers]
+    assert [driver.returncode for driver in drivers] == [0, 0], outputs
+    records = Tracker(uri).cell_records("local-twice")
+    keys = {cell.key for cell in expand_cells(load_study(study))}
+    assert Counter(r.key for r in records) == Counter({key: 1 for key in keys})
+    assert {r.status for r in records} == {"FINISHED"}
+    assert sum("nothing to do" in output for output in outputs) == 1

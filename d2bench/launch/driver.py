@@ -11,7 +11,8 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,24 @@ def prepare_data(study: Study, echo: Printer) -> None:
         ensure_synthetic_davis(root, spec)
 
 
+@contextmanager
+def _scheduling_lock(runs_dir: Path, study: str, enabled: bool = True) -> Iterator[None]:
+    """An exclusive advisory lock per study under the runs folder (waits for the holder)."""
+    if not enabled:
+        yield
+        return
+    import fcntl
+
+    lock_path = runs_dir / "_backend" / f"{study}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def launch_study(
     study: Study,
     backend: Backend,
@@ -107,26 +126,30 @@ def launch_study(
     unknown = [row for row in force_rows if row not in study.rows]
     if unknown:
         raise ValueError(f"--force: no row {unknown[0]!r}; rows: {', '.join(study.rows)}")
-    _, records, plan = plan_study(study, tracker)
-    if not dry_run and orphaned_workers(records):
-        wait_for_orphans(study, tracker, records, orphan_timeout, echo)
+    with _scheduling_lock(runs_dir, study.name, enabled=not dry_run):
+        # Planning and creating the new attempts' runs happen under one lock, so that two
+        # drivers started at once on the same study never schedule the same cell twice: the
+        # second one plans after the first one's runs exist (and are seen as running).
         _, records, plan = plan_study(study, tracker)
-    chosen = plan.to_schedule(retry_failed=retry_failed, force_rows=force_rows)
-    summary = LaunchSummary(scheduled=len(chosen), plan=plan)
-    echo(format_plan(plan))
-    if dry_run:
-        echo(f"dry run: would schedule {len(chosen)} cell(s) on {backend.name}")
-        return summary
-    if not chosen:
-        echo("nothing to do: every cell is done or running")
-        return summary
+        if not dry_run and orphaned_workers(records):
+            wait_for_orphans(study, tracker, records, orphan_timeout, echo)
+            _, records, plan = plan_study(study, tracker)
+        chosen = plan.to_schedule(retry_failed=retry_failed, force_rows=force_rows)
+        summary = LaunchSummary(scheduled=len(chosen), plan=plan)
+        echo(format_plan(plan))
+        if dry_run:
+            echo(f"dry run: would schedule {len(chosen)} cell(s) on {backend.name}")
+            return summary
+        if not chosen:
+            echo("nothing to do: every cell is done or running")
+            return summary
 
-    prepare_data(study, echo)
-    environment = launch_environment()
-    parent = tracker.ensure_study_run(study.name, study.text, backend.name, environment)
-    tasks = [_new_attempt(study, item, backend.name, tracker, parent, runs_dir, environment,
-                          force=item.cell.row in force_rows)
-             for item in chosen]  # fmt: skip
+        prepare_data(study, echo)
+        environment = launch_environment()
+        parent = tracker.ensure_study_run(study.name, study.text, backend.name, environment)
+        tasks = [_new_attempt(study, item, backend.name, tracker, parent, runs_dir, environment,
+                              force=item.cell.row in force_rows)
+                 for item in chosen]  # fmt: skip
     context = LaunchContext(
         study.name, study.resources, runs_dir / "_backend" / study.name,
         study.backend.max_concurrent,
