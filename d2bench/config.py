@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .names import canonical_activation, canonical_variant_name
 
@@ -53,6 +60,15 @@ class ModelConfig(_Strict):
     def _known_activation(cls, value: str | None) -> str | None:
         return None if value is None else canonical_activation(value)
 
+    @model_validator(mode="after")
+    def _activation_needs_a_d2_variant(self) -> ModelConfig:
+        if self.activation is not None and not self.variant.startswith("d2conv3d"):
+            raise ValueError(
+                f"activation applies to the D²Conv3D variants (d2conv3d_i..iv) only; "
+                f"variant {self.variant!r} has no dilation to activate: remove activation"
+            )
+        return self
+
 
 class DataConfig(_Strict):
     """Where the DAVIS-layout data lives and how clips are cut from it."""
@@ -68,6 +84,15 @@ class DataConfig(_Strict):
     train_size: tuple[int, int] | None = (480, 854)
     pad_multiple: int = Field(32, ge=1)
     num_workers: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _clip_fits_the_window(self) -> DataConfig:
+        if self.clip_len > 2 * self.window:
+            raise ValueError(
+                f"clip_len {self.clip_len} does not fit the window of ±{self.window} frames "
+                f"(at most 2·window = {2 * self.window}); raise window or lower clip_len"
+            )
+        return self
 
 
 class TrainConfig(_Strict):

@@ -33,6 +33,12 @@ def test_aliases_are_normalised() -> None:
         ({"data": {"root": "x"}, "train": {"lr": "fast"}}, "train.lr", "number"),
         ({"data": {"root": "x"}, "infer": {"gap": 0}}, "infer.gap", "greater than"),
         ({}, "data", "required"),
+        ({"data": {"root": "x", "clip_len": 8, "window": 2}}, "data", "2·window"),
+        (
+            {"data": {"root": "x"}, "model": {"variant": "dcnv2", "activation": "relu"}},
+            "model",
+            "D²Conv3D variants",
+        ),
     ],
 )
 def test_errors_name_the_key_path(data: dict, path: str, words: str) -> None:
