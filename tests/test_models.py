@@ -181,7 +181,7 @@ def test_channels_last_and_autocast() -> None:
 def test_activation_reaches_the_d2_layers_and_is_refused_elsewhere() -> None:
     model = build_model(tiny_cfg(variant="iv", activation="relu"), device="meta")
     assert {layer.activation for layer in model.replaced_layers.values()} == {"relu"}
-    with pytest.raises(ValueError, match="only to the D²Conv3D variants"):
+    with pytest.raises(ValueError, match="applies to the D²Conv3D variants"):
         build_model(tiny_cfg(variant="dcnv2", activation="relu"), device="meta")
 
 
