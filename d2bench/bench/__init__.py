@@ -1,10 +1,13 @@
-"""Benchmarks: the environment a measurement ran in, a GPU timing protocol, the operator benchmark.
+"""Benchmarks: what a measurement ran on, a GPU timing protocol, and one module per benchmark.
 
 - :mod:`d2bench.bench.environment`: ``collect_environment(device)``.
 - :mod:`d2bench.bench.timing`: ``time_fn`` (L2-rotated, per-call CUDA-event timing) and
   ``peak_extra_memory``.
-- :mod:`d2bench.bench.ops_bench`: ``run_ops_benchmark`` (D²Conv3D and 3D DCNv2 against cuDNN),
-  also runnable as ``python -m d2bench.bench.ops_bench``.
+- :mod:`d2bench.bench.ops_bench`: ``d2bench bench ops`` (D²Conv3D and 3D DCNv2 against cuDNN).
+- :mod:`d2bench.bench.model_bench`: ``d2bench bench model`` (FPS and memory per Table 1 variant).
+- :mod:`d2bench.bench.train_bench`: ``d2bench bench train`` (full-network training step and
+  inference throughput).
+- :mod:`d2bench.bench.eval_bench`: ``d2bench bench eval`` (J&F evaluation speed).
 
 Importing this package does not import torch; the submodules do.
 """
