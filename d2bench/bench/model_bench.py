@@ -24,7 +24,7 @@ import gc
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from ..layers.branch import SampledConv3d
 from ..names import PAPER_LABELS, VARIANT_NAMES, canonical_variant_name
 from .environment import collect_environment, resolve_device
 from .ops_bench import _json_safe, _write_atomic, gpu_slug
-from .timing import time_fn
+from .timing import cudnn_benchmark, time_fn
 
 SCHEMA = "d2bench.model_bench/1"
 BASELINE = "baseline"
@@ -145,16 +145,6 @@ def _autocast(dev: torch.device, precision: str) -> contextlib.AbstractContextMa
     from ..engine.inference import autocast_context
 
     return autocast_context(dev, precision)
-
-
-@contextlib.contextmanager
-def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = saved
 
 
 def _release(dev: torch.device) -> None:
@@ -426,7 +416,7 @@ def run_model_benchmark(
     environment = collect_environment(dev)
 
     entries: dict[str, dict[str, Any]] = {}
-    with _cudnn_benchmark(settings.cudnn_benchmark):
+    with cudnn_benchmark(settings.cudnn_benchmark):
         for index, name in enumerate(names):
             prefix = f"[{index + 1}/{len(names)}] {PAPER_LABELS[name]}"
             try:

@@ -33,7 +33,16 @@ from d2bench.ops import reference
 from d2bench.ops.geometry import make_geometry
 
 from .environment import collect_environment, resolve_device
-from .timing import MAX_INPUT_SETS, MIN_INPUT_SETS, l2_cache_bytes, peak_extra_memory, time_fn
+from .timing import (
+    MAX_INPUT_SETS,
+    MIN_INPUT_SETS,
+    l2_cache_bytes,
+    peak_extra_memory,
+    time_fn,
+)
+from .timing import (
+    cudnn_benchmark as cudnn_benchmark_mode,
+)
 
 SCHEMA = "d2bench.ops_bench/1"
 FORWARD = "forward"
@@ -269,16 +278,6 @@ def _numerics(variant: Variant) -> Iterator[dict[str, bool]]:
         }
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
-
-
-@contextlib.contextmanager
-def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = saved
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -616,7 +615,7 @@ def run_ops_benchmark(
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
     per_shape_targets: dict[str, list[dict[str, Any]]] = {}
-    with _cudnn_benchmark(cudnn_benchmark):
+    with cudnn_benchmark_mode(cudnn_benchmark):
         for index, shape in enumerate(shapes):
             prefix = f"[{index + 1}/{len(shapes)}] {shape.label}"
             entries: dict[str, dict[str, Any]] = {}

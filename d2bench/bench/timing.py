@@ -10,6 +10,7 @@ the current stream (``time.perf_counter`` on the CPU); the median is the statist
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -221,3 +222,14 @@ def peak_extra_memory(
         "output_bytes": int(output_bytes),
         "extra_bytes": int(peak - output_bytes),
     }
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Set ``torch.backends.cudnn.benchmark`` for a block and restore it afterwards."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved

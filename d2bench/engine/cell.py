@@ -245,8 +245,6 @@ def infer_cell(
 def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellConfig) -> None:
     """The maps of one sequence, its clip plan and its frames (downscaled so that the longer
     side is at most 320 px: the report draws them beside the maps, which are coarser still)."""
-    import numpy as np
-
     from ..metrics.maps import save_maps
     from .inference import plan_clips
 
@@ -254,12 +252,8 @@ def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellCo
     clips = [list(clip.frames) for clip in plan_clips(len(frames), clip_len, gap)]
     metadata = {"sequence": sequence, "clip_len": clip_len, "gap": gap, "clips": clips,
                 "variant": config.model.variant}  # fmt: skip
-    written = save_maps(path, maps, metadata)
     step = max(1, -(-max(frames.shape[1:3]) // 320))
-    with np.load(written) as data:
-        arrays = {key: data[key] for key in data.files}
-    arrays["frames"] = np.ascontiguousarray(frames[:, ::step, ::step])
-    np.savez_compressed(written, **arrays)
+    save_maps(path, maps, metadata, frames=frames[:, ::step, ::step])
 
 
 def _oob_metrics(summary: dict[str, Any]) -> dict[str, float]:

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 from ..layers.branch import SampledConv3d
 from ..layers.d2 import D2Conv3d
+from .sampling_hooks import SamplingHookRecorder
 
 
 @dataclass
@@ -57,24 +57,12 @@ def _stack(parts: list[np.ndarray], what: str) -> np.ndarray:
     return np.stack(parts)
 
 
-class MapRecorder:
+class MapRecorder(SamplingHookRecorder):
     """Collects the maps of the model's D² layers while attached (see module doc)."""
 
     def __init__(self, layers: dict[str, D2Conv3d]) -> None:
-        self.layers = layers
+        super().__init__(layers)
         self.maps: dict[str, LayerMaps] = {name: LayerMaps() for name in layers}
-        self._handles: list[RemovableHandle] = []
-
-    def attach(self) -> None:
-        if self._handles:
-            raise RuntimeError("this MapRecorder is already recording")
-        for name, layer in self.layers.items():
-            self._handles.append(layer.register_sampling_hook(self._hook_for(name)))
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     def _hook_for(self, name: str):
         def hook(
@@ -118,9 +106,12 @@ def save_maps(
     path: str | Path,
     recorded: MapRecorder | Mapping[str, Mapping[str, np.ndarray]],
     metadata: Mapping[str, Any] | None = None,
+    *,
+    frames: np.ndarray | None = None,
 ) -> Path:
     """Write the maps to a compressed ``.npz``: keys ``<layer>/dilation`` (clips×3×T'×H'×W',
-    axes t, y, x) and ``<layer>/modulation_mean`` (clips×T'×H'×W'), float32.
+    axes t, y, x) and ``<layer>/modulation_mean`` (clips×T'×H'×W'), float32; the video's
+    ``frames`` (F×H×W×3, kept as given) when passed, for drawing beside the maps.
 
     ``metadata`` (JSON-serialisable: the sequence, the clip plan, the variant) is stored as a
     JSON string under ``__metadata__``. Returns the path written (``.npz`` appended if missing).
@@ -132,6 +123,8 @@ def save_maps(
             flat[f"{layer}/{key}"] = np.asarray(value, dtype=np.float32)
     if metadata is not None:
         flat["__metadata__"] = np.asarray(json.dumps(dict(metadata)))
+    if frames is not None:
+        flat["frames"] = np.ascontiguousarray(frames)
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")

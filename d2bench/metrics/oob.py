@@ -62,12 +62,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 from ..layers.branch import SampledConv3d
 from ..layers.d2 import D2Conv3d
 from ..layers.deform import DeformConv3d
 from ..ops.geometry import KERNEL_TAPS, TAPS
+from .sampling_hooks import SamplingHookRecorder
 
 AXES: tuple[str, str, str] = ("t", "y", "x")
 
@@ -214,29 +214,12 @@ def _describe(samples: int, values: dict[str, int]) -> dict[str, Any]:
     }
 
 
-class OOBRecorder:
+class OOBRecorder(SamplingHookRecorder):
     """Accumulates out-of-bounds counts of the sampling layers of a model (see module doc)."""
 
     def __init__(self, layers: dict[str, SampledConv3d]) -> None:
-        self.layers = layers
+        super().__init__(layers)
         self._counts = {name: _LayerCounts(kind=_kind(layer)) for name, layer in layers.items()}
-        self._handles: list[RemovableHandle] = []
-
-    @property
-    def active(self) -> bool:
-        """Whether hooks are registered (inside the ``with`` block)."""
-        return bool(self._handles)
-
-    def attach(self) -> None:
-        if self._handles:
-            raise RuntimeError("this OOBRecorder is already recording")
-        for name, layer in self.layers.items():
-            self._handles.append(layer.register_sampling_hook(self._hook_for(name)))
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     def _hook_for(self, name: str):
         def hook(
