@@ -189,3 +189,14 @@ def test_quick_run_evaluates_targets(quick_report):
         assert fp32["limit"] == 1.5 and isinstance(fp32["pass"], bool)
         for row in rows:
             assert row["pass"] in (True, False, None)
+        speedup = next(row for row in rows if row["kind"] == "speedup")
+        assert speedup["baseline"] == "reference_fp32" and speedup["limit"] == 20
+        entries = report["results"][shape.id]
+        expected = (
+            entries["reference_fp32"]["forward_backward"]["median_ms"]
+            / entries["d2conv3d_fp32"]["forward_backward"]["median_ms"]
+        )
+        assert speedup["ratio"] == pytest.approx(expected)
+        assert speedup["pass"] == (expected >= 20)
+        # Peak memory is measured on CUDA only: the memory criteria stay unevaluated on a CPU.
+        assert {row["pass"] for row in rows if row["kind"] == "memory"} == {None}

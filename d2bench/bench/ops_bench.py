@@ -141,26 +141,55 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("d2conv3d_bf16", "d2conv3d", BF16, True, False, True, "cudnn_bf16"),
     Variant("d2conv3d_fp32", "d2conv3d", FP32, True, True, True, "cudnn_fp32"),
     Variant("dcnv2_bf16", "deform_conv3d", BF16, True, False, True, "cudnn_bf16"),
-    Variant("reference_fp32", "reference", FP32, False, True, False, "cudnn_fp32"),
+    Variant("reference_fp32", "reference", FP32, False, True, True, "cudnn_fp32"),
 )
 _VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 
 
+RATIO, SPEEDUP, MEMORY = "ratio", "speedup", "memory"
+
+
 @dataclass(frozen=True)
 class Target:
+    """One criterion of the issue, checked per shape.
+
+    ``ratio``: the variant's time ≤ limit × its cuDNN baseline's. ``speedup``: ``against``'s time
+    ≥ limit × the variant's. ``memory``: the variant's extra memory ≤ limit × the output's size.
+    """
+
     variant: str
     phase: str
     limit: float
+    kind: str = RATIO
+    against: str | None = None
 
     @property
     def baseline(self) -> str:
+        if self.kind == SPEEDUP:
+            assert self.against is not None
+            return self.against
+        if self.kind == MEMORY:
+            return "output"
         baseline = _VARIANTS_BY_NAME[self.variant].baseline
         assert baseline is not None
         return baseline
 
     @property
     def label(self) -> str:
-        return f"{self.variant} {PHASE_LABEL[self.phase]} ≤ {self.limit:g}× {self.baseline}"
+        phase = PHASE_LABEL[self.phase]
+        if self.kind == SPEEDUP:
+            return f"{self.variant} {phase} ≥ {self.limit:g}× faster than {self.baseline}"
+        if self.kind == MEMORY:
+            return f"{self.variant} {phase} extra memory ≤ {self.limit:g}× the output"
+        return f"{self.variant} {phase} ≤ {self.limit:g}× {self.baseline}"
+
+    @property
+    def limit_text(self) -> str:
+        if self.kind == SPEEDUP:
+            return f"≥ {self.limit:g}×"
+        if self.kind == MEMORY:
+            return f"≤ {self.limit:g}× output"
+        return f"≤ {self.limit:g}×"
 
 
 TARGETS: tuple[Target, ...] = (
@@ -169,6 +198,11 @@ TARGETS: tuple[Target, ...] = (
     Target("d2conv3d_fp32", FORWARD, 1.5),
     Target("dcnv2_bf16", FORWARD, 3.0),
     Target("dcnv2_bf16", FORWARD_BACKWARD, 4.0),
+    Target("d2conv3d_fp32", FORWARD_BACKWARD, 20.0, SPEEDUP, "reference_fp32"),
+    Target("d2conv3d_bf16", FORWARD, 1.0, MEMORY),
+    Target("d2conv3d_bf16", FORWARD_BACKWARD, 1.0, MEMORY),
+    Target("dcnv2_bf16", FORWARD, 1.0, MEMORY),
+    Target("dcnv2_bf16", FORWARD_BACKWARD, 1.0, MEMORY),
 )
 
 
@@ -394,19 +428,46 @@ def _add_ratios(entries: dict[str, dict[str, Any]]) -> None:
             entry[f"ratio_{phase}"] = ratio
 
 
-def _evaluate_targets(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _output_bytes(shape: OpShape, variant: str) -> int:
+    element = torch.empty((), dtype=_VARIANTS_BY_NAME[variant].dtype).element_size()
+    return shape.batch * shape.c_out * shape.t * shape.h * shape.w * element
+
+
+def _target_value(target: Target, entries: dict[str, dict[str, Any]], shape: OpShape) -> Any:
+    entry = entries.get(target.variant) or {}
+    if target.kind == SPEEDUP:
+        ours = _median(entry, target.phase)
+        theirs = _median(entries.get(target.against or ""), target.phase)
+        return theirs / ours if ours and theirs is not None else None
+    if target.kind == MEMORY:
+        if _median(entry, target.phase) is None:
+            return None
+        extra = ((entry.get(target.phase) or {}).get("memory") or {}).get("extra_bytes")
+        return None if extra is None else extra / _output_bytes(shape, target.variant)
+    return entry.get(f"ratio_{target.phase}")
+
+
+def _evaluate_targets(entries: dict[str, dict[str, Any]], shape: OpShape) -> list[dict[str, Any]]:
     rows = []
     for target in TARGETS:
-        ratio = (entries.get(target.variant) or {}).get(f"ratio_{target.phase}")
+        value = _target_value(target, entries, shape)
+        if value is None:
+            verdict = None
+        elif target.kind == SPEEDUP:
+            verdict = bool(value >= target.limit)
+        else:
+            verdict = bool(value <= target.limit)
         rows.append(
             {
                 "target": target.label,
+                "kind": target.kind,
                 "variant": target.variant,
                 "phase": target.phase,
                 "baseline": target.baseline,
                 "limit": target.limit,
-                "ratio": ratio,
-                "pass": None if ratio is None else bool(ratio <= target.limit),
+                "limit_text": target.limit_text,
+                "ratio": value,
+                "pass": verdict,
             }
         )
     return rows
@@ -504,7 +565,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Protocol: {protocol['statistic']} of {protocol['repeats']} individually timed calls "
         f"({protocol['timer']}) after {protocol['warmup']} warm-up calls; inputs rotated over "
         f"{protocol['min_input_sets']}–{protocol['max_input_sets']} sets larger together than "
-        f"2× L2 ({l2_text}); reference: {protocol['reference_repeats']} calls, forward only; "
+        f"2× L2 ({l2_text}); reference: {protocol['reference_repeats']} calls; "
         f"float32 entries with TF32 off on both sides; cuDNN autotuning "
         f"{'on' if protocol['cudnn_benchmark'] else 'off'}; no bias; 3×3×3, stride 1, "
         "padding 1, dilation 1; fwd+bwd = forward plus gradients of input, weight and "
@@ -541,7 +602,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Targets",
         "",
-        "| Shape | Target | Ratio | Limit | Pass |",
+        "| Shape | Target | Value | Limit | Pass |",
         "|---|---|---:|---:|:---:|",
     ]
     for shape in report["shapes"]:
@@ -549,7 +610,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             mark = {True: "✓", False: "✗", None: "n/a"}[row["pass"]]
             lines.append(
                 f"| {shape['label']} | {row['target']} | {_cell_ratio(row['ratio'])} "
-                f"| ≤ {row['limit']:g}× | {mark} |"
+                f"| {row['limit_text']} | {mark} |"
             )
     summary = report["targets"]
     lines += [
@@ -632,7 +693,7 @@ def run_ops_benchmark(
                 )
             _add_ratios(entries)
             results[shape.id] = entries
-            per_shape_targets[shape.id] = _evaluate_targets(entries)
+            per_shape_targets[shape.id] = _evaluate_targets(entries, shape)
 
     verdicts = [row["pass"] for rows in per_shape_targets.values() for row in rows]
     evaluated = [verdict for verdict in verdicts if verdict is not None]
@@ -672,6 +733,7 @@ def run_ops_benchmark(
                     "variant": t.variant,
                     "phase": t.phase,
                     "baseline": t.baseline,
+                    "kind": t.kind,
                     "limit": t.limit,
                 }
                 for t in TARGETS

@@ -52,5 +52,80 @@ __device__ __forceinline__ void atomic_add(T* address, T value) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The VEC values of a 16-byte load as coord_t, by bit manipulation (no round trip through
+// local memory, which taking the address of the loaded vector would cause).
+__device__ __forceinline__ void unpack_word(uint32_t w, at::BFloat16*, float* out) {
+  out[0] = __uint_as_float(w << 16);
+  out[1] = __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void unpack_word(uint32_t w, at::Half*, float* out) {
+  out[0] = __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xffffu)));
+  out[1] = __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
+}
+__device__ __forceinline__ void unpack_word(uint32_t w, float*, float* out) {
+  out[0] = __uint_as_float(w);
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ void unpack16(const uint4& raw, coord_type<scalar_t>* out) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    out[0] = __hiloint2double(static_cast<int>(raw.y), static_cast<int>(raw.x));
+    out[1] = __hiloint2double(static_cast<int>(raw.w), static_cast<int>(raw.z));
+  } else {
+    constexpr int per_word = 4 / sizeof(scalar_t);
+    scalar_t* tag = nullptr;
+    unpack_word(raw.x, tag, out);
+    unpack_word(raw.y, tag, out + per_word);
+    unpack_word(raw.z, tag, out + 2 * per_word);
+    unpack_word(raw.w, tag, out + 3 * per_word);
+  }
+}
+
+// Four consecutive channels as float: 8 bytes for 16-bit types, 16 for float32.
+template <typename scalar_t>
+__device__ __forceinline__ void load4(const scalar_t* p, float* v) {
+  if constexpr (sizeof(scalar_t) == 2) {
+    const uint2 raw = *reinterpret_cast<const uint2*>(p);
+    scalar_t* tag = nullptr;
+    unpack_word(raw.x, tag, v);
+    unpack_word(raw.y, tag, v + 2);
+  } else {
+    const float4 f = *reinterpret_cast<const float4*>(p);
+    v[0] = f.x;
+    v[1] = f.y;
+    v[2] = f.z;
+    v[3] = f.w;
+  }
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ void store4(scalar_t* p, const float* v) {
+  if constexpr (sizeof(scalar_t) == 2) {
+    uint32_t words[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const scalar_t lo = static_cast<scalar_t>(v[2 * e]), hi = static_cast<scalar_t>(v[2 * e + 1]);
+      words[e] = static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(&lo)) |
+                 (static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(&hi)) << 16);
+    }
+    *reinterpret_cast<uint2*>(p) = make_uint2(words[0], words[1]);
+  } else {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+}
+
+// Adds four consecutive floats: one vector atomic on sm_90+, four scalar ones before.
+__device__ __forceinline__ void atomic_add4(float* address, float a, float b, float c, float d) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float4*>(address), make_float4(a, b, c, d));
+#else
+  atomicAdd(address, a);
+  atomicAdd(address + 1, b);
+  atomicAdd(address + 2, c);
+  atomicAdd(address + 3, d);
+#endif
+}
+
+
 }  // namespace cuda
 }  // namespace d2bench

@@ -6,12 +6,17 @@
 //
 // Rows r run over N·P output voxels, columns over C_out, the reduction over the G·27 taps and the
 // channels of each tap's group. Per (g, k) the 8 corners of every row's sample are computed once
-// (modulation folded into the weights) and reused for all channel slices. Two tile shapes share
-// the skeleton: tensor cores (WMMA, fp32 accumulation) for float16/bfloat16, and a register-
-// tiled SIMT product for float32 (strict fp32, no TF32) and float64.
+// (modulation folded into the weights) and reused for all channel slices; corners that weigh
+// nothing in any row of the tile are not loaded at all (LiveCorners). Two tile shapes share the
+// skeleton: tensor cores (mma.sync m16n8k16 fed by ldmatrix, fp32 accumulation) for
+// float16/bfloat16, and a register-tiled SIMT product for float32 (strict fp32, no TF32) and
+// float64. Each tile comes in two register budgets, for one or two CTAs per SM; the launcher
+// picks by grid size (sampling_conv_cuda.cu).
+//
+// Measured and dropped (reports/bench/ops-notes.md): a cp.async copy pipeline, and a two-stage
+// register-prefetch pipeline; the kernel is bound by load/store and shared-memory throughput, not
+// by exposed latency.
 #pragma once
-
-#include <mma.h>
 
 #include <type_traits>
 
@@ -31,7 +36,8 @@ struct RowCorners {
 template <int BM, typename Taps, typename coord_t>
 __device__ __forceinline__ void compute_row_corners(const Taps& taps, Layout xl, int64_t row0,
                                                     int64_t g, int k,
-                                                    RowCorners<coord_t>* corners) {
+                                                    RowCorners<coord_t>* corners,
+                                                    unsigned* live) {
   const int tid = threadIdx.x;
   if (tid >= BM) return;
   const ConvShape& s = taps.shape;
@@ -51,46 +57,50 @@ __device__ __forceinline__ void compute_row_corners(const Taps& taps, Layout xl,
   Corners<coord_t> cr;
   trilinear_corners(c.v[0], c.v[1], c.v[2], s.depth, s.height, s.width, cr);
   const coord_t m = taps.modulation(v, g, k);
+  unsigned bits = 0;
 #pragma unroll
   for (int q = 0; q < 8; ++q) {
     out.offset[q] = n * xl.batch + cr.index[q] * xl.voxel;
     out.weight[q] = cr.weight[q] * m;
+    bits |= static_cast<unsigned>(out.weight[q] != coord_t(0)) << q;
   }
+  atomicOr(live, bits);
 }
 
-// The VEC values of a 16-byte load as coord_t, by bit manipulation (no round trip through
-// local memory, which taking the address of the loaded vector would cause).
-__device__ __forceinline__ void unpack_word(uint32_t w, at::BFloat16*, float* out) {
-  out[0] = __uint_as_float(w << 16);
-  out[1] = __uint_as_float(w & 0xffff0000u);
-}
-__device__ __forceinline__ void unpack_word(uint32_t w, at::Half*, float* out) {
-  out[0] = __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xffffu)));
-  out[1] = __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
-}
-__device__ __forceinline__ void unpack_word(uint32_t w, float*, float* out) {
-  out[0] = __uint_as_float(w);
-}
+// The corners of a tap that weigh something in some row of the tile. A D²Conv3D tap whose offset
+// along an axis is 0 samples an integer coordinate there, so only 1, 2 or 4 of its 8 corners
+// count (125 of 216 over the 27 taps); the gather then loads just those. `width` is the count
+// rounded up to 1, 2, 4 or 8, the list padded with corners that weigh nothing.
+struct LiveCorners {
+  int width;
+  unsigned packed;  // corner indices, 3 bits each: the live ones first
 
-template <typename scalar_t>
-__device__ __forceinline__ void unpack16(const uint4& raw, coord_type<scalar_t>* out) {
-  if constexpr (std::is_same_v<scalar_t, double>) {
-    out[0] = __hiloint2double(static_cast<int>(raw.y), static_cast<int>(raw.x));
-    out[1] = __hiloint2double(static_cast<int>(raw.w), static_cast<int>(raw.z));
-  } else {
-    constexpr int per_word = 4 / sizeof(scalar_t);
-    scalar_t* tag = nullptr;
-    unpack_word(raw.x, tag, out);
-    unpack_word(raw.y, tag, out + per_word);
-    unpack_word(raw.z, tag, out + 2 * per_word);
-    unpack_word(raw.w, tag, out + 3 * per_word);
+  __device__ int at(int i) const { return static_cast<int>((packed >> (3 * i)) & 7u); }
+  __device__ static LiveCorners of(unsigned mask) {
+    LiveCorners live{0, 0u};
+    int n = 0;
+#pragma unroll
+    for (int pass = 0; pass < 2; ++pass) {
+#pragma unroll
+      for (int q = 0; q < 8; ++q) {
+        if (static_cast<bool>(mask & (1u << q)) == (pass == 0)) {
+          live.packed |= static_cast<unsigned>(q) << (3 * n);
+          ++n;
+        }
+      }
+      if (pass == 0) {
+        live.width = n <= 1 ? 1 : (n <= 2 ? 2 : (n <= 4 ? 4 : 8));
+      }
+    }
+    return live;
   }
-}
+};
 
 // A[m, kk] for kk < valid_k (channels c_first + kk), 0 beyond; `store(m, kk, value)` writes it.
 // With vector loads the channels are contiguous and each thread reads 16 bytes per corner.
-template <typename scalar_t, int BM, int BK, int THREADS, typename coord_t, typename Store>
-__device__ __forceinline__ void gather_tile(const RowCorners<coord_t>* corners,
+template <int COUNT, typename scalar_t, int BM, int BK, int THREADS, typename coord_t,
+          typename Store>
+__device__ __forceinline__ void gather_tile(const RowCorners<coord_t>* corners, LiveCorners live,
                                             const scalar_t* __restrict__ x, Layout xl,
                                             int64_t c_first, int valid_k, bool vector_loads,
                                             Store store) {
@@ -106,18 +116,19 @@ __device__ __forceinline__ void gather_tile(const RowCorners<coord_t>* corners,
       if (kk0 < valid_k) {
         const RowCorners<coord_t>& rc = corners[m];
         const scalar_t* base = x + c_first + kk0;  // channel stride is 1 here
-        // All 8 loads are issued before any is used (a corner outside the volume reads a valid
-        // address with weight 0), so their latencies overlap.
-        uint4 raw[8];
+        // All COUNT loads are issued before any is used (a corner outside the volume reads a
+        // valid address with weight 0), so their latencies overlap.
+        uint4 raw[COUNT];
 #pragma unroll
-        for (int q = 0; q < 8; ++q) {
-          raw[q] = __ldg(reinterpret_cast<const uint4*>(base + rc.offset[q]));
+        for (int i = 0; i < COUNT; ++i) {
+          const int q = COUNT == 8 ? i : live.at(i);
+          raw[i] = __ldg(reinterpret_cast<const uint4*>(base + rc.offset[q]));
         }
 #pragma unroll
-        for (int q = 0; q < 8; ++q) {
-          const coord_t w = rc.weight[q];
+        for (int i = 0; i < COUNT; ++i) {
+          const coord_t w = rc.weight[COUNT == 8 ? i : live.at(i)];
           coord_t vals[VEC];
-          unpack16<scalar_t>(raw[q], vals);
+          unpack16<scalar_t>(raw[i], vals);
 #pragma unroll
           for (int e = 0; e < VEC; ++e) acc[e] += w * vals[e];
         }
@@ -197,9 +208,14 @@ struct WeightStore {
 };
 
 // ---- SIMT tile: float32 / float64 ----
-template <typename scalar_t>
+// MinBlocks: CTAs per SM the register allocation must allow (2: at most 128 registers).
+template <typename scalar_t, int MinBlocks = 2>
 struct SimtTile {
-  static constexpr int BM = 128, BN = 128, BK = 8, THREADS = 256, TM = 8, TN = 8;
+  // float32 takes 32 channels per step (more products per barrier); float64 only serves
+  // gradcheck and keeps to 8 so its shared memory stays under the static 48 KiB.
+  static constexpr int BM = 128, BN = 128, BK = sizeof(scalar_t) == 4 ? 32 : 8, THREADS = 256;
+  static constexpr int MIN_BLOCKS = MinBlocks;
+  static constexpr int TM = 8, TN = 8;
   using coord_t = coord_type<scalar_t>;
   struct Smem {
     alignas(16) scalar_t a[BK][BM];
@@ -271,38 +287,79 @@ template <>
 struct MmaType<at::BFloat16> {
   using type = __nv_bfloat16;
   __device__ static type from_float(float v) { return __float2bfloat16(v); }
+  __device__ static uint32_t pack(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
 };
 template <>
 struct MmaType<at::Half> {
   using type = __half;
   __device__ static type from_float(float v) { return __float2half(v); }
+  __device__ static uint32_t pack(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
 };
 
-template <typename scalar_t>
-struct WmmaTile {
+// Warp-level tensor-core primitives (sm_80+): ldmatrix fragment loads and one m16n8k16 product
+// with float32 accumulation.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* smem) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* smem) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uint32_t* b,
+                                          __nv_bfloat16*) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uint32_t* b,
+                                          __half*) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// MinBlocks: CTAs per SM the register allocation must allow (2: at most 128 registers).
+template <typename scalar_t, int MinBlocks = 2>
+struct MmaTile {
   // All 256 output channels of the paper's layers in one CTA: each row's samples are gathered
   // once, not once per column tile.
-  static constexpr int BM = 64, BN = 256, BK = 32, THREADS = 256;
+  static constexpr int BM = 64, BN = 256, BK = 32, THREADS = 256, MIN_BLOCKS = MinBlocks;
   static constexpr int WARP_M = 32, WARP_N = 64;  // 2 × 4 warps
   static constexpr int WARPS_N = BN / WARP_N;
-  static constexpr int FM = WARP_M / 16, FN = WARP_N / 16;
-  static constexpr int LDA = BK + 8, LDB = BN + 8;  // padding against bank conflicts
+  static constexpr int TILES_M = WARP_M / 16, TILES_N = WARP_N / 8;  // m16n8 products per warp
+  static constexpr int LDA = BK + 8, LDB = BN + 8;  // padding: conflict-free ldmatrix rows
   using coord_t = float;
   using mma_t = typename MmaType<scalar_t>::type;
   struct Smem {
-    alignas(32) mma_t a[BM][LDA];
-    alignas(32) mma_t b[BK][LDB];
-    alignas(32) float stage[THREADS / 32][16 * 16];
+    alignas(16) mma_t a[BM][LDA];
+    alignas(16) mma_t b[BK][LDB];
     RowCorners<coord_t> corners[BM];
   };
   struct Acc {
-    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> f[FM][FN];
+    float c[TILES_M][TILES_N][4];
   };
   __device__ static void zero(Acc& acc) {
 #pragma unroll
-    for (int i = 0; i < FM; ++i)
+    for (int i = 0; i < TILES_M; ++i)
 #pragma unroll
-      for (int j = 0; j < FN; ++j) nvcuda::wmma::fill_fragment(acc.f[i][j], 0.0f);
+      for (int j = 0; j < TILES_N; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc.c[i][j][e] = 0.0f;
   }
   __device__ static void store_a(Smem& sm, int m, int kk, float v) {
     sm.a[m][kk] = MmaType<scalar_t>::from_float(v);
@@ -311,12 +368,7 @@ struct WmmaTile {
   __device__ static void store_a_vector(Smem& sm, int m, int kk0, const float* v) {
     uint32_t words[4];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const mma_t lo = MmaType<scalar_t>::from_float(v[2 * e]);
-      const mma_t hi = MmaType<scalar_t>::from_float(v[2 * e + 1]);
-      words[e] = static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(&lo)) |
-                 (static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(&hi)) << 16);
-    }
+    for (int e = 0; e < 4; ++e) words[e] = MmaType<scalar_t>::pack(v[2 * e], v[2 * e + 1]);
     *reinterpret_cast<uint4*>(&sm.a[m][kk0]) = make_uint4(words[0], words[1], words[2], words[3]);
   }
   __device__ static void store_b(Smem& sm, int kk, int nn, scalar_t v) {
@@ -326,62 +378,68 @@ struct WmmaTile {
     *reinterpret_cast<uint4*>(&sm.b[kk][nn0]) = raw;  // LDB·2 bytes is a multiple of 16
   }
   __device__ static void multiply(Smem& sm, Acc& acc) {
-    using namespace nvcuda;
-    const int warp = threadIdx.x / 32;
-    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int m0 = (warp / WARPS_N) * WARP_M, n0 = (warp % WARPS_N) * WARP_N;
+    mma_t* tag = nullptr;
 #pragma unroll
     for (int ks = 0; ks < BK; ks += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, mma_t, wmma::row_major> a[FM];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, mma_t, wmma::row_major> b[FN];
+      uint32_t a[TILES_M][4];
 #pragma unroll
-      for (int i = 0; i < FM; ++i)
-        wmma::load_matrix_sync(a[i], &sm.a[wm * WARP_M + i * 16][ks], LDA);
+      for (int i = 0; i < TILES_M; ++i) {
+        ldmatrix_x4(a[i], &sm.a[m0 + i * 16 + (lane & 15)][ks + (lane >> 4) * 8]);
+      }
 #pragma unroll
-      for (int j = 0; j < FN; ++j)
-        wmma::load_matrix_sync(b[j], &sm.b[ks][wn * WARP_N + j * 16], LDB);
+      for (int jj = 0; jj < TILES_N / 2; ++jj) {
+        uint32_t b[4];  // k16 × n16: b[0..1] for columns n0 + 16·jj + 0..7, b[2..3] for + 8..15
+        ldmatrix_x4_trans(
+            b, &sm.b[ks + (lane & 7) + ((lane >> 3) & 1) * 8][n0 + jj * 16 + (lane >> 4) * 8]);
 #pragma unroll
-      for (int i = 0; i < FM; ++i)
-#pragma unroll
-        for (int j = 0; j < FN; ++j) wmma::mma_sync(acc.f[i][j], a[i], b[j], acc.f[i][j]);
+        for (int i = 0; i < TILES_M; ++i) {
+          mma_16816(acc.c[i][2 * jj], a[i], b, tag);
+          mma_16816(acc.c[i][2 * jj + 1], a[i], b + 2, tag);
+        }
+      }
     }
   }
-  __device__ static void store_out(Smem& sm, const Acc& acc, scalar_t* out, Layout ol,
+  // Straight from the accumulators: thread (g, q) of a warp holds rows g and g + 8, columns
+  // 2q and 2q + 1 of every m16n8 product.
+  __device__ static void store_out(Smem&, const Acc& acc, scalar_t* out, Layout ol,
                                    const scalar_t* bias, int64_t row0, int64_t o0,
                                    const ConvShape& s) {
-    using namespace nvcuda;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+    const int m0 = (warp / WARPS_N) * WARP_M, n0 = (warp % WARPS_N) * WARP_N;
     const int64_t rows = s.batch * s.out_plane();
-    float* stage = sm.stage[warp];
 #pragma unroll
-    for (int i = 0; i < FM; ++i) {
+    for (int i = 0; i < TILES_M; ++i) {
 #pragma unroll
-      for (int j = 0; j < FN; ++j) {
-        wmma::store_matrix_sync(stage, acc.f[i][j], 16, wmma::mem_row_major);
-        __syncwarp();
-        for (int e = lane; e < 256; e += 32) {
-          const int64_t r = row0 + wm * WARP_M + i * 16 + e / 16;
-          const int64_t o = o0 + wn * WARP_N + j * 16 + e % 16;
-          if (r < rows && o < s.out_channels) {
-            const int64_t n = r / s.out_plane(), p = r - n * s.out_plane();
-            const float b = bias ? static_cast<float>(bias[o]) : 0.0f;
-            out[ol.at(n, o, p)] = static_cast<scalar_t>(stage[e] + b);
+      for (int h = 0; h < 2; ++h) {
+        const int64_t r = row0 + m0 + i * 16 + h * 8 + lane / 4;
+        if (r >= rows) continue;
+        const int64_t n = r / s.out_plane(), p = r - n * s.out_plane();
+#pragma unroll
+        for (int j = 0; j < TILES_N; ++j) {
+          const int64_t o = o0 + n0 + j * 8 + 2 * (lane % 4);
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            if (o + e >= s.out_channels) continue;
+            const float b = bias ? static_cast<float>(bias[o + e]) : 0.0f;
+            out[ol.at(n, o + e, p)] = static_cast<scalar_t>(acc.c[i][j][2 * h + e] + b);
           }
         }
-        __syncwarp();
       }
     }
   }
 };
 
 template <typename scalar_t, typename Taps, typename Tile>
-__global__ void __launch_bounds__(Tile::THREADS, 2)
+__global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)
     fused_forward_kernel(const scalar_t* __restrict__ x, Layout xl, const Taps taps,
                          const scalar_t* __restrict__ w2t, const scalar_t* __restrict__ bias,
                          scalar_t* __restrict__ out, Layout ol, bool vector_loads,
                          bool vector_weights) {
   using coord_t = typename Tile::coord_t;
   __shared__ typename Tile::Smem sm;
+  __shared__ unsigned live;  // bit q: corner q weighs something in some row at this tap
   const ConvShape& s = taps.shape;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * Tile::BM;
   const int64_t o0 = static_cast<int64_t>(blockIdx.y) * Tile::BN;
@@ -392,14 +450,31 @@ __global__ void __launch_bounds__(Tile::THREADS, 2)
   const WeightStore<Tile> store_b{sm};
   for (int64_t g = 0; g < s.groups; ++g) {
     for (int k = 0; k < 27; ++k) {
+      if (threadIdx.x == 0) live = 0;  // every gather of the previous tap is behind a barrier
       __syncthreads();
-      compute_row_corners<Tile::BM>(taps, xl, row0, g, k, sm.corners);
+      compute_row_corners<Tile::BM>(taps, xl, row0, g, k, sm.corners, &live);
       __syncthreads();
+      const LiveCorners live_corners = LiveCorners::of(live);
       for (int64_t c0 = 0; c0 < cg; c0 += Tile::BK) {
         const int valid_k = static_cast<int>(cg - c0 < Tile::BK ? cg - c0 : Tile::BK);
         const int64_t c_first = g * cg + c0;
-        gather_tile<scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(sm.corners, x, xl, c_first,
-                                                                 valid_k, vector_loads, store_a);
+        switch (live_corners.width) {  // the same in every thread
+          case 1:
+            gather_tile<1, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
+                sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
+            break;
+          case 2:
+            gather_tile<2, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
+                sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
+            break;
+          case 4:
+            gather_tile<4, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
+                sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
+            break;
+          default:
+            gather_tile<8, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
+                sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
+        }
         load_weight_tile<Tile::BN, Tile::BK, Tile::THREADS>(
             w2t, static_cast<int64_t>(k) * s.channels + c_first, valid_k, o0, s.out_channels,
             vector_weights, store_b);

@@ -4,8 +4,12 @@
 // Backward: per chunk of output voxels, the sampled columns are gathered (for the weight
 // gradient) and ∂L/∂columns is formed by cuBLAS; a warp-per-voxel kernel turns it into the input
 // gradient (float atomics, so not deterministic: PyTorch's deterministic mode raises) and the
-// coordinate/modulation gradients (register reductions, deterministic). The chunk is sized so the
-// column buffer is no larger than the output tensor.
+// coordinate/modulation gradients (register reductions, deterministic). The column buffer is
+// kept within the output's size only where that leaves chunks of at least kMinChunk voxels; at
+// the paper's layer shapes the floor wins and the backward needs more than the output's size (the
+// benchmark reports it against that criterion). With channels contiguous (channels_last_3d)
+// and float32 accumulation, the kernels take four channels per lane: 8/16-byte loads and one
+// float4 atomic per corner on sm_90.
 //
 // Everything runs on the current stream of the input's device, with 64-bit indexing. Sampling
 // coordinates are float32 or wider: for float16/bfloat16 inputs the maps may be float32.
@@ -58,30 +62,56 @@ SamplingArgs prepare(const at::Tensor& input, const at::Tensor& coords,
                       weight.contiguous(), s};
 }
 
-template <typename scalar_t, typename Taps>
-void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& weight,
-                    const at::Tensor& bias, at::Tensor& out) {
+// One CTA per SM (no register cap, no spills) or two (capped at 128 registers, which spills a
+// little but lets one CTA's gathers overlap the other's products). Measured on an H200: two win
+// when the grid is a few waves long; one wins when the grid fits in one CTA per SM (a second
+// slot per SM would stay empty) and when it is many waves long (the finer waves of one-CTA
+// slots lose less to the last, partial wave).
+inline bool one_cta_per_sm(int64_t ctas) {
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  return ctas <= sms || ctas >= 8 * sms;
+}
+
+template <typename scalar_t, typename Taps, template <typename, int> class TileT>
+void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w2t,
+                  const at::Tensor& bias, at::Tensor& out) {
   const ConvShape& s = taps.shape;
-  using Tile = std::conditional_t<kReducedPrecision<scalar_t>, WmmaTile<scalar_t>,
-                                  SimtTile<scalar_t>>;
-  // W2t[k·C + c, o] = W[o, c, k]: the B operand, read row by row.
-  const at::Tensor w2t =
-      weight.permute({2, 3, 4, 1, 0}).reshape({27 * s.channels, s.out_channels}).contiguous();
   const Layout xl = Layout::of(x), ol = Layout::of(out);
   constexpr int64_t vec = 16 / sizeof(scalar_t);
   const bool vector_loads = xl.channel == 1 && s.group_channels() % vec == 0 &&
                             xl.voxel % vec == 0 && xl.batch % vec == 0 &&
                             reinterpret_cast<uintptr_t>(x.const_data_ptr()) % 16 == 0;
   const bool vector_weights = s.out_channels % vec == 0;  // rows of W2t start 16-byte aligned
-  const int64_t rows = s.batch * s.out_plane();
-  const dim3 grid(static_cast<unsigned>(ceil_div(rows, Tile::BM)),
+  using Tile = TileT<scalar_t, 2>;
+  const dim3 grid(static_cast<unsigned>(ceil_div(s.batch * s.out_plane(), Tile::BM)),
                   static_cast<unsigned>(ceil_div(s.out_channels, Tile::BN)));
-  fused_forward_kernel<scalar_t, Taps, Tile>
-      <<<grid, Tile::THREADS, 0, at::cuda::getCurrentCUDAStream()>>>(
-          x.const_data_ptr<scalar_t>(), xl, taps, w2t.const_data_ptr<scalar_t>(),
-          bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
-          ol, vector_loads, vector_weights);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const auto launch = [&](auto* kernel, int threads) {
+    kernel<<<grid, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.const_data_ptr<scalar_t>(), xl, taps, w2t.const_data_ptr<scalar_t>(),
+        bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
+        ol, vector_loads, vector_weights);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (one_cta_per_sm(static_cast<int64_t>(grid.x) * grid.y)) {
+    using Solo = TileT<scalar_t, 1>;
+    launch(&fused_forward_kernel<scalar_t, Taps, Solo>, Solo::THREADS);
+  } else {
+    launch(&fused_forward_kernel<scalar_t, Taps, Tile>, Tile::THREADS);
+  }
+}
+
+template <typename scalar_t, typename Taps>
+void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& weight,
+                    const at::Tensor& bias, at::Tensor& out) {
+  const ConvShape& s = taps.shape;
+  // W2t[k·C + c, o] = W[o, c, k]: the B operand, read row by row.
+  const at::Tensor w2t =
+      weight.permute({2, 3, 4, 1, 0}).reshape({27 * s.channels, s.out_channels}).contiguous();
+  if constexpr (kReducedPrecision<scalar_t>) {
+    launch_fused<scalar_t, Taps, MmaTile>(x, taps, w2t, bias, out);
+  } else {
+    launch_fused<scalar_t, Taps, SimtTile>(x, taps, w2t, bias, out);
+  }
 }
 
 // Voxels per backward chunk. The column buffer (chunk × 27·C) is kept within the output's size
@@ -116,6 +146,16 @@ void launch_backward(const at::Tensor& grad_out, const at::Tensor& x, const Taps
     }
   }
   const auto stream = at::cuda::getCurrentCUDAStream();
+  // Four contiguous channels per lane (8- or 16-byte accesses, float4 atomics) where the layout
+  // and alignment allow; float64 keeps the scalar path.
+  const auto aligned = [](const at::Tensor& t, int64_t bytes) {
+    return !t.defined() || reinterpret_cast<uintptr_t>(t.const_data_ptr()) % bytes == 0;
+  };
+  const bool vector4 = std::is_same_v<acc_t, float> && xl.channel == 1 &&
+                       s.group_channels() % 4 == 0 && xl.voxel % 4 == 0 && xl.batch % 4 == 0 &&
+                       aligned(x, 4 * sizeof(scalar_t)) && aligned(cols, 4 * sizeof(scalar_t)) &&
+                       aligned(grad_x_acc, 16) &&
+                       (!grad_x_acc.defined() || Layout::of(grad_x_acc).channel == 1);
   for (int64_t n = 0; n < s.batch; ++n) {
     const at::Tensor gout_n = grad_out[n].reshape({s.out_channels, s.out_plane()});
     for (int64_t p0 = 0; p0 < s.out_plane(); p0 += chunk) {
@@ -125,7 +165,8 @@ void launch_backward(const at::Tensor& grad_out, const at::Tensor& x, const Taps
       const unsigned blocks = static_cast<unsigned>(ceil_div(count, kWarpsPerBlock));
       if (grad_w2.defined()) {
         gather_columns_kernel<scalar_t, Taps><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-            x.const_data_ptr<scalar_t>(), xl, taps, n, p0, count, block.data_ptr<scalar_t>());
+            x.const_data_ptr<scalar_t>(), xl, taps, n, p0, count, block.data_ptr<scalar_t>(),
+            vector4);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         if (grad_w2.scalar_type() == x.scalar_type()) {
           grad_w2.addmm_(gout, block);
@@ -137,7 +178,7 @@ void launch_backward(const at::Tensor& grad_out, const at::Tensor& x, const Taps
       at::mm_out(block, gout.t(), w2);  // ∂L/∂columns, reusing the buffer
       backward_sampling_kernel<scalar_t, acc_t, Taps><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
           x.const_data_ptr<scalar_t>(), xl, taps, n, p0, count, block.const_data_ptr<scalar_t>(),
-          grad_x_acc.defined() ? grad_x_acc.data_ptr<acc_t>() : nullptr, coordinates);
+          grad_x_acc.defined() ? grad_x_acc.data_ptr<acc_t>() : nullptr, coordinates, vector4);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }
