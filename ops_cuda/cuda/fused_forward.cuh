@@ -231,6 +231,9 @@ struct SimtTile {
 #pragma unroll
       for (int j = 0; j < TN; ++j) acc.v[i][j] = coord_t(0);
   }
+  // Thread tx owns columns 4·tx .. 4·tx + 3 and BN/2 + 4·tx .. + 3: a warp's 16-byte reads of a
+  // B row are then contiguous (conflict-free), not 32 bytes apart.
+  __device__ static int column(int tx, int j) { return (j / 4) * (BN / 2) + tx * 4 + j % 4; }
   __device__ static void store_a(Smem& sm, int m, int kk, coord_t v) {
     sm.a[kk][m] = static_cast<scalar_t>(v);
   }
@@ -252,7 +255,7 @@ struct SimtTile {
 #pragma unroll
       for (int i = 0; i < TM; ++i) a[i] = sm.a[kk][ty * TM + i];
 #pragma unroll
-      for (int j = 0; j < TN; ++j) b[j] = sm.b[kk][tx * TN + j];
+      for (int j = 0; j < TN; ++j) b[j] = sm.b[kk][column(tx, j)];
 #pragma unroll
       for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -271,7 +274,7 @@ struct SimtTile {
       const int64_t n = r / s.out_plane(), p = r - n * s.out_plane();
 #pragma unroll
       for (int j = 0; j < TN; ++j) {
-        const int64_t o = o0 + tx * TN + j;
+        const int64_t o = o0 + column(tx, j);
         if (o >= s.out_channels) continue;
         const coord_t b = bias ? static_cast<coord_t>(bias[o]) : coord_t(0);
         out[ol.at(n, o, p)] = static_cast<scalar_t>(acc.v[i][j] + b);
