@@ -159,6 +159,29 @@ def test_half_precision_matches_reference(kind, dtype, layout):
             assert _rel(a, b) < 1e-2, name
 
 
+def _grid_sizes():
+    """Output voxels that make the forward launch each of its tile configurations.
+
+    The launcher halves the rows per CTA when a grid would leave SMs idle, runs one CTA per SM
+    when the grid fills them exactly or is ≥ 8 waves long, and two otherwise: 2·SMs and 9·SMs
+    tiles of the full height reach the last two.
+    """
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    return {"two CTAs per SM": 2 * sms, "one CTA per SM": 9 * sms}
+
+
+@pytest.mark.parametrize("config", ["two CTAs per SM", "one CTA per SM"])
+@pytest.mark.parametrize("dtype,rows_per_cta", [(torch.bfloat16, 64), (torch.float32, 128)])
+def test_every_tile_configuration_matches_reference(config, dtype, rows_per_cta):
+    ctas = _grid_sizes()[config]
+    size = (ctas, rows_per_cta // 8, 8)  # T·H·W = ctas · rows_per_cta output voxels
+    inputs, geom = _inputs("d2", n=1, c=16, o=8, size=size, dtype=dtype,
+                           map_dtype=torch.float32, layout=CL)  # fmt: skip
+    got = _run("d2", 1, geom)(*inputs)
+    want = _oracle("d2", 1, geom)(*[None if t is None else t.double() for t in inputs])
+    assert _rel(got, want) < (1e-2 if dtype == torch.bfloat16 else 1e-5)
+
+
 def test_odd_channel_count_uses_the_scalar_path():
     inputs, geom = _inputs("d2", c=3, o=5, dtype=torch.bfloat16, map_dtype=torch.float32)
     got = _run("d2", 1, geom)(*inputs)

@@ -208,14 +208,15 @@ struct WeightStore {
 };
 
 // ---- SIMT tile: float32 / float64 ----
-// MinBlocks: CTAs per SM the register allocation must allow (2: at most 128 registers).
-template <typename scalar_t, int MinBlocks = 2>
+// MinBlocks: CTAs per SM the register allocation must allow (2: at most 128 registers); Rows:
+// output voxels per CTA (fewer for grids that would not fill the GPU).
+template <typename scalar_t, int MinBlocks = 2, int Rows = 128>
 struct SimtTile {
   // float32 takes 32 channels per step (more products per barrier); float64 only serves
   // gradcheck and keeps to 8 so its shared memory stays under the static 48 KiB.
-  static constexpr int BM = 128, BN = 128, BK = sizeof(scalar_t) == 4 ? 32 : 8, THREADS = 256;
+  static constexpr int BM = Rows, BN = 128, BK = sizeof(scalar_t) == 4 ? 32 : 8, THREADS = 256;
   static constexpr int MIN_BLOCKS = MinBlocks;
-  static constexpr int TM = 8, TN = 8;
+  static constexpr int TM = BM / 16, TN = 8;  // 16 × 16 threads
   using coord_t = coord_type<scalar_t>;
   struct Smem {
     alignas(16) scalar_t a[BK][BM];
@@ -336,14 +337,15 @@ __device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uin
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// MinBlocks: CTAs per SM the register allocation must allow (2: at most 128 registers).
-template <typename scalar_t, int MinBlocks = 2>
+// MinBlocks: CTAs per SM the register allocation must allow (2: at most 128 registers); Rows:
+// output voxels per CTA (fewer for grids that would not fill the GPU).
+template <typename scalar_t, int MinBlocks = 2, int Rows = 64>
 struct MmaTile {
   // All 256 output channels of the paper's layers in one CTA: each row's samples are gathered
-  // once, not once per column tile.
-  static constexpr int BM = 64, BN = 256, BK = 32, THREADS = 256, MIN_BLOCKS = MinBlocks;
-  static constexpr int WARP_M = 32, WARP_N = 64;  // 2 × 4 warps
-  static constexpr int WARPS_N = BN / WARP_N;
+  // once, not once per column tile. 64 rows: 2 × 4 warps of 32 × 64; 32 rows: 1 × 8 of 32 × 32.
+  static constexpr int BM = Rows, BN = 256, BK = 32, THREADS = 256, MIN_BLOCKS = MinBlocks;
+  static constexpr int WARP_M = 32, WARPS_M = BM / WARP_M, WARPS_N = 8 / WARPS_M;
+  static constexpr int WARP_N = BN / WARPS_N;
   static constexpr int TILES_M = WARP_M / 16, TILES_N = WARP_N / 8;  // m16n8 products per warp
   static constexpr int LDA = BK + 8, LDB = BN + 8;  // padding: conflict-free ldmatrix rows
   using coord_t = float;

@@ -66,13 +66,9 @@ SamplingArgs prepare(const at::Tensor& input, const at::Tensor& coords,
 // little but lets one CTA's gathers overlap the other's products). Measured on an H200: two win
 // when the grid is a few waves long; one wins when the grid fits in one CTA per SM (a second
 // slot per SM would stay empty) and when it is many waves long (the finer waves of one-CTA
-// slots lose less to the last, partial wave).
-inline bool one_cta_per_sm(int64_t ctas) {
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  return ctas <= sms || ctas >= 8 * sms;
-}
-
-template <typename scalar_t, typename Taps, template <typename, int> class TileT>
+// slots lose less to the last, partial wave). A grid that would leave SMs idle gets tiles of half
+// the rows instead (the 1/16-scale layers: 3,240 voxels are 51 CTAs of 64 rows on 132 SMs).
+template <typename scalar_t, typename Taps, template <typename, int, int> class TileT, int Rows>
 void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w2t,
                   const at::Tensor& bias, at::Tensor& out) {
   const ConvShape& s = taps.shape;
@@ -82,21 +78,27 @@ void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w2t,
                             xl.voxel % vec == 0 && xl.batch % vec == 0 &&
                             reinterpret_cast<uintptr_t>(x.const_data_ptr()) % 16 == 0;
   const bool vector_weights = s.out_channels % vec == 0;  // rows of W2t start 16-byte aligned
-  using Tile = TileT<scalar_t, 2>;
-  const dim3 grid(static_cast<unsigned>(ceil_div(s.batch * s.out_plane(), Tile::BM)),
-                  static_cast<unsigned>(ceil_div(s.out_channels, Tile::BN)));
-  const auto launch = [&](auto* kernel, int threads) {
+  const int64_t rows = s.batch * s.out_plane();
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const auto launch = [&](auto* kernel, int threads, int bm, int bn) {
+    const dim3 grid(static_cast<unsigned>(ceil_div(rows, bm)),
+                    static_cast<unsigned>(ceil_div(s.out_channels, bn)));
     kernel<<<grid, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
         x.const_data_ptr<scalar_t>(), xl, taps, w2t.const_data_ptr<scalar_t>(),
         bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
         ol, vector_loads, vector_weights);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if (one_cta_per_sm(static_cast<int64_t>(grid.x) * grid.y)) {
-    using Solo = TileT<scalar_t, 1>;
-    launch(&fused_forward_kernel<scalar_t, Taps, Solo>, Solo::THREADS);
+  using Pair = TileT<scalar_t, 2, Rows>;
+  using Solo = TileT<scalar_t, 1, Rows>;
+  using Half = TileT<scalar_t, 1, Rows / 2>;
+  const int64_t ctas = ceil_div(rows, Rows) * ceil_div(s.out_channels, Pair::BN);
+  if (ctas < sms) {
+    launch(&fused_forward_kernel<scalar_t, Taps, Half>, Half::THREADS, Half::BM, Half::BN);
+  } else if (ctas == sms || ctas >= 8 * sms) {
+    launch(&fused_forward_kernel<scalar_t, Taps, Solo>, Solo::THREADS, Solo::BM, Solo::BN);
   } else {
-    launch(&fused_forward_kernel<scalar_t, Taps, Tile>, Tile::THREADS);
+    launch(&fused_forward_kernel<scalar_t, Taps, Pair>, Pair::THREADS, Pair::BM, Pair::BN);
   }
 }
 
@@ -108,9 +110,9 @@ void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& wei
   const at::Tensor w2t =
       weight.permute({2, 3, 4, 1, 0}).reshape({27 * s.channels, s.out_channels}).contiguous();
   if constexpr (kReducedPrecision<scalar_t>) {
-    launch_fused<scalar_t, Taps, MmaTile>(x, taps, w2t, bias, out);
+    launch_fused<scalar_t, Taps, MmaTile, 64>(x, taps, w2t, bias, out);
   } else {
-    launch_fused<scalar_t, Taps, SimtTile>(x, taps, w2t, bias, out);
+    launch_fused<scalar_t, Taps, SimtTile, 128>(x, taps, w2t, bias, out);
   }
 }
 
