@@ -76,26 +76,35 @@ D2_HOST_DEVICE coord_t trilinear_value(const scalar_t* plane, const Corners<coor
   return acc;
 }
 
+// ∂weight/∂(t, y, x) of corner c = dt·4 + dy·2 + dx, given the fractional parts (ft, fy, fx).
+template <typename coord_t>
+D2_HOST_DEVICE void corner_weight_grad(int c, coord_t ft, coord_t fy, coord_t fx, coord_t d[3]) {
+  const int dt = c >> 2, dy = (c >> 1) & 1, dx = c & 1;
+  const coord_t wt = dt ? ft : coord_t(1) - ft;
+  const coord_t wy = dy ? fy : coord_t(1) - fy;
+  const coord_t wx = dx ? fx : coord_t(1) - fx;
+  const coord_t st = dt ? coord_t(1) : coord_t(-1);
+  const coord_t sy = dy ? coord_t(1) : coord_t(-1);
+  const coord_t sx = dx ? coord_t(1) : coord_t(-1);
+  d[0] = st * wy * wx;
+  d[1] = wt * sy * wx;
+  d[2] = wt * wy * sx;
+}
+
 // ∂value/∂(t, y, x): the derivative of each corner's weight times its value, summed.
 template <typename scalar_t, typename coord_t>
 D2_HOST_DEVICE void trilinear_coord_grad(const scalar_t* plane, const Corners<coord_t>& k,
                                          coord_t grad[3]) {
-  const coord_t ft = k.frac[0], fy = k.frac[1], fx = k.frac[2];
   grad[0] = grad[1] = grad[2] = coord_t(0);
 #pragma unroll
   for (int c = 0; c < 8; ++c) {
     if (!(k.inside & (1u << c))) continue;
-    const int dt = c >> 2, dy = (c >> 1) & 1, dx = c & 1;
     const coord_t v = static_cast<coord_t>(plane[k.index[c]]);
-    const coord_t wt = dt ? ft : coord_t(1) - ft;
-    const coord_t wy = dy ? fy : coord_t(1) - fy;
-    const coord_t wx = dx ? fx : coord_t(1) - fx;
-    const coord_t st = dt ? coord_t(1) : coord_t(-1);
-    const coord_t sy = dy ? coord_t(1) : coord_t(-1);
-    const coord_t sx = dx ? coord_t(1) : coord_t(-1);
-    grad[0] += st * wy * wx * v;
-    grad[1] += wt * sy * wx * v;
-    grad[2] += wt * wy * sx * v;
+    coord_t d[3];
+    corner_weight_grad(c, k.frac[0], k.frac[1], k.frac[2], d);
+    grad[0] += d[0] * v;
+    grad[1] += d[1] * v;
+    grad[2] += d[2] * v;
   }
 }
 

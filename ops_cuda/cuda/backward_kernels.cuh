@@ -80,12 +80,8 @@ __device__ __forceinline__ void vector_tap_backward(const scalar_t* __restrict__
   const float ft = corners.frac[0], fy = corners.frac[1], fx = corners.frac[2];
 #pragma unroll
   for (int q = 0; q < 8; ++q) {
-    const int dt = q >> 2, dy = (q >> 1) & 1, dx = q & 1;
-    const bool in = corners.inside & (1u << q);
-    const float wt = dt ? ft : 1.0f - ft, wy = dy ? fy : 1.0f - fy, wx = dx ? fx : 1.0f - fx;
-    dw[q][0] = in ? (dt ? 1.0f : -1.0f) * wy * wx : 0.0f;
-    dw[q][1] = in ? wt * (dy ? 1.0f : -1.0f) * wx : 0.0f;
-    dw[q][2] = in ? wt * wy * (dx ? 1.0f : -1.0f) : 0.0f;
+    corner_weight_grad(q, ft, fy, fx, dw[q]);
+    if (!(corners.inside & (1u << q))) dw[q][0] = dw[q][1] = dw[q][2] = 0.0f;
   }
   const float mf = static_cast<float>(m);
   float gc[3] = {0.0f, 0.0f, 0.0f}, gm = 0.0f;
