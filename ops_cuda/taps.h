@@ -9,6 +9,9 @@
 //   coord_t mask(voxel, group, k)           modulation (1 when there is none)
 //   add_tap_grad(acc, voxel, group, k, ∂L/∂coord, ∂L/∂mask)   fold one tap's gradient
 //   finish_grad(acc, voxel)                 write what add_tap_grad accumulated
+//
+// With `accumulate` set the gradients are added to their outputs instead of written: a backward
+// that reduces over the channels in several passes (the fused CUDA one) zeroes them first.
 #pragma once
 
 #include "trilinear.h"
@@ -35,6 +38,12 @@ D2_HOST_DEVICE int tap_offset(int k, int axis) {
   return digit - 1;
 }
 
+// out = value, or out += value (in coord_t) when accumulating.
+template <typename scalar_t, typename coord_t>
+D2_HOST_DEVICE void put(scalar_t& out, coord_t value, bool accumulate) {
+  out = static_cast<scalar_t>(accumulate ? static_cast<coord_t>(out) + value : value);
+}
+
 template <typename coord_t>
 struct Coord {
   coord_t v[3];  // (t, y, x)
@@ -58,6 +67,7 @@ struct DeformTaps {
   const scalar_t* mask;    // N × G·27 × P, or nullptr
   scalar_t* grad_offset;   // same layout as offset, or nullptr when not wanted
   scalar_t* grad_mask;     // same layout as mask, or nullptr when not wanted
+  bool accumulate = false;
 
   struct Voxel {
     int64_t n, p;
@@ -93,10 +103,10 @@ struct DeformTaps {
     if (grad_offset) {
 #pragma unroll
       for (int a = 0; a < 3; ++a) {
-        grad_offset[channel_at(v, 3 * (g * 27 + k) + a)] = static_cast<scalar_t>(grad_coord[a]);
+        put(grad_offset[channel_at(v, 3 * (g * 27 + k) + a)], grad_coord[a], accumulate);
       }
     }
-    if (grad_mask) grad_mask[mask_at(v, g, k)] = static_cast<scalar_t>(grad_mod);
+    if (grad_mask) put(grad_mask[mask_at(v, g, k)], grad_mod, accumulate);
   }
   D2_HOST_DEVICE void finish_grad(const GradAcc&, const Voxel&) const {}
 };
@@ -109,6 +119,7 @@ struct DilationTaps {
   const scalar_t* mask;          // N × 27 × P, or nullptr
   scalar_t* grad_dilation;       // N × 3 × P, or nullptr when not wanted
   scalar_t* grad_mask;           // N × 27 × P, or nullptr when not wanted
+  bool accumulate = false;
 
   struct Voxel {
     int64_t n, p;
@@ -146,14 +157,14 @@ struct DilationTaps {
                                    const coord_t grad_coord[3], coord_t grad_mod) const {
 #pragma unroll
     for (int a = 0; a < 3; ++a) acc.step_grad[a] += coord_t(tap_offset(k, a)) * grad_coord[a];
-    if (grad_mask) grad_mask[mask_at(v, k)] = static_cast<scalar_t>(grad_mod);
+    if (grad_mask) put(grad_mask[mask_at(v, k)], grad_mod, accumulate);
   }
   D2_HOST_DEVICE void finish_grad(const GradAcc& acc, const Voxel& v) const {
     if (!grad_dilation) return;
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
-      grad_dilation[(v.n * 3 + a) * shape.out_plane() + v.p] =
-          static_cast<scalar_t>(acc.step_grad[a] * coord_t(shape.dil[a]));
+      put(grad_dilation[(v.n * 3 + a) * shape.out_plane() + v.p],
+          acc.step_grad[a] * coord_t(shape.dil[a]), accumulate);
     }
   }
 };

@@ -165,6 +165,8 @@ def test_quick_run_has_every_shape_and_variant(quick_report):
             assert entries[name]["forward"]["repeats"] >= 1
         for name in ("cudnn_fp32", "d2conv3d_fp32"):
             assert entries[name]["forward_backward"]["median_ms"] > 0
+            # The backward call's own memory is recorded (a number on CUDA, None on a CPU).
+            assert "extra_bytes" in entries[name]["backward_call"]["memory"]
             assert entries[name]["tf32"] == {
                 "cuda_matmul_allow_tf32": False,
                 "cudnn_allow_tf32": False,

@@ -47,7 +47,10 @@ from .timing import (
 SCHEMA = "d2bench.ops_bench/1"
 FORWARD = "forward"
 FORWARD_BACKWARD = "forward_backward"
-PHASE_LABEL = {FORWARD: "fwd", FORWARD_BACKWARD: "fwd+bwd"}
+#: Memory only: the backward call alone, with the forward's output and saved tensors already
+#: allocated (the extra memory of "a call" for the backward operator).
+BACKWARD = "backward_call"
+PHASE_LABEL = {FORWARD: "fwd", FORWARD_BACKWARD: "fwd+bwd", BACKWARD: "bwd"}
 #: The pure-PyTorch reference is slow: it gets at most this many timed calls.
 REFERENCE_REPEATS = 5
 #: Quick runs (smoke tests, CPU) cap the repeats and warm-up calls at these.
@@ -200,9 +203,9 @@ TARGETS: tuple[Target, ...] = (
     Target("dcnv2_bf16", FORWARD_BACKWARD, 4.0),
     Target("d2conv3d_fp32", FORWARD_BACKWARD, 20.0, SPEEDUP, "reference_fp32"),
     Target("d2conv3d_bf16", FORWARD, 1.0, MEMORY),
-    Target("d2conv3d_bf16", FORWARD_BACKWARD, 1.0, MEMORY),
+    Target("d2conv3d_bf16", BACKWARD, 1.0, MEMORY),
     Target("dcnv2_bf16", FORWARD, 1.0, MEMORY),
-    Target("dcnv2_bf16", FORWARD_BACKWARD, 1.0, MEMORY),
+    Target("dcnv2_bf16", BACKWARD, 1.0, MEMORY),
 )
 
 
@@ -245,6 +248,17 @@ def _forward_backward_fn(variant: Variant) -> Callable[[dict[str, Any]], tuple[t
             return torch.autograd.grad(out, _leaves(inputs), inputs["grad_out"])
 
     return forward_backward
+
+
+def _backward_memory(variant: Variant, inputs: dict[str, Any], dev: torch.device) -> dict:
+    """Peak extra memory of the backward call alone: the forward runs first, outside the window."""
+    with torch.enable_grad():
+        out = _call(variant, inputs)
+        leaves = _leaves(inputs)
+        memory = peak_extra_memory(
+            lambda grad_out: torch.autograd.grad(out, leaves, grad_out), inputs["grad_out"], dev
+        )
+    return memory
 
 
 def _input_factory(
@@ -391,6 +405,8 @@ def _measure_variant(
                     continue
                 entry[phase] = result
                 progress(f"{variant.name} {PHASE_LABEL[phase]} {result['median_ms']:.3f} ms")
+                if phase == FORWARD_BACKWARD:
+                    entry[BACKWARD] = {"memory": _backward_memory(variant, make_inputs(0), dev)}
     except Exception as error:
         entry.pop(FORWARD_BACKWARD, None)
         if variant.op == "reference" and _is_oom(error):
@@ -440,7 +456,8 @@ def _target_value(target: Target, entries: dict[str, dict[str, Any]], shape: OpS
         theirs = _median(entries.get(target.against or ""), target.phase)
         return theirs / ours if ours and theirs is not None else None
     if target.kind == MEMORY:
-        if _median(entry, target.phase) is None:
+        timed_phase = FORWARD_BACKWARD if target.phase == BACKWARD else target.phase
+        if _median(entry, timed_phase) is None:
             return None
         extra = ((entry.get(target.phase) or {}).get("memory") or {}).get("extra_bytes")
         return None if extra is None else extra / _output_bytes(shape, target.variant)
@@ -569,15 +586,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"float32 entries with TF32 off on both sides; cuDNN autotuning "
         f"{'on' if protocol['cudnn_benchmark'] else 'off'}; no bias; 3×3×3, stride 1, "
         "padding 1, dilation 1; fwd+bwd = forward plus gradients of input, weight and "
-        "dilation map/offset and modulation/mask.",
+        "dilation map/offset and modulation/mask. Extra memory: peak allocated during the "
+        "call beyond what it returns; fwd+bwd counts the forward's output and saved tensors, "
+        "bwd is the backward call alone (the forward run before it).",
         f"- Started {env.get('timestamp_utc')}, took {report.get('wall_s', 0):.0f} s"
         + (" (quick run: tiny shapes, not the paper's)" if report.get("quick") else ""),
         "",
         "## Timings (median ms; ratios against cuDNN of the same precision)",
         "",
         "| Shape | Variant | fwd ms | fwd+bwd ms | ratio fwd | ratio fwd+bwd "
-        "| extra MiB fwd | extra MiB fwd+bwd |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| extra MiB fwd | extra MiB fwd+bwd | extra MiB bwd |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     errors = []
     for shape in report["shapes"]:
@@ -587,7 +606,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {_cell_ms(entry, FORWARD_BACKWARD)} "
                 f"| {_cell_ratio(entry.get('ratio_forward'))} "
                 f"| {_cell_ratio(entry.get('ratio_forward_backward'))} "
-                f"| {_cell_mib(entry, FORWARD)} | {_cell_mib(entry, FORWARD_BACKWARD)} |"
+                f"| {_cell_mib(entry, FORWARD)} | {_cell_mib(entry, FORWARD_BACKWARD)} "
+                f"| {_cell_mib(entry, BACKWARD)} |"
             )
             for where, data in (
                 ("", entry),

@@ -87,9 +87,9 @@ def _make_backward(backward_op):
         wanted[2] = wanted[2] and mod is not None
         grads: tuple[Tensor | None, ...] = (None, None, None, None)
         if any(wanted):
-            grads = backward_op(
-                grad_output.contiguous(), input, coords, mod, weight, *ctx.conv_args, wanted
-            )
+            # Either packed layout goes to the kernels as it is (channels_last_3d: no copy).
+            grad = grad_output.contiguous(memory_format=memory_format(grad_output))
+            grads = backward_op(grad, input, coords, mod, weight, *ctx.conv_args, wanted)
             grads = tuple(g if w else None for g, w in zip(grads, wanted, strict=True))
         grad_bias = None
         if ctx.has_bias and ctx.needs_input_grad[4]:

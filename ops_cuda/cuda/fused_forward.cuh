@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "mma.cuh"
 
 namespace d2bench {
 namespace cuda {
@@ -153,30 +154,49 @@ __device__ __forceinline__ void gather_tile(const RowCorners<coord_t>* corners, 
   }
 }
 
-// B[kk, nn] = W2t[k_row + kk, o0 + nn] (W2t is (27·C) × C_out, row-major), 0 out of range.
-template <int BN, int BK, int THREADS, typename scalar_t, typename Store>
-__device__ __forceinline__ void load_weight_tile(const scalar_t* __restrict__ w2t,
-                                                 int64_t k_row, int valid_k, int64_t o0,
-                                                 int64_t out_channels, bool vector_weights,
-                                                 Store store) {
-  constexpr int VEC = 16 / sizeof(scalar_t);
-  if (BN % VEC == 0 && vector_weights && o0 + BN <= out_channels) {
-    constexpr int PER_ROW = BN / VEC;
-    for (int item = threadIdx.x; item < BK * PER_ROW; item += THREADS) {
-      const int kk = item / PER_ROW, nn0 = (item % PER_ROW) * VEC;
-      uint4 raw = make_uint4(0, 0, 0, 0);
-      if (kk < valid_k) {
-        raw = __ldg(reinterpret_cast<const uint4*>(w2t + (k_row + kk) * out_channels + o0 + nn0));
+// B[kk, nn] = W[o0 + nn, tap, c + kk] for the weight in channels_last_3d order (each output
+// channel's 27 taps × C channels contiguous, `k_col` = tap·C + c), 0 out of range. Read in that
+// order, the weight needs no re-laid-out copy. With vector loads each thread reads VEC
+// consecutive channels of one output channel; Tile::B_K_FAST says whether neighbouring threads
+// take neighbouring channels (tiles that keep B as [n][k]) or neighbouring output channels.
+template <typename Tile, typename scalar_t>
+__device__ __forceinline__ void load_weight_tile(typename Tile::Smem& sm,
+                                                 const scalar_t* __restrict__ w, int64_t w_row,
+                                                 int64_t k_col, int valid_k, int64_t o0,
+                                                 int64_t out_channels, bool vector_weights) {
+  constexpr int BN = Tile::BN, BK = Tile::BK, VEC = 16 / sizeof(scalar_t);
+  if (BK % VEC == 0 && vector_weights) {
+    constexpr int PER_N = BK / VEC;
+    static_assert((BN * PER_N) % Tile::THREADS == 0, "whole passes over the B tile");
+    // Threads step through the tile in passes; a pass moves STEP_N output channels (k-fast) or
+    // STEP_K channels (n-fast), so one base pointer serves every pass.
+    constexpr int STEP_N = Tile::B_K_FAST ? Tile::THREADS / PER_N : 0;
+    constexpr int STEP_K = Tile::B_K_FAST ? 0 : (Tile::THREADS / BN) * VEC;
+    const int nn = Tile::B_K_FAST ? threadIdx.x / PER_N : threadIdx.x % BN;
+    const int kk0 = (Tile::B_K_FAST ? threadIdx.x % PER_N : threadIdx.x / BN) * VEC;
+    const scalar_t* src = w + (o0 + nn) * w_row + k_col + kk0;
+#pragma unroll
+    for (int pass = 0; pass < BN * PER_N / Tile::THREADS; ++pass) {
+      const int n = nn + pass * STEP_N, k = kk0 + pass * STEP_K;
+      const bool valid = k < valid_k && o0 + n < out_channels;
+      const scalar_t* from = src + pass * (STEP_N * w_row) + pass * STEP_K;
+      if constexpr (Tile::B_K_FAST) {
+        // Straight into shared memory (no registers); the caller waits before its barrier.
+        cp_async16(Tile::b_slot(sm, n, k), valid ? from : w, valid);
+      } else {
+        uint4 raw = make_uint4(0, 0, 0, 0);
+        if (valid) raw = __ldg(reinterpret_cast<const uint4*>(from));
+        Tile::store_b_vector(sm, n, k, raw);
       }
-      store.vector(kk, nn0, raw);
     }
+    if constexpr (Tile::B_K_FAST) cp_async_commit();
     return;
   }
-  for (int item = threadIdx.x; item < BK * BN; item += THREADS) {
-    const int kk = item / BN, nn = item % BN;
+  for (int item = threadIdx.x; item < BK * BN; item += Tile::THREADS) {
+    const int kk = item % BK, nn = item / BK;
     scalar_t v = scalar_t(0);
-    if (kk < valid_k && o0 + nn < out_channels) v = w2t[(k_row + kk) * out_channels + o0 + nn];
-    store(kk, nn, v);
+    if (kk < valid_k && o0 + nn < out_channels) v = w[(o0 + nn) * w_row + k_col + kk];
+    Tile::store_b(sm, kk, nn, v);
   }
 }
 
@@ -194,19 +214,6 @@ struct ColumnStore {
   }
 };
 
-// Writes B-tile elements into a Tile's shared memory, one at a time or 16 bytes at a time.
-template <typename Tile>
-struct WeightStore {
-  typename Tile::Smem& sm;
-  template <typename scalar_t>
-  __device__ void operator()(int kk, int nn, scalar_t v) const {
-    Tile::store_b(sm, kk, nn, v);
-  }
-  __device__ void vector(int kk, int nn0, const uint4& raw) const {
-    Tile::store_b_vector(sm, kk, nn0, raw);
-  }
-};
-
 // ---- SIMT tile: float32 / float64 ----
 // MinBlocks: CTAs per SM the register allocation must allow (2: at most 128 registers); Rows:
 // output voxels per CTA (fewer for grids that would not fill the GPU).
@@ -216,6 +223,7 @@ struct SimtTile {
   // gradcheck and keeps to 8 so its shared memory stays under the static 48 KiB.
   static constexpr int BM = Rows, BN = 128, BK = sizeof(scalar_t) == 4 ? 32 : 8, THREADS = 256;
   static constexpr int MIN_BLOCKS = MinBlocks;
+  static constexpr bool B_K_FAST = false;     // a warp's B stores fill one smem row
   static constexpr int TM = BM / 16, TN = 8;  // 16 × 16 threads
   using coord_t = coord_type<scalar_t>;
   struct Smem {
@@ -245,8 +253,21 @@ struct SimtTile {
     }
   }
   __device__ static void store_b(Smem& sm, int kk, int nn, scalar_t v) { sm.b[kk][nn] = v; }
-  __device__ static void store_b_vector(Smem& sm, int kk, int nn0, const uint4& raw) {
-    *reinterpret_cast<uint4*>(&sm.b[kk][nn0]) = raw;
+  // VEC consecutive channels kk0.. of output channel nn: one column of the [k][n] tile.
+  __device__ static void store_b_vector(Smem& sm, int nn, int kk0, const uint4& raw) {
+    constexpr int VEC = 16 / sizeof(scalar_t);
+    scalar_t v[VEC];
+    if constexpr (sizeof(scalar_t) == 4) {
+      v[0] = __uint_as_float(raw.x);
+      v[1] = __uint_as_float(raw.y);
+      v[2] = __uint_as_float(raw.z);
+      v[3] = __uint_as_float(raw.w);
+    } else {
+      v[0] = __hiloint2double(static_cast<int>(raw.y), static_cast<int>(raw.x));
+      v[1] = __hiloint2double(static_cast<int>(raw.w), static_cast<int>(raw.z));
+    }
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) sm.b[kk0 + e][nn] = v[e];
   }
   __device__ static void multiply(Smem& sm, Acc& acc) {
     const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
@@ -285,58 +306,6 @@ struct SimtTile {
 };
 
 // ---- tensor-core tile: float16 / bfloat16 ----
-template <typename scalar_t>
-struct MmaType;
-template <>
-struct MmaType<at::BFloat16> {
-  using type = __nv_bfloat16;
-  __device__ static type from_float(float v) { return __float2bfloat16(v); }
-  __device__ static uint32_t pack(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-};
-template <>
-struct MmaType<at::Half> {
-  using type = __half;
-  __device__ static type from_float(float v) { return __float2half(v); }
-  __device__ static uint32_t pack(float lo, float hi) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-};
-
-// Warp-level tensor-core primitives (sm_80+): ldmatrix fragment loads and one m16n8k16 product
-// with float32 accumulation.
-__device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* smem) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* smem) {
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uint32_t* b,
-                                          __nv_bfloat16*) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uint32_t* b,
-                                          __half*) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 // MinBlocks: CTAs per SM the register allocation must allow (2: at most 128 registers); Rows:
 // output voxels per CTA (fewer for grids that would not fill the GPU).
 template <typename scalar_t, int MinBlocks = 2, int Rows = 64>
@@ -347,12 +316,13 @@ struct MmaTile {
   static constexpr int WARP_M = 32, WARPS_M = BM / WARP_M, WARPS_N = 8 / WARPS_M;
   static constexpr int WARP_N = BN / WARPS_N;
   static constexpr int TILES_M = WARP_M / 16, TILES_N = WARP_N / 8;  // m16n8 products per warp
-  static constexpr int LDA = BK + 8, LDB = BN + 8;  // padding: conflict-free ldmatrix rows
+  static constexpr bool B_K_FAST = true;  // B is kept as [n][k]: the mma's column-major operand
+  static constexpr int LDA = BK + 8, LDB = BK + 8;  // padding: conflict-free ldmatrix rows
   using coord_t = float;
   using mma_t = typename MmaType<scalar_t>::type;
   struct Smem {
     alignas(16) mma_t a[BM][LDA];
-    alignas(16) mma_t b[BK][LDB];
+    alignas(16) mma_t b[BN][LDB];
     RowCorners<coord_t> corners[BM];
   };
   struct Acc {
@@ -377,11 +347,12 @@ struct MmaTile {
     *reinterpret_cast<uint4*>(&sm.a[m][kk0]) = make_uint4(words[0], words[1], words[2], words[3]);
   }
   __device__ static void store_b(Smem& sm, int kk, int nn, scalar_t v) {
-    sm.b[kk][nn] = *reinterpret_cast<const mma_t*>(&v);
+    sm.b[nn][kk] = *reinterpret_cast<const mma_t*>(&v);
   }
-  __device__ static void store_b_vector(Smem& sm, int kk, int nn0, const uint4& raw) {
-    *reinterpret_cast<uint4*>(&sm.b[kk][nn0]) = raw;  // LDB·2 bytes is a multiple of 16
+  __device__ static void store_b_vector(Smem& sm, int nn, int kk0, const uint4& raw) {
+    *reinterpret_cast<uint4*>(&sm.b[nn][kk0]) = raw;  // LDB·2 bytes is a multiple of 16
   }
+  __device__ static void* b_slot(Smem& sm, int nn, int kk0) { return &sm.b[nn][kk0]; }
   __device__ static void multiply(Smem& sm, Acc& acc) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int m0 = (warp / WARPS_N) * WARP_M, n0 = (warp % WARPS_N) * WARP_N;
@@ -396,8 +367,7 @@ struct MmaTile {
 #pragma unroll
       for (int jj = 0; jj < TILES_N / 2; ++jj) {
         uint32_t b[4];  // k16 × n16: b[0..1] for columns n0 + 16·jj + 0..7, b[2..3] for + 8..15
-        ldmatrix_x4_trans(
-            b, &sm.b[ks + (lane & 7) + ((lane >> 3) & 1) * 8][n0 + jj * 16 + (lane >> 4) * 8]);
+        ldmatrix_x4(b, &sm.b[n0 + jj * 16 + (lane >> 4) * 8 + (lane & 7)][ks + ((lane >> 3) & 1) * 8]);
 #pragma unroll
         for (int i = 0; i < TILES_M; ++i) {
           mma_16816(acc.c[i][2 * jj], a[i], b, tag);
@@ -439,7 +409,7 @@ struct MmaTile {
 template <typename scalar_t, typename Taps, typename Tile>
 __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)
     fused_forward_kernel(const scalar_t* __restrict__ x, Layout xl, const Taps taps,
-                         const scalar_t* __restrict__ w2t, const scalar_t* __restrict__ bias,
+                         const scalar_t* __restrict__ w, const scalar_t* __restrict__ bias,
                          scalar_t* __restrict__ out, Layout ol, bool vector_loads,
                          bool vector_weights) {
   using coord_t = typename Tile::coord_t;
@@ -452,7 +422,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)
   typename Tile::Acc acc;
   Tile::zero(acc);
   const ColumnStore<Tile> store_a{sm};
-  const WeightStore<Tile> store_b{sm};
+  const int64_t w_row = 27 * s.channels;
   for (int64_t g = 0; g < s.groups; ++g) {
     for (int k = 0; k < 27; ++k) {
       if (threadIdx.x == 0) live = 0;  // every gather of the previous tap is behind a barrier
@@ -463,6 +433,9 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)
       for (int64_t c0 = 0; c0 < cg; c0 += Tile::BK) {
         const int valid_k = static_cast<int>(cg - c0 < Tile::BK ? cg - c0 : Tile::BK);
         const int64_t c_first = g * cg + c0;
+        // The weight tile first: with cp.async its copies overlap the gather.
+        load_weight_tile<Tile>(sm, w, w_row, static_cast<int64_t>(k) * s.channels + c_first,
+                               valid_k, o0, s.out_channels, vector_weights);
         switch (live_corners.width) {  // the same in every thread
           case 1:
             gather_tile<1, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
@@ -480,9 +453,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)
             gather_tile<8, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
                 sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
         }
-        load_weight_tile<Tile::BN, Tile::BK, Tile::THREADS>(
-            w2t, static_cast<int64_t>(k) * s.channels + c_first, valid_k, o0, s.out_channels,
-            vector_weights, store_b);
+        cp_async_wait_all();
         __syncthreads();
         Tile::multiply(sm, acc);
         __syncthreads();

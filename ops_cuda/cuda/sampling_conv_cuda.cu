@@ -27,6 +27,7 @@
 #include "../checks.h"
 #include "backward_kernels.cuh"
 #include "common.cuh"
+#include "fused_backward.cuh"
 #include "fused_forward.cuh"
 
 namespace d2bench {
@@ -58,8 +59,7 @@ SamplingArgs prepare(const at::Tensor& input, const at::Tensor& coords,
   }
   TORCH_CHECK(input.is_cuda(), "expected CUDA tensors");
   return SamplingArgs{packed_layout(input) ? input : input.contiguous(), coords.contiguous(),
-                      mask.has_value() ? mask->contiguous() : at::Tensor(),
-                      weight.contiguous(), s};
+                      mask.has_value() ? mask->contiguous() : at::Tensor(), weight, s};
 }
 
 // One CTA per SM (no register cap, no spills) or two (capped at 128 registers, which spills a
@@ -69,7 +69,7 @@ SamplingArgs prepare(const at::Tensor& input, const at::Tensor& coords,
 // slots lose less to the last, partial wave). A grid that would leave SMs idle gets tiles of half
 // the rows instead (the 1/16-scale layers: 3,240 voxels are 51 CTAs of 64 rows on 132 SMs).
 template <typename scalar_t, typename Taps, template <typename, int, int> class TileT, int Rows>
-void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w2t,
+void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w_cl,
                   const at::Tensor& bias, at::Tensor& out) {
   const ConvShape& s = taps.shape;
   const Layout xl = Layout::of(x), ol = Layout::of(out);
@@ -77,14 +77,16 @@ void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w2t,
   const bool vector_loads = xl.channel == 1 && s.group_channels() % vec == 0 &&
                             xl.voxel % vec == 0 && xl.batch % vec == 0 &&
                             reinterpret_cast<uintptr_t>(x.const_data_ptr()) % 16 == 0;
-  const bool vector_weights = s.out_channels % vec == 0;  // rows of W2t start 16-byte aligned
+  // Each (output channel, tap, group) run of channels starts 16-byte aligned.
+  const bool vector_weights = s.group_channels() % vec == 0 &&
+                              reinterpret_cast<uintptr_t>(w_cl.const_data_ptr()) % 16 == 0;
   const int64_t rows = s.batch * s.out_plane();
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const auto launch = [&](auto* kernel, int threads, int bm, int bn) {
     const dim3 grid(static_cast<unsigned>(ceil_div(rows, bm)),
                     static_cast<unsigned>(ceil_div(s.out_channels, bn)));
     kernel<<<grid, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        x.const_data_ptr<scalar_t>(), xl, taps, w2t.const_data_ptr<scalar_t>(),
+        x.const_data_ptr<scalar_t>(), xl, taps, w_cl.const_data_ptr<scalar_t>(),
         bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
         ol, vector_loads, vector_weights);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -105,14 +107,13 @@ void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w2t,
 template <typename scalar_t, typename Taps>
 void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& weight,
                     const at::Tensor& bias, at::Tensor& out) {
-  const ConvShape& s = taps.shape;
-  // W2t[k·C + c, o] = W[o, c, k]: the B operand, read row by row.
-  const at::Tensor w2t =
-      weight.permute({2, 3, 4, 1, 0}).reshape({27 * s.channels, s.out_channels}).contiguous();
+  // The B operand is read in channels_last_3d order (W[o, tap, c]); a weight already held that
+  // way (as cuDNN also prefers for channels_last_3d convolutions) is used without a copy.
+  const at::Tensor w_cl = weight.contiguous(at::MemoryFormat::ChannelsLast3d);
   if constexpr (kReducedPrecision<scalar_t>) {
-    launch_fused<scalar_t, Taps, MmaTile, 64>(x, taps, w2t, bias, out);
+    launch_fused<scalar_t, Taps, MmaTile, 64>(x, taps, w_cl, bias, out);
   } else {
-    launch_fused<scalar_t, Taps, SimtTile, 128>(x, taps, w2t, bias, out);
+    launch_fused<scalar_t, Taps, SimtTile, 128>(x, taps, w_cl, bias, out);
   }
 }
 
@@ -185,6 +186,80 @@ void launch_backward(const at::Tensor& grad_out, const at::Tensor& x, const Taps
     }
   }
   if (grad_x_acc.defined() && !grad_x_acc.is_same(grad_input)) grad_input.copy_(grad_x_acc);
+}
+
+// Whether the fused backward (fused_backward.cuh) serves this call: 16-bit types, the input
+// and ∂L/∂out channels_last_3d (channels innermost, samples packed), and every run of 8 channels
+// 16-byte aligned. Other calls take the chunked backward below.
+bool fused_backward_applies(const at::Tensor& x, const at::Tensor& gout, const ConvShape& s) {
+  const auto t = x.scalar_type();
+  const auto aligned = [](const at::Tensor& u) {
+    return reinterpret_cast<uintptr_t>(u.const_data_ptr()) % 16 == 0;
+  };
+  const Layout gl = Layout::of(gout);
+  return (t == at::kHalf || t == at::kBFloat16) && Layout::of(x).channel == 1 &&
+         gl.channel == 1 && gl.batch == s.out_plane() * gl.voxel && s.group_channels() % 8 == 0 &&
+         s.out_channels % 8 == 0 && aligned(x) && aligned(gout);
+}
+
+// Channel blocks of the fused backward's input-gradient accumulator (float32, CB channels of
+// every input voxel): one launch of input_grad_kernel per block, the block then converted into
+// grad_input. CB = 64 keeps the accumulator at half the input's size for 16-bit inputs of 256
+// channels, within the output's size at the paper's layers.
+template <typename scalar_t, typename Taps>
+void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Taps& taps,
+                           const at::Tensor& weight, at::Tensor& grad_input,
+                           at::Tensor& grad_weight, bool coordinates) {
+  const ConvShape& s = taps.shape;
+  const Layout xl = Layout::of(x), gl = Layout::of(gout);
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const int64_t cg = s.group_channels();
+  if (grad_weight.defined()) {
+    using T = WeightGradTile;
+    const auto kernel = &weight_grad_kernel<scalar_t, Taps>;
+    constexpr int smem = sizeof(WeightGradSmem<typename MmaType<scalar_t>::type>);
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    const dim3 grid(static_cast<unsigned>(27 * s.groups * ceil_div(cg, T::CB)),
+                    static_cast<unsigned>(ceil_div(s.out_channels, T::BN)));
+    kernel<<<grid, T::THREADS, smem, stream>>>(
+        x.const_data_ptr<scalar_t>(), xl, taps, gout.const_data_ptr<scalar_t>(), gl,
+        grad_weight.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  if (!grad_input.defined() && !coordinates) return;
+  using T = InputGradTile;
+  // Read in channels_last_3d order, as the forward reads it; 16-byte aligned for cp.async.
+  at::Tensor w_cl = weight.contiguous(at::MemoryFormat::ChannelsLast3d);
+  if (reinterpret_cast<uintptr_t>(w_cl.const_data_ptr()) % 16 != 0) {
+    w_cl = w_cl.clone(at::MemoryFormat::ChannelsLast3d);
+  }
+  at::Tensor block_acc;  // N × T × H × W × CB, float32
+  if (grad_input.defined()) {
+    block_acc = at::empty({s.batch, s.depth, s.height, s.width, T::CB},
+                          x.options().dtype(at::kFloat));
+  }
+  Taps adding = taps;
+  adding.accumulate = true;  // the coordinate gradients sum over the channel blocks
+  const auto kernel = &input_grad_kernel<scalar_t, Taps>;
+  constexpr int smem =
+      sizeof(InputGradSmem<typename MmaType<scalar_t>::type, typename Taps::Voxel>);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const unsigned tiles = static_cast<unsigned>(ceil_div(s.batch * s.out_plane(), T::BM));
+  for (int64_t g = 0; g < s.groups; ++g) {
+    for (int64_t c0 = 0; c0 < cg; c0 += T::CB) {
+      const int64_t cb0 = g * cg + c0, count = std::min<int64_t>(T::CB, cg - c0);
+      if (block_acc.defined()) block_acc.zero_();
+      kernel<<<tiles, T::THREADS, smem, stream>>>(
+          x.const_data_ptr<scalar_t>(), xl, adding, gout.const_data_ptr<scalar_t>(), gl,
+          w_cl.const_data_ptr<scalar_t>(), cb0,
+          block_acc.defined() ? block_acc.data_ptr<float>() : nullptr, coordinates);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (block_acc.defined()) {
+        grad_input.narrow(1, cb0, count)
+            .copy_(block_acc.permute({0, 4, 1, 2, 3}).narrow(1, 0, count));
+      }
+    }
+  }
 }
 
 void check_cuda_dtype(const at::Tensor& input, const char* op) {
@@ -267,15 +342,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     at::globalContext().alertNotDeterministic(op);  // the input gradient uses atomics
   }
   const auto empty = at::empty({0}, input.options());
-  at::Tensor grad_input = output_mask[0] ? at::zeros_like(a.input) : at::Tensor();
-  at::Tensor grad_coords = output_mask[1] ? at::empty_like(a.coords) : empty;
-  at::Tensor grad_mask = output_mask[2] && a.mask.defined() ? at::empty_like(a.mask) : empty;
-  const auto w_acc_type = a.weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor grad_w2 = output_mask[3]
-                           ? at::zeros({s.out_channels, 27 * s.channels},
-                                       a.weight.options().dtype(w_acc_type))
-                           : at::Tensor();
+  const bool fused = fused_backward_applies(a.input, gout, s);
+  // The fused backward adds each channel block's share into the coordinate gradients, and
+  // writes every element of the input gradient.
+  const auto maybe_zeros_like = [&](bool wanted, const at::Tensor& like) {
+    if (!wanted) return empty;
+    return fused ? at::zeros_like(like) : at::empty_like(like);
+  };
+  at::Tensor grad_input = !output_mask[0] ? at::Tensor()
+                          : fused         ? at::empty_like(a.input)
+                                          : at::zeros_like(a.input);
+  at::Tensor grad_coords = maybe_zeros_like(output_mask[1], a.coords);
+  at::Tensor grad_mask = maybe_zeros_like(output_mask[2] && a.mask.defined(), a.mask);
   const bool coordinates = grad_coords.numel() > 0 || grad_mask.numel() > 0;
+  at::Tensor grad_weight = empty;
   dispatch(a.input, a.coords, [&](auto scalar_tag, auto map_tag) {
     using scalar_t = typename decltype(scalar_tag)::type;
     using map_t = typename decltype(map_tag)::type;
@@ -283,15 +363,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     const TapsT<map_t, coord_t> taps{s, a.coords.const_data_ptr<map_t>(),
                                      ptr_or_null<map_t>(a.mask), mutable_or_null<map_t>(grad_coords),
                                      mutable_or_null<map_t>(grad_mask)};
+    if constexpr (kReducedPrecision<scalar_t>) {
+      if (fused) {
+        if (output_mask[3]) grad_weight = at::empty(weight.sizes(), weight.options());
+        at::Tensor grad_w = output_mask[3] ? grad_weight : at::Tensor();
+        launch_fused_backward<scalar_t>(gout, a.input, taps, a.weight, grad_input, grad_w,
+                                        coordinates);
+        return;
+      }
+    }
+    const auto w_acc_type = a.weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor grad_w2 = output_mask[3]
+                             ? at::zeros({s.out_channels, 27 * s.channels},
+                                         a.weight.options().dtype(w_acc_type))
+                             : at::Tensor();
     launch_backward<scalar_t>(gout, a.input, taps, a.weight, grad_input, grad_w2, coordinates);
+    if (grad_w2.defined()) {
+      grad_weight = grad_w2.view({s.out_channels, 3, 3, 3, s.channels})
+                        .permute({0, 4, 1, 2, 3})
+                        .to(weight.scalar_type())
+                        .contiguous();
+    }
   });
-  at::Tensor grad_weight = empty;
-  if (grad_w2.defined()) {
-    grad_weight = grad_w2.view({s.out_channels, 3, 3, 3, s.channels})
-                      .permute({0, 4, 1, 2, 3})
-                      .to(weight.scalar_type())
-                      .contiguous();
-  }
   return {grad_input.defined() ? grad_input : empty, grad_coords, grad_mask, grad_weight};
 }
 
