@@ -180,7 +180,7 @@ __device__ __forceinline__ void load_weight_tile(typename Tile::Smem& sm,
       const int n = nn + pass * STEP_N, k = kk0 + pass * STEP_K;
       const bool valid = k < valid_k && o0 + n < out_channels;
       const scalar_t* from = src + pass * (STEP_N * w_row) + pass * STEP_K;
-      if constexpr (Tile::B_K_FAST) {
+      if constexpr (Tile::B_ASYNC) {
         // Straight into shared memory (no registers); the caller waits before its barrier.
         cp_async16(Tile::b_slot(sm, n, k), valid ? from : w, valid);
       } else {
@@ -189,7 +189,7 @@ __device__ __forceinline__ void load_weight_tile(typename Tile::Smem& sm,
         Tile::store_b_vector(sm, n, k, raw);
       }
     }
-    if constexpr (Tile::B_K_FAST) cp_async_commit();
+    if constexpr (Tile::B_ASYNC) cp_async_commit();
     return;
   }
   for (int item = threadIdx.x; item < BK * BN; item += Tile::THREADS) {
@@ -223,7 +223,10 @@ struct SimtTile {
   // gradcheck and keeps to 8 so its shared memory stays under the static 48 KiB.
   static constexpr int BM = Rows, BN = 128, BK = sizeof(scalar_t) == 4 ? 32 : 8, THREADS = 256;
   static constexpr int MIN_BLOCKS = MinBlocks;
-  static constexpr bool B_K_FAST = false;     // a warp's B stores fill one smem row
+  // float32: neighbouring threads read neighbouring channels (coalesced) and store them down a
+  // column of the [k][n] tile, whose 4-column groups are XOR-swizzled by row so that those
+  // stores hit 32 different banks. float64 (gradcheck only) keeps the plain layout.
+  static constexpr bool B_K_FAST = sizeof(scalar_t) == 4, B_ASYNC = false;
   static constexpr int TM = BM / 16, TN = 8;  // 16 × 16 threads
   using coord_t = coord_type<scalar_t>;
   struct Smem {
@@ -252,7 +255,14 @@ struct SimtTile {
       sm.a[kk0 + e][m] = static_cast<scalar_t>(v[e]);
     }
   }
-  __device__ static void store_b(Smem& sm, int kk, int nn, scalar_t v) { sm.b[kk][nn] = v; }
+  // Column of B element (kk, nn) in shared memory: nn with its 4-column group XOR-swizzled by
+  // kk / 4 (float32), so 8 rows × 4 columns of a warp's stores fall in distinct banks.
+  __device__ static int swizzle(int kk, int nn) {
+    return B_K_FAST ? nn ^ (((kk >> 2) & 7) << 2) : nn;
+  }
+  __device__ static void store_b(Smem& sm, int kk, int nn, scalar_t v) {
+    sm.b[kk][swizzle(kk, nn)] = v;
+  }
   // VEC consecutive channels kk0.. of output channel nn: one column of the [k][n] tile.
   __device__ static void store_b_vector(Smem& sm, int nn, int kk0, const uint4& raw) {
     constexpr int VEC = 16 / sizeof(scalar_t);
@@ -267,7 +277,7 @@ struct SimtTile {
       v[1] = __hiloint2double(static_cast<int>(raw.w), static_cast<int>(raw.z));
     }
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) sm.b[kk0 + e][nn] = v[e];
+    for (int e = 0; e < VEC; ++e) sm.b[kk0 + e][swizzle(kk0 + e, nn)] = v[e];
   }
   __device__ static void multiply(Smem& sm, Acc& acc) {
     const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
@@ -277,7 +287,19 @@ struct SimtTile {
 #pragma unroll
       for (int i = 0; i < TM; ++i) a[i] = sm.a[kk][ty * TM + i];
 #pragma unroll
-      for (int j = 0; j < TN; ++j) b[j] = sm.b[kk][column(tx, j)];
+      for (int h = 0; h < TN / 4; ++h) {  // 4 contiguous columns: the swizzle moves groups of 4
+        const scalar_t* group = &sm.b[kk][swizzle(kk, column(tx, 4 * h))];
+        if constexpr (sizeof(scalar_t) == 4) {  // 16-byte aligned: one vector read
+          const float4 q = *reinterpret_cast<const float4*>(group);
+          b[4 * h] = q.x;
+          b[4 * h + 1] = q.y;
+          b[4 * h + 2] = q.z;
+          b[4 * h + 3] = q.w;
+        } else {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) b[4 * h + e] = group[e];
+        }
+      }
 #pragma unroll
       for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -316,7 +338,8 @@ struct MmaTile {
   static constexpr int WARP_M = 32, WARPS_M = BM / WARP_M, WARPS_N = 8 / WARPS_M;
   static constexpr int WARP_N = BN / WARPS_N;
   static constexpr int TILES_M = WARP_M / 16, TILES_N = WARP_N / 8;  // m16n8 products per warp
-  static constexpr bool B_K_FAST = true;  // B is kept as [n][k]: the mma's column-major operand
+  // B is kept as [n][k] (the mma's column-major operand), copied in by cp.async.
+  static constexpr bool B_K_FAST = true, B_ASYNC = true;
   static constexpr int LDA = BK + 8, LDB = BK + 8;  // padding: conflict-free ldmatrix rows
   using coord_t = float;
   using mma_t = typename MmaType<scalar_t>::type;

@@ -21,6 +21,8 @@
 #include <torch/library.h>
 
 #include <array>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <type_traits>
 
@@ -196,6 +198,10 @@ bool fused_backward_applies(const at::Tensor& x, const at::Tensor& gout, const C
   const auto aligned = [](const at::Tensor& u) {
     return reinterpret_cast<uintptr_t>(u.const_data_ptr()) % 16 == 0;
   };
+  // D2BENCH_CUDA_BACKWARD=columns keeps the chunked backward: faster, but with a column buffer
+  // larger than the output.
+  const char* choice = std::getenv("D2BENCH_CUDA_BACKWARD");
+  if (choice != nullptr && std::string(choice) == "columns") return false;
   const Layout gl = Layout::of(gout);
   return (t == at::kHalf || t == at::kBFloat16) && Layout::of(x).channel == 1 &&
          gl.channel == 1 && gl.batch == s.out_plane() * gl.voxel && s.group_channels() % 8 == 0 &&
