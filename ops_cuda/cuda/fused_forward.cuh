@@ -13,9 +13,10 @@
 // float64. Each tile comes in two register budgets, for one or two CTAs per SM; the launcher
 // picks by grid size (sampling_conv_cuda.cu).
 //
-// Measured and dropped (reports/bench/ops-notes.md): a cp.async copy pipeline, and a two-stage
-// register-prefetch pipeline; the kernel is bound by load/store and shared-memory throughput, not
-// by exposed latency.
+// The weight tile is read straight from the weight in channels_last_3d order (no re-laid-out
+// copy); the tensor-core tile copies it with cp.async, issued before the gather so the two
+// overlap. Measured and dropped (reports/bench/ops-notes.md): a multi-stage cp.async pipeline
+// across steps, and a two-stage register-prefetch pipeline.
 #pragma once
 
 #include <type_traits>

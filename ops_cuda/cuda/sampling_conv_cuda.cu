@@ -1,15 +1,15 @@
 // CUDA entry points of d2bench::d2conv3d and d2bench::deform_conv3d (forward and backward).
 //
-// Forward: one fused implicit-GEMM kernel (fused_forward.cuh), no im2col buffer.
-// Backward: per chunk of output voxels, the sampled columns are gathered (for the weight
-// gradient) and ∂L/∂columns is formed by cuBLAS; a warp-per-voxel kernel turns it into the input
-// gradient (float atomics, so not deterministic: PyTorch's deterministic mode raises) and the
-// coordinate/modulation gradients (register reductions, deterministic). The column buffer is
-// kept within the output's size only where that leaves chunks of at least kMinChunk voxels; at
-// the paper's layer shapes the floor wins and the backward needs more than the output's size (the
-// benchmark reports it against that criterion). With channels contiguous (channels_last_3d)
-// and float32 accumulation, the kernels take four channels per lane: 8/16-byte loads and one
-// float4 atomic per corner on sm_90.
+// Forward: one fused implicit-GEMM kernel (fused_forward.cuh), no im2col buffer; the weight is
+// read in channels_last_3d order (a weight held that way is not copied).
+// Backward, float16/bfloat16 with channels_last_3d input and ∂L/∂out: two fused implicit GEMMs
+// (fused_backward.cuh), no column buffer; the extra memory is a float32 accumulator of 64 input
+// channels. Other calls (and D2BENCH_CUDA_BACKWARD=columns): per chunk of output voxels, the
+// sampled columns are gathered (for the weight gradient) and ∂L/∂columns is formed by cuBLAS; a
+// warp-per-voxel kernel turns it into the input gradient and the coordinate/modulation
+// gradients. The column buffer is kept within the output's size only where that leaves chunks of
+// at least kMinChunk voxels. Both backward paths add the input gradient with float atomics, so
+// PyTorch's deterministic mode raises; the other gradients are deterministic.
 //
 // Everything runs on the current stream of the input's device, with 64-bit indexing. Sampling
 // coordinates are float32 or wider: for float16/bfloat16 inputs the maps may be float32.
