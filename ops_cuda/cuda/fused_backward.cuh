@@ -107,7 +107,6 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
   const WeightGradColumnStore<scalar_t> store_a{sm};
-  mma_t* tag = nullptr;
   for (int64_t r0 = 0; r0 < rows; r0 += T::PB) {
     if (threadIdx.x == 0) sm.live = 0;
     __syncthreads();
@@ -143,17 +142,7 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
           ldmatrix_x4_trans(
               a[i], &sm.a[ks + (lane >> 4) * 8 + (lane & 7)][m0 + i * 16 + ((lane >> 3) & 1) * 8]);
         }
-#pragma unroll
-        for (int jj = 0; jj < T::TILES_N / 2; ++jj) {
-          uint32_t b[4];
-          ldmatrix_x4_trans(
-              b, &sm.b[ks + (lane & 7) + ((lane >> 3) & 1) * 8][n0 + jj * 16 + (lane >> 4) * 8]);
-#pragma unroll
-          for (int i = 0; i < T::TILES_M; ++i) {
-            mma_16816(acc[i][2 * jj], a[i], b, tag);
-            mma_16816(acc[i][2 * jj + 1], a[i], b + 2, tag);
-          }
-        }
+        mma_row_major_b(acc, a, sm.b, ks, n0, lane);
       }
       __syncthreads();
     }
@@ -254,7 +243,6 @@ __global__ void __launch_bounds__(InputGradTile::THREADS, 2)
   // copied while this tap's gradient is spread.
   const bool resident = s.out_channels <= T::ON;
   typename Taps::GradAcc grad_acc[4];
-  mma_t* tag = nullptr;
   const int valid_rows = static_cast<int>(rows - row0 < T::BM ? rows - row0 : T::BM);
   if (threadIdx.x < valid_rows) {
     const int64_t r = row0 + threadIdx.x, n = r / s.out_plane();
@@ -303,17 +291,7 @@ __global__ void __launch_bounds__(InputGradTile::THREADS, 2)
         for (int i = 0; i < T::TILES_M; ++i) {
           ldmatrix_x4(a[i], &sm.a[m0 + i * 16 + (lane & 15)][ks + (lane >> 4) * 8]);
         }
-#pragma unroll
-        for (int jj = 0; jj < T::TILES_N / 2; ++jj) {
-          uint32_t b[4];
-          ldmatrix_x4_trans(
-              b, &sm.b[ks + (lane & 7) + ((lane >> 3) & 1) * 8][n0 + jj * 16 + (lane >> 4) * 8]);
-#pragma unroll
-          for (int i = 0; i < T::TILES_M; ++i) {
-            mma_16816(acc[i][2 * jj], a[i], b, tag);
-            mma_16816(acc[i][2 * jj + 1], a[i], b + 2, tag);
-          }
-        }
+        mma_row_major_b(acc, a, sm.b, ks, n0, lane);
       }
       __syncthreads();
     }

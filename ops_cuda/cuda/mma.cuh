@@ -60,6 +60,27 @@ __device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uin
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// acc[i][j] += a[i] · B for one k16 step, B the rows ks .. ks + 15 and columns n0 .. n0 + 8·TILES_N
+// of a row-major [k][n] shared-memory tile (ldmatrix.trans); a[i] holds A's m16 × k16 fragments.
+template <int TILES_M, int TILES_N, int LD, typename mma_t>
+__device__ __forceinline__ void mma_row_major_b(float (&acc)[TILES_M][TILES_N][4],
+                                                const uint32_t (&a)[TILES_M][4],
+                                                const mma_t (*b_tile)[LD], int ks, int n0,
+                                                int lane) {
+  mma_t* tag = nullptr;
+#pragma unroll
+  for (int jj = 0; jj < TILES_N / 2; ++jj) {
+    uint32_t b[4];  // k16 × n16: b[0..1] for columns n0 + 16·jj + 0..7, b[2..3] for + 8..15
+    ldmatrix_x4_trans(
+        b, &b_tile[ks + (lane & 7) + ((lane >> 3) & 1) * 8][n0 + jj * 16 + (lane >> 4) * 8]);
+#pragma unroll
+    for (int i = 0; i < TILES_M; ++i) {
+      mma_16816(acc[i][2 * jj], a[i], b, tag);
+      mma_16816(acc[i][2 * jj + 1], a[i], b + 2, tag);
+    }
+  }
+}
+
 // 16-byte asynchronous global → shared copies (sm_80+); `valid` false fills zeros instead.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
