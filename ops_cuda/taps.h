@@ -10,9 +10,12 @@
 //   add_tap_grad(acc, voxel, group, k, ∂L/∂coord, ∂L/∂mask)   fold one tap's gradient
 //   finish_grad(acc, voxel)                 write what add_tap_grad accumulated
 //
-// With `accumulate` set the gradients are added to their outputs instead of written: a backward
-// that reduces over the channels in several passes (the fused CUDA one) zeroes them first.
+// `store` says how a gradient reaches its output: written; added (a backward that reduces over
+// the channels in several passes, the fused CUDA one, zeroes the outputs first); or added
+// atomically (that backward also splits the taps of a voxel over several CTAs).
 #pragma once
+
+#include <type_traits>
 
 #include "trilinear.h"
 
@@ -38,10 +41,22 @@ D2_HOST_DEVICE int tap_offset(int k, int axis) {
   return digit - 1;
 }
 
-// out = value, or out += value (in coord_t) when accumulating.
+enum class GradStore : unsigned char { write, add, atomic_add };
+
+// out = value, or out += value (in coord_t). atomic_add is for float and double outputs in
+// device code (the launcher only asks for it there).
 template <typename scalar_t, typename coord_t>
-D2_HOST_DEVICE void put(scalar_t& out, coord_t value, bool accumulate) {
-  out = static_cast<scalar_t>(accumulate ? static_cast<coord_t>(out) + value : value);
+D2_HOST_DEVICE void put(scalar_t& out, coord_t value, GradStore store) {
+#ifdef __CUDA_ARCH__
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+    if (store == GradStore::atomic_add) {
+      atomicAdd(&out, static_cast<scalar_t>(value));
+      return;
+    }
+  }
+#endif
+  const coord_t sum = store == GradStore::write ? value : static_cast<coord_t>(out) + value;
+  out = static_cast<scalar_t>(sum);
 }
 
 template <typename coord_t>
@@ -62,12 +77,13 @@ D2_HOST_DEVICE void voxel_centre(const ConvShape& s, int64_t p, coord_t centre[3
 // DCN-3D: tap k of group g samples at centre + p_k·dil + offset[n, 3·(g·27 + k) + axis, p].
 template <typename scalar_t, typename coord_t>
 struct DeformTaps {
+  using map_type = scalar_t;
   ConvShape shape;
   const scalar_t* offset;  // N × 3·G·27 × P
   const scalar_t* mask;    // N × G·27 × P, or nullptr
   scalar_t* grad_offset;   // same layout as offset, or nullptr when not wanted
   scalar_t* grad_mask;     // same layout as mask, or nullptr when not wanted
-  bool accumulate = false;
+  GradStore store = GradStore::write;
 
   struct Voxel {
     int64_t n, p;
@@ -103,10 +119,10 @@ struct DeformTaps {
     if (grad_offset) {
 #pragma unroll
       for (int a = 0; a < 3; ++a) {
-        put(grad_offset[channel_at(v, 3 * (g * 27 + k) + a)], grad_coord[a], accumulate);
+        put(grad_offset[channel_at(v, 3 * (g * 27 + k) + a)], grad_coord[a], store);
       }
     }
-    if (grad_mask) put(grad_mask[mask_at(v, g, k)], grad_mod, accumulate);
+    if (grad_mask) put(grad_mask[mask_at(v, g, k)], grad_mod, store);
   }
   D2_HOST_DEVICE void finish_grad(const GradAcc&, const Voxel&) const {}
 };
@@ -114,12 +130,13 @@ struct DeformTaps {
 // D²Conv3D: tap k samples at centre + p_k ⊙ dil ⊙ s(p), s = dilation_map[n, :, p].
 template <typename scalar_t, typename coord_t>
 struct DilationTaps {
+  using map_type = scalar_t;
   ConvShape shape;
   const scalar_t* dilation_map;  // N × 3 × P
   const scalar_t* mask;          // N × 27 × P, or nullptr
   scalar_t* grad_dilation;       // N × 3 × P, or nullptr when not wanted
   scalar_t* grad_mask;           // N × 27 × P, or nullptr when not wanted
-  bool accumulate = false;
+  GradStore store = GradStore::write;
 
   struct Voxel {
     int64_t n, p;
@@ -157,14 +174,14 @@ struct DilationTaps {
                                    const coord_t grad_coord[3], coord_t grad_mod) const {
 #pragma unroll
     for (int a = 0; a < 3; ++a) acc.step_grad[a] += coord_t(tap_offset(k, a)) * grad_coord[a];
-    if (grad_mask) put(grad_mask[mask_at(v, k)], grad_mod, accumulate);
+    if (grad_mask) put(grad_mask[mask_at(v, k)], grad_mod, store);
   }
   D2_HOST_DEVICE void finish_grad(const GradAcc& acc, const Voxel& v) const {
     if (!grad_dilation) return;
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
       put(grad_dilation[(v.n * 3 + a) * shape.out_plane() + v.p],
-          acc.step_grad[a] * coord_t(shape.dil[a]), accumulate);
+          acc.step_grad[a] * coord_t(shape.dil[a]), store);
     }
   }
 };

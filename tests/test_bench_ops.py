@@ -92,7 +92,12 @@ def test_time_fn_rejects_bad_counts():
 
 def test_peak_extra_memory_on_cpu_is_empty():
     memory = timing.peak_extra_memory(lambda x: x * 2, torch.ones(4), "cpu")
-    assert memory == {"peak_bytes_over_baseline": None, "output_bytes": None, "extra_bytes": None}
+    assert memory == {
+        "peak_bytes_over_baseline": None,
+        "output_bytes": None,
+        "extra_bytes": None,
+        "allocator_extra_bytes": None,
+    }
 
 
 def test_environment_fields():

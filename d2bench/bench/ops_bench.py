@@ -586,8 +586,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"float32 entries with TF32 off on both sides; cuDNN autotuning "
         f"{'on' if protocol['cudnn_benchmark'] else 'off'}; no bias; 3×3×3, stride 1, "
         "padding 1, dilation 1; fwd+bwd = forward plus gradients of input, weight and "
-        "dilation map/offset and modulation/mask. Extra memory: peak allocated during the "
-        "call beyond what it returns; fwd+bwd counts the forward's output and saved tensors, "
+        "dilation map/offset and modulation/mask. Extra memory: peak of the bytes requested "
+        "during the call beyond what it returns (the caching allocator's block rounding is "
+        "recorded apart in the JSON); fwd+bwd counts the forward's output and saved tensors, "
         "bwd is the backward call alone (the forward run before it).",
         f"- Started {env.get('timestamp_utc')}, took {report.get('wall_s', 0):.0f} s"
         + (" (quick run: tiny shapes, not the paper's)" if report.get("quick") else ""),
@@ -740,8 +741,9 @@ def run_ops_benchmark(
             "dilation_map": f"1 + 0.5·randn clipped to {list(DILATION_RANGE)}, float32",
             "offset": "randn, float32",
             "modulation_mask": "sigmoid(randn), float32",
-            "memory": "peak allocated over baseline during one call, minus its output "
-            "(fwd+bwd: minus the gradients); CUDA only",
+            "memory": "peak requested bytes over baseline during one call, minus its output "
+            "(fwd+bwd: minus the gradients); allocator_extra_bytes: the same from the caching "
+            "allocator's blocks; CUDA only",
         },
         "shapes": [shape.to_dict() for shape in shapes],
         "variants": [variant.to_dict() for variant in VARIANTS],

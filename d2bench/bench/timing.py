@@ -199,29 +199,42 @@ def peak_extra_memory(
 
     ``output_bytes`` is the size of what ``fn`` returns (for a forward+backward step, return the
     gradients), and ``extra_bytes`` the peak beyond that: workspaces, saved activations,
-    temporaries. CUDA only; on other devices every value is None.
+    temporaries. Both count the bytes the code requested: the caching allocator may hand a
+    request a larger cached block whole, and how much larger depends on what earlier calls left
+    in its cache, not on the code measured. That block-level figure is kept apart as
+    ``allocator_extra_bytes``. CUDA only; on other devices every value is None.
     """
     dev = torch.device(device)
     empty: dict[str, int | None] = {
         "peak_bytes_over_baseline": None,
         "output_bytes": None,
         "extra_bytes": None,
+        "allocator_extra_bytes": None,
     }
     if dev.type != "cuda":
         return empty
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
-    before = torch.cuda.memory_allocated(dev)
+    before = torch.cuda.memory_stats(dev)
     output = fn(inputs)
     torch.cuda.synchronize(dev)
-    peak = torch.cuda.max_memory_allocated(dev) - before
+    after = torch.cuda.memory_stats(dev)
+    requested_peak = after[_REQUESTED_PEAK] - before[_REQUESTED_CURRENT]
+    block_peak = after[_ALLOCATED_PEAK] - before[_ALLOCATED_CURRENT]
     output_bytes = tensor_bytes(output)
     del output
     return {
-        "peak_bytes_over_baseline": int(peak),
+        "peak_bytes_over_baseline": int(requested_peak),
         "output_bytes": int(output_bytes),
-        "extra_bytes": int(peak - output_bytes),
+        "extra_bytes": int(requested_peak - output_bytes),
+        "allocator_extra_bytes": int(block_peak - output_bytes),
     }
+
+
+_REQUESTED_CURRENT = "requested_bytes.all.current"
+_REQUESTED_PEAK = "requested_bytes.all.peak"
+_ALLOCATED_CURRENT = "allocated_bytes.all.current"
+_ALLOCATED_PEAK = "allocated_bytes.all.peak"
 
 
 @contextlib.contextmanager

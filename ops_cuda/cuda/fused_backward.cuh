@@ -8,11 +8,12 @@
 //
 // weight_grad_kernel: one CTA per (group, tap, block of CB channels, block of 256 output
 // channels) reduces over every output voxel; it owns its block of ∂L/∂W, so there are no atomics
-// (deterministic) and no float32 buffer. input_grad_kernel: one CTA per 64 output voxels and one
-// launch per block of CB input channels; per tap it forms ∂L/∂A for its voxels in shared memory,
-// adds it into a float32 accumulator of that channel block (atomics: the samples of different
-// voxels share corners) and reduces the coordinate and modulation gradients over the block's
-// channels, adding them to their outputs (one launch after another, so in a fixed order).
+// (deterministic) and no float32 buffer. input_grad_kernel: one CTA per 64 output voxels and a
+// share of the 27 taps (gridDim.y shares), one launch per block of CB input channels; per tap it
+// forms ∂L/∂A for its voxels in shared memory, adds it into a float32 accumulator of that channel
+// block (atomics: the samples of different voxels share corners) and reduces the coordinate and
+// modulation gradients over the block's channels, adding them to their outputs (one launch after
+// another; atomically where a voxel's taps are split over CTAs).
 #pragma once
 
 #include <type_traits>
@@ -37,11 +38,12 @@ struct WeightGradTile {
 };
 
 // Shared memory of weight_grad_kernel (dynamic: over 48 KiB): the sampled columns as
-// [voxel][channel] and ∂L/∂out as [voxel][output channel], both read with ldmatrix.trans.
+// [voxel][channel] and ∂L/∂out as [voxel][output channel], both read with ldmatrix.trans. ∂L/∂out
+// is double-buffered: the next step's tile is copied while this step's products run.
 template <typename mma_t>
 struct WeightGradSmem {
   alignas(16) mma_t a[WeightGradTile::BK][WeightGradTile::LDA];
-  alignas(16) mma_t b[WeightGradTile::BK][WeightGradTile::LDB];
+  alignas(16) mma_t b[2][WeightGradTile::BK][WeightGradTile::LDB];
   RowCorners<float> corners[WeightGradTile::PB];
   unsigned live;
 };
@@ -61,9 +63,10 @@ struct WeightGradColumnStore {
   }
 };
 
-// tile[kk][nn] = gout[row r0 + kk, channel o0 + nn] (0 outside), for BK_ rows and BN_ channels.
-// ∂L/∂out is channels_last_3d here (fused_backward_applies), so row r's channels start at
-// r·C_out: no division into (sample, voxel).
+// tile[kk][nn] = gout[row r0 + kk, channel o0 + nn] (0 outside), for BK_ rows and BN_ channels,
+// by cp.async: the caller commits and waits. ∂L/∂out is channels_last_3d here
+// (fused_backward_applies), so row r's channels start at r·C_out: no division into (sample,
+// voxel).
 template <int BK_, int BN_, int LD, typename scalar_t, typename mma_t>
 __device__ __forceinline__ void load_gout_tile(mma_t (*tile)[LD],
                                                const scalar_t* __restrict__ gout, Layout gl,
@@ -73,11 +76,8 @@ __device__ __forceinline__ void load_gout_tile(mma_t (*tile)[LD],
   for (int item = threadIdx.x; item < BK_ * PER_ROW; item += THREADS) {
     const int kk = item / PER_ROW, nn0 = (item % PER_ROW) * VEC;
     const int64_t r = r0 + kk;
-    uint4 raw = make_uint4(0, 0, 0, 0);
-    if (r < rows && o0 + nn0 < s.out_channels) {
-      raw = __ldg(reinterpret_cast<const uint4*>(gout + r * gl.voxel + o0 + nn0));
-    }
-    *reinterpret_cast<uint4*>(&tile[kk][nn0]) = raw;
+    const bool valid = r < rows && o0 + nn0 < s.out_channels;
+    cp_async16(&tile[kk][nn0], valid ? gout + r * gl.voxel + o0 + nn0 : gout, valid);
   }
 }
 
@@ -107,6 +107,9 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
   const WeightGradColumnStore<scalar_t> store_a{sm};
+  int buf = 0;  // the ∂L/∂out buffer of the current step
+  load_gout_tile<T::BK, T::BN, T::LDB>(sm.b[0], gout, gl, s, 0, o0);
+  cp_async_commit();
   for (int64_t r0 = 0; r0 < rows; r0 += T::PB) {
     if (threadIdx.x == 0) sm.live = 0;
     __syncthreads();
@@ -132,8 +135,13 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
           gather_tile<8, scalar_t, T::BK, T::CB, T::THREADS>(
               sm.corners + rs, live_corners, x, xl, c_first, valid_c, true, store_a);
       }
-      load_gout_tile<T::BK, T::BN, T::LDB>(sm.b, gout, gl, s, r0 + rs, o0);
+      cp_async_wait_all();
       __syncthreads();
+      // The other buffer was last read by the previous step's products, before this barrier.
+      if (r0 + rs + T::BK < rows) {
+        load_gout_tile<T::BK, T::BN, T::LDB>(sm.b[buf ^ 1], gout, gl, s, r0 + rs + T::BK, o0);
+        cp_async_commit();
+      }
 #pragma unroll
       for (int ks = 0; ks < T::BK; ks += 16) {
         uint32_t a[T::TILES_M][4];  // A[m = channel][k = voxel] from the [voxel][channel] tile
@@ -142,9 +150,10 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
           ldmatrix_x4_trans(
               a[i], &sm.a[ks + (lane >> 4) * 8 + (lane & 7)][m0 + i * 16 + ((lane >> 3) & 1) * 8]);
         }
-        mma_row_major_b(acc, a, sm.b, ks, n0, lane);
+        mma_row_major_b(acc, a, sm.b[buf], ks, n0, lane);
       }
       __syncthreads();
+      buf ^= 1;
     }
   }
   // ∂L/∂W in the weight's standard layout: W[o, c, k] at (o·C + c)·27 + k.
@@ -228,6 +237,7 @@ __global__ void __launch_bounds__(InputGradTile::THREADS, 2)
                       bool coordinates) {
   using T = InputGradTile;
   using mma_t = typename MmaType<scalar_t>::type;
+  static_assert(sizeof(scalar_t) == 2, "the fused backward serves float16 and bfloat16");
   extern __shared__ uint4 dynamic_smem[];
   auto& sm = *reinterpret_cast<InputGradSmem<mma_t, typename Taps::Voxel>*>(dynamic_smem);
   const ConvShape& s = taps.shape;
@@ -242,6 +252,9 @@ __global__ void __launch_bounds__(InputGradTile::THREADS, 2)
   // With all output channels resident, ∂L/∂out is loaded once and the next tap's weights are
   // copied while this tap's gradient is spread.
   const bool resident = s.out_channels <= T::ON;
+  // This CTA's share of the taps: gridDim.y shares of 27 (several when voxel tiles are few).
+  const int k_begin = static_cast<int>(blockIdx.y * 27 / gridDim.y);
+  const int k_end = static_cast<int>((blockIdx.y + 1) * 27 / gridDim.y);
   typename Taps::GradAcc grad_acc[4];
   const int valid_rows = static_cast<int>(rows - row0 < T::BM ? rows - row0 : T::BM);
   if (threadIdx.x < valid_rows) {
@@ -251,9 +264,9 @@ __global__ void __launch_bounds__(InputGradTile::THREADS, 2)
   __syncthreads();
   if (resident) {
     load_gout_tile<T::BM, T::ON, T::LDA>(sm.a, gout, gl, s, row0, 0);
-    copy_weight_block(sm, w_cl, s, 0, 0, cb0, valid_c);
+    copy_weight_block(sm, w_cl, s, k_begin, 0, cb0, valid_c);
   }
-  for (int k = 0; k < 27; ++k) {
+  for (int k = k_begin; k < k_end; ++k) {
     if (threadIdx.x < T::BM) {
       TapSample& out = sm.samples[threadIdx.x];
       out.corners.inside = 0;
@@ -306,7 +319,7 @@ __global__ void __launch_bounds__(InputGradTile::THREADS, 2)
           dst[1] = acc[i][j][2 * h + 1];
         }
     __syncthreads();
-    if (resident && k + 1 < 27) copy_weight_block(sm, w_cl, s, k + 1, 0, cb0, valid_c);
+    if (resident && k + 1 < k_end) copy_weight_block(sm, w_cl, s, k + 1, 0, cb0, valid_c);
     // Spread ∂L/∂A of each voxel over its corners and reduce the coordinate gradient.
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -321,17 +334,32 @@ __global__ void __launch_bounds__(InputGradTile::THREADS, 2)
         const int64_t n = sm.voxels[m].n;
         const int64_t xbase = n * xl.batch + cb0 + c_local;
         const int64_t gbase = n * s.in_plane() * T::CB + c_local;
+        // The eight corners' inputs are loaded first, all in flight at once (a corner outside
+        // has index 0, an address inside the tensor; its value is not used).
+        uint2 raw[8];
+        if (coordinates) {
 #pragma unroll
-        for (int q = 0; q < 8; ++q) {
-          if (!(cr.inside & (1u << q))) continue;
-          if (gx && cr.weight[q] != 0.0f) {
+          for (int q = 0; q < 8; ++q) {
+            raw[q] = __ldg(reinterpret_cast<const uint2*>(x + xbase + cr.index[q] * xl.voxel));
+          }
+        }
+        if (gx) {
+#pragma unroll
+          for (int q = 0; q < 8; ++q) {
+            if (!(cr.inside & (1u << q)) || cr.weight[q] == 0.0f) continue;
             const float wq = cr.weight[q] * mf;
             atomic_add4(gx + gbase + cr.index[q] * T::CB, wq * gv[0], wq * gv[1], wq * gv[2],
                         wq * gv[3]);
           }
-          if (coordinates) {
+        }
+        if (coordinates) {
+#pragma unroll
+          for (int q = 0; q < 8; ++q) {
+            if (!(cr.inside & (1u << q))) continue;
             float v[4];
-            load4(x + xbase + cr.index[q] * xl.voxel, v);
+            scalar_t* tag = nullptr;
+            unpack_word(raw[q].x, tag, v);
+            unpack_word(raw[q].y, tag, v + 2);
             const float dot = gv[0] * v[0] + gv[1] * v[1] + gv[2] * v[2] + gv[3] * v[3];
             if (want_mask) gm += cr.weight[q] * dot;
 #pragma unroll

@@ -208,6 +208,19 @@ bool fused_backward_applies(const at::Tensor& x, const at::Tensor& gout, const C
          s.out_channels % 8 == 0 && aligned(x) && aligned(gout);
 }
 
+// Into how many shares input_grad_kernel splits the 27 taps of a voxel tile: the fewest that
+// give at least one full wave of CTAs over `slots` and lose at most 15% to the last wave's empty
+// slots (each share re-reads the tile's ∂L/∂out, so more are not free).
+int tap_split(int64_t tiles, int64_t slots) {
+  for (int split = 1; split < 27; ++split) {
+    const int64_t ctas = tiles * split, waves = ceil_div(ctas, slots);
+    if (ctas >= slots && static_cast<double>(ctas) >= 0.85 * static_cast<double>(waves * slots)) {
+      return split;
+    }
+  }
+  return 27;
+}
+
 // Channel blocks of the fused backward's input-gradient accumulator (float32, CB channels of
 // every input voxel): one launch of input_grad_kernel per block, the block then converted into
 // grad_input. CB = 64 keeps the accumulator at half the input's size for 16-bit inputs of 256
@@ -244,18 +257,33 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
     block_acc = at::empty({s.batch, s.depth, s.height, s.width, T::CB},
                           x.options().dtype(at::kFloat));
   }
-  Taps adding = taps;
-  adding.accumulate = true;  // the coordinate gradients sum over the channel blocks
   const auto kernel = &input_grad_kernel<scalar_t, Taps>;
   constexpr int smem =
       sizeof(InputGradSmem<typename MmaType<scalar_t>::type, typename Taps::Voxel>);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const unsigned tiles = static_cast<unsigned>(ceil_div(s.batch * s.out_plane(), T::BM));
+  const int64_t tiles = ceil_div(s.batch * s.out_plane(), T::BM);
+  // The taps of a voxel tile are split over several CTAs where the tiles alone would leave SMs
+  // idle or the last wave mostly empty. The split CTAs then share the coordinate gradients of
+  // their voxels (atomics, float/double maps only); the input gradient already uses atomics, so
+  // a call without it keeps one CTA per tile and stays deterministic.
+  using map_t = typename Taps::map_type;
+  constexpr bool atomic_maps = std::is_same_v<map_t, float> || std::is_same_v<map_t, double>;
+  int split = 1;
+  if (atomic_maps && grad_input.defined()) {
+    int per_sm = 0;
+    C10_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, T::THREADS, smem));
+    const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    split = tap_split(tiles, std::max(per_sm, 1) * sms);
+  }
+  Taps adding = taps;  // the coordinate gradients sum over the channel blocks (and tap shares)
+  adding.store = split > 1 ? GradStore::atomic_add : GradStore::add;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(split));
   for (int64_t g = 0; g < s.groups; ++g) {
     for (int64_t c0 = 0; c0 < cg; c0 += T::CB) {
       const int64_t cb0 = g * cg + c0, count = std::min<int64_t>(T::CB, cg - c0);
       if (block_acc.defined()) block_acc.zero_();
-      kernel<<<tiles, T::THREADS, smem, stream>>>(
+      kernel<<<grid, T::THREADS, smem, stream>>>(
           x.const_data_ptr<scalar_t>(), xl, adding, gout.const_data_ptr<scalar_t>(), gl,
           w_cl.const_data_ptr<scalar_t>(), cb0,
           block_acc.defined() ? block_acc.data_ptr<float>() : nullptr, coordinates);
