@@ -38,12 +38,13 @@ struct WeightGradTile {
 };
 
 // Shared memory of weight_grad_kernel (dynamic: over 48 KiB): the sampled columns as
-// [voxel][channel] and ∂L/∂out as [voxel][output channel], both read with ldmatrix.trans. ∂L/∂out
-// is double-buffered: the next step's tile is copied while this step's products run.
+// [voxel][channel] and ∂L/∂out as [voxel][output channel], both read with ldmatrix.trans. (A
+// second ∂L/∂out buffer, filled during the products, measured slower than one filled during the
+// gather.)
 template <typename mma_t>
 struct WeightGradSmem {
   alignas(16) mma_t a[WeightGradTile::BK][WeightGradTile::LDA];
-  alignas(16) mma_t b[2][WeightGradTile::BK][WeightGradTile::LDB];
+  alignas(16) mma_t b[WeightGradTile::BK][WeightGradTile::LDB];
   RowCorners<float> corners[WeightGradTile::PB];
   unsigned live;
 };
@@ -107,9 +108,6 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
   const WeightGradColumnStore<scalar_t> store_a{sm};
-  int buf = 0;  // the ∂L/∂out buffer of the current step
-  load_gout_tile<T::BK, T::BN, T::LDB>(sm.b[0], gout, gl, s, 0, o0);
-  cp_async_commit();
   for (int64_t r0 = 0; r0 < rows; r0 += T::PB) {
     if (threadIdx.x == 0) sm.live = 0;
     __syncthreads();
@@ -117,6 +115,9 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
     __syncthreads();
     const LiveCorners live_corners = LiveCorners::of(sm.live);
     for (int rs = 0; rs < T::PB && r0 + rs < rows; rs += T::BK) {
+      // ∂L/∂out of the step's voxels arrives by cp.async while the columns are gathered.
+      load_gout_tile<T::BK, T::BN, T::LDB>(sm.b, gout, gl, s, r0 + rs, o0);
+      cp_async_commit();
       // Columns: BK voxels × CB channels, the same gather as the forward's A tile.
       switch (live_corners.width) {
         case 1:
@@ -137,11 +138,6 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
       }
       cp_async_wait_all();
       __syncthreads();
-      // The other buffer was last read by the previous step's products, before this barrier.
-      if (r0 + rs + T::BK < rows) {
-        load_gout_tile<T::BK, T::BN, T::LDB>(sm.b[buf ^ 1], gout, gl, s, r0 + rs + T::BK, o0);
-        cp_async_commit();
-      }
 #pragma unroll
       for (int ks = 0; ks < T::BK; ks += 16) {
         uint32_t a[T::TILES_M][4];  // A[m = channel][k = voxel] from the [voxel][channel] tile
@@ -150,10 +146,9 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
           ldmatrix_x4_trans(
               a[i], &sm.a[ks + (lane >> 4) * 8 + (lane & 7)][m0 + i * 16 + ((lane >> 3) & 1) * 8]);
         }
-        mma_row_major_b(acc, a, sm.b[buf], ks, n0, lane);
+        mma_row_major_b(acc, a, sm.b, ks, n0, lane);
       }
       __syncthreads();
-      buf ^= 1;
     }
   }
   // ∂L/∂W in the weight's standard layout: W[o, c, k] at (o·C + c)·27 + k.
