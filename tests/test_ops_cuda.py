@@ -174,9 +174,23 @@ FUSED_IDS = [f"{kind}-{i}" for i, (kind, _) in enumerate(FUSED_BACKWARD_CASES)]
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_fused_backward_matches_reference(kind, case, dtype):
     """channels_last_3d input and upstream gradient: the backward without a column buffer."""
-    case = dict(case)
+    _check_fused_backward(kind, dict(case), dtype, n=2)
+
+
+@pytest.mark.parametrize("waves", [2.0, 1.5])
+@pytest.mark.parametrize("kind", ["d2", "dcn"])
+def test_fused_backward_tap_shares_match_reference(kind, waves):
+    """Grids of 64-voxel tiles that fill whole waves of two CTAs per SM keep each tile's 27 taps
+    in one CTA; at 1.5 waves the launcher splits them over two CTAs per tile, which then share
+    the coordinate gradients atomically. (The small cases above split into more shares.)"""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    tiles = int(waves * 2 * sms)
+    _check_fused_backward(kind, dict(c=16, o=8, size=(tiles, 8, 8)), torch.bfloat16, n=1)
+
+
+def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> None:
     groups = case.pop("groups", 1)
-    inputs, geom = _inputs(kind, n=2, groups=groups, dtype=dtype, map_dtype=torch.float32,
+    inputs, geom = _inputs(kind, n=n, groups=groups, dtype=dtype, map_dtype=torch.float32,
                            layout=CL, **{"size": (4, 10, 12), **case})  # fmt: skip
     leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
     out = _run(kind, groups, geom)(*leaves)

@@ -440,8 +440,12 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)
   __shared__ typename Tile::Smem sm;
   __shared__ unsigned live;  // bit q: corner q weighs something in some row at this tap
   const ConvShape& s = taps.shape;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * Tile::BM;
-  const int64_t o0 = static_cast<int64_t>(blockIdx.y) * Tile::BN;
+  // Output-channel blocks vary fastest: the blocks of one row tile run side by side and gather
+  // the same input while it is in L2 (an input larger than L2 would otherwise stream from memory
+  // once per block).
+  const int64_t channel_blocks = (s.out_channels + Tile::BN - 1) / Tile::BN;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) / channel_blocks * Tile::BM;
+  const int64_t o0 = static_cast<int64_t>(blockIdx.x) % channel_blocks * Tile::BN;
   const int64_t cg = s.group_channels();
   typename Tile::Acc acc;
   Tile::zero(acc);

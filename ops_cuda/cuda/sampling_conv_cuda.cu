@@ -85,8 +85,7 @@ void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w_cl,
   const int64_t rows = s.batch * s.out_plane();
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const auto launch = [&](auto* kernel, int threads, int bm, int bn) {
-    const dim3 grid(static_cast<unsigned>(ceil_div(rows, bm)),
-                    static_cast<unsigned>(ceil_div(s.out_channels, bn)));
+    const dim3 grid(static_cast<unsigned>(ceil_div(rows, bm) * ceil_div(s.out_channels, bn)));
     kernel<<<grid, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
         x.const_data_ptr<scalar_t>(), xl, taps, w_cl.const_data_ptr<scalar_t>(),
         bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
