@@ -215,11 +215,11 @@ def _grid_sizes():
     """Output voxels that make the forward launch each of its tile configurations.
 
     The launcher halves the rows per CTA when a grid would leave SMs idle, runs one CTA per SM
-    when the grid fills them exactly or is ≥ 8 waves long, and two otherwise: 2·SMs and 9·SMs
-    tiles of the full height reach the last two.
+    when the grid fills them exactly (and, for 16-bit types, when it is ≥ 8 waves long), and two
+    otherwise: SMs and 2·SMs tiles of the full height reach the last two.
     """
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    return {"two CTAs per SM": 2 * sms, "one CTA per SM": 9 * sms}
+    return {"two CTAs per SM": 2 * sms, "one CTA per SM": sms}
 
 
 @pytest.mark.parametrize("config", ["two CTAs per SM", "one CTA per SM"])
