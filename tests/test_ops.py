@@ -366,3 +366,25 @@ def test_reference_backend_selected_by_environment(monkeypatch):
     compiled = ops.d2conv3d(**args)
     monkeypatch.setenv("D2BENCH_OPS", "reference")
     torch.testing.assert_close(ops.d2conv3d(**args), compiled, rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_build_targets_sm90a_on_hopper():
+    """A build for a compute-capability-9.0 GPU carries sm_90a code (wgmma) and says so."""
+    from d2bench.ops._extension import SM90A_DEFINE, cuda_arch_flags
+
+    hopper = cuda_arch_flags([(9, 0)], None, (12, 0))
+    assert "-gencode=arch=compute_90a,code=sm_90a" in hopper and SM90A_DEFINE in hopper
+    assert not any("code=sm_90," in flag or flag.endswith("code=sm_90") for flag in hopper)
+    mixed = cuda_arch_flags([(8, 0), (9, 0)], None, (12, 0))
+    assert "-gencode=arch=compute_80,code=sm_80" in mixed and SM90A_DEFINE in mixed
+    ampere = cuda_arch_flags([(8, 6)], None, (12, 0))
+    assert ampere == [
+        "-gencode=arch=compute_86,code=sm_86",
+        "-gencode=arch=compute_86,code=compute_86",
+    ]
+    # A newer GPU than this torch knows is built for the newest it does.
+    assert cuda_arch_flags([(13, 0)], None, (12, 0))[0] == "-gencode=arch=compute_120,code=sm_120"
+    # TORCH_CUDA_ARCH_LIST decides the targets; only the marker follows it.
+    assert cuda_arch_flags([(9, 0)], "8.0;9.0a", (12, 0)) == [SM90A_DEFINE]
+    assert cuda_arch_flags([(9, 0)], "9.0", (12, 0)) == []
+    assert cuda_arch_flags([], None, (12, 0)) == []

@@ -234,6 +234,89 @@ def test_every_tile_configuration_matches_reference(config, dtype, rows_per_cta)
     assert _rel(got, want) < (1e-2 if dtype == torch.bfloat16 else 1e-5)
 
 
+def _hopper() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(0) == (9, 0)
+
+
+def _kernels_run(fn):
+    """The result of ``fn()`` and the names of the CUDA kernels it launched."""
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        result = fn()
+        torch.cuda.synchronize()
+    return result, {event.name for event in prof.events()}
+
+
+HOPPER_CASES = [
+    ("d2", dict(c=32, o=256)),
+    ("d2", dict(c=96, o=264, scale=6.0)),  # two blocks of 256 outputs; most samples outside
+    ("d2", dict(c=64, o=24, stride=2, size=(5, 9, 11))),
+    ("d2", dict(c=32, o=15)),  # an odd channel count: outputs stored one at a time
+    ("d2", dict(c=32, o=32, scale=0.0)),  # every tap on the centre: one corner per sample
+    ("dcn", dict(c=64, o=32, groups=2)),
+    ("dcn", dict(c=32, o=256, modulated=False)),
+]
+
+
+@pytest.mark.skipif(not _hopper(), reason="needs a compute-capability-9.0 GPU (sm_90a kernel)")
+@pytest.mark.parametrize("kind,case", HOPPER_CASES, ids=[f"{k}-{i}" for i, (k, _) in
+                                                         enumerate(HOPPER_CASES)])  # fmt: skip
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_hopper_forward_matches_reference(monkeypatch, kind, case, dtype):
+    """The wgmma forward (the default on Hopper) against float64 and the mma.sync forward."""
+    case = dict(case)
+    groups = case.pop("groups", 1)
+    inputs, geom = _inputs(kind, n=2, groups=groups, dtype=dtype, map_dtype=torch.float32,
+                           layout=CL, **{"size": (4, 10, 12), **case})  # fmt: skip
+    monkeypatch.delenv("D2BENCH_CUDA_FORWARD", raising=False)
+    got, kernels = _kernels_run(lambda: _run(kind, groups, geom)(*inputs))
+    assert any("hopper_forward_kernel" in name for name in kernels), sorted(kernels)
+    want = _oracle(kind, groups, geom)(*[None if t is None else t.double() for t in inputs])
+    assert got.dtype == dtype and got.is_contiguous(memory_format=CL)
+    assert _rel(got, want) < 1e-2
+    monkeypatch.setenv("D2BENCH_CUDA_FORWARD", "mma")
+    plain, kernels = _kernels_run(lambda: _run(kind, groups, geom)(*inputs))
+    assert not any("hopper_forward_kernel" in name for name in kernels)
+    assert _rel(got, plain) < 1e-2
+
+
+@pytest.mark.skipif(not _hopper(), reason="needs a compute-capability-9.0 GPU (sm_90a kernel)")
+def test_hopper_forward_fills_every_sm():
+    """A grid of one 128-voxel tile per SM: all CTAs resident at once, each its own rows."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    inputs, geom = _inputs("d2", n=1, c=32, o=64, size=(sms, 16, 8), dtype=torch.bfloat16,
+                           map_dtype=torch.float32, layout=CL)  # fmt: skip
+    got, kernels = _kernels_run(lambda: _run("d2", 1, geom)(*inputs))
+    assert any("hopper_forward_kernel" in name for name in kernels)
+    want = _oracle("d2", 1, geom)(*[t.double() for t in inputs])
+    assert _rel(got, want) < 1e-2
+
+
+@pytest.mark.skipif(not _hopper(), reason="needs a compute-capability-9.0 GPU (sm_90a kernel)")
+def test_hopper_forward_index_past_2_pow_31_elements(monkeypatch):
+    """64-bit addressing in the wgmma forward: input and output of > 2³¹ elements."""
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2**30:
+        pytest.skip("needs 24 GiB of free GPU memory")
+    c, o, t, h, w = 32, 32, 4, 4096, 4200
+    assert c * t * h * w > 2**31
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(1, c, t, h, w, device="cuda", dtype=torch.bfloat16, generator=gen)
+    x = x.contiguous(memory_format=CL)
+    s = 1 + 0.3 * torch.randn(1, 3, t, h, w, device="cuda", generator=gen)
+    wgt = torch.randn(o, c, 3, 3, 3, device="cuda", dtype=torch.bfloat16, generator=gen) / 30
+    monkeypatch.delenv("D2BENCH_CUDA_FORWARD", raising=False)
+    out, kernels = _kernels_run(lambda: ops.d2conv3d(x, s, None, wgt))
+    assert any("hopper_forward_kernel" in name for name in kernels)
+    crop = slice(h - 24, h)  # |s| < 3 keeps every sample of the last 12 rows inside the crop
+    assert float(s[..., crop, :].abs().max()) < 3
+    want = reference.d2conv3d_reference(
+        x[..., crop, :].double(), s[..., crop, :].double(), None, wgt.double(), None,
+        make_geometry(x[..., crop, :], 1, 1, 1),
+    )  # fmt: skip
+    assert _rel(out[..., h - 12 :, :], want[..., 12:, :]) < 1e-2
+
+
 def test_odd_channel_count_uses_the_scalar_path():
     inputs, geom = _inputs("d2", c=3, o=5, dtype=torch.bfloat16, map_dtype=torch.float32)
     got = _run("d2", 1, geom)(*inputs)

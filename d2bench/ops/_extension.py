@@ -94,11 +94,55 @@ def build_directory(with_cuda: bool) -> Path:
     return folder
 
 
+#: Defined for builds that carry sm_90a code: the launcher may then pick the Hopper forward.
+SM90A_DEFINE = "-DD2BENCH_SM90A_BUILD"
+
+
+def cuda_arch_flags(
+    capabilities: list[tuple[int, int]], arch_list: str | None, max_supported: tuple[int, int]
+) -> list[str]:
+    """nvcc target flags for a build on a machine whose GPUs have ``capabilities``.
+
+    With ``TORCH_CUDA_ARCH_LIST`` (``arch_list``) set, torch emits exactly the architectures
+    named and this only adds the sm_90a marker when "9.0a" is among them. Unset, the build targets
+    the machine's own GPUs as torch would, except that a compute-capability-9.0 GPU gets sm_90a
+    (Hopper's wgmma and setmaxnreg exist only there), plus PTX of the newest one for later GPUs.
+    """
+    if arch_list and arch_list != "native":
+        named = arch_list.replace(" ", ";").split(";")
+        return [SM90A_DEFINE] if any(a.split("+")[0] == "9.0a" for a in named) else []
+    flags: list[str] = []
+    for capability in sorted({min(c, max_supported) for c in capabilities}):
+        num = f"{capability[0]}{capability[1]}"
+        if capability == (9, 0):
+            flags += ["-gencode=arch=compute_90a,code=sm_90a", SM90A_DEFINE]
+        else:
+            flags.append(f"-gencode=arch=compute_{num},code=sm_{num}")
+    if flags:
+        newest = max(min(c, max_supported) for c in capabilities)
+        num = f"{newest[0]}{newest[1]}"
+        flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
+    return flags
+
+
+def _machine_arch_flags() -> list[str]:
+    import torch
+
+    capabilities = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+    supported = [
+        (int(arch[3:]) // 10, int(arch[3:]) % 10)
+        for arch in torch.cuda.get_arch_list()
+        if arch.startswith("sm_") and arch[3:].isdigit()
+    ]
+    return cuda_arch_flags(
+        capabilities, os.environ.get("TORCH_CUDA_ARCH_LIST"), max(supported, default=(9, 0))
+    )
+
+
 def _cuda_flags() -> list[str]:
-    # No -gencode here: with TORCH_CUDA_ARCH_LIST unset, torch targets the GPUs of this machine
-    # (sm_90 on Hopper); a user who sets it gets exactly the architectures named.
+    # Any -gencode flag here stops torch from adding its own (it then leaves the targets to us).
     extra = os.environ.get(NVCC_FLAGS_ENV, "").split()
-    return ["-O3", "--expt-relaxed-constexpr", "-lineinfo", *extra]
+    return ["-O3", "--expt-relaxed-constexpr", "-lineinfo", *_machine_arch_flags(), *extra]
 
 
 def load_library() -> bool:

@@ -1,7 +1,9 @@
 // CUDA entry points of d2bench::d2conv3d and d2bench::deform_conv3d (forward and backward).
 //
-// Forward: one fused implicit-GEMM kernel (fused_forward.cuh), no im2col buffer; the weight is
-// read in channels_last_3d order (a weight held that way is not copied).
+// Forward: a fused implicit-GEMM kernel, no im2col buffer; the weight is read in channels_last_3d
+// order (a weight held that way is not copied). On Hopper, float16/bfloat16 calls with
+// channels_last_3d input take the wgmma kernel of hopper_forward.cuh; other calls the mma.sync
+// (16-bit) or SIMT (float32/float64) kernels of fused_forward.cuh.
 // Backward, float16/bfloat16 with channels_last_3d input and ∂L/∂out: two fused implicit GEMMs
 // (fused_backward.cuh), no column buffer; the extra memory is a float32 accumulator of 64 input
 // channels. Other calls (and D2BENCH_CUDA_BACKWARD=columns): per chunk of output voxels, the
@@ -20,6 +22,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <string>
@@ -31,6 +37,7 @@
 #include "common.cuh"
 #include "fused_backward.cuh"
 #include "fused_forward.cuh"
+#include "hopper_forward.cuh"
 
 namespace d2bench {
 namespace cuda {
@@ -106,6 +113,92 @@ void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w_cl,
   }
 }
 
+// Which forward serves a 16-bit call: by default the Hopper kernel wherever it applies;
+// D2BENCH_CUDA_FORWARD=mma keeps the mma.sync kernel of fused_forward.cuh.
+bool hopper_forward_wanted() {
+  const char* choice = std::getenv("D2BENCH_CUDA_FORWARD");
+  return choice == nullptr || std::string(choice) != "mma";
+}
+
+#ifdef D2BENCH_SM90A_BUILD
+// cuTensorMapEncodeTiled from the driver, looked up once (no link against libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    const cudaError_t error = cudaGetDriverEntryPointByVersion(
+        "cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &status);
+    const bool found = error == cudaSuccess && status == cudaDriverEntryPointSuccess;
+    return found ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn) : nullptr;
+  }();
+  return encode;
+}
+
+// The weight in channels_last_3d order as a 2-D tensor of C_out rows × 27·C_in columns, read in
+// boxes of 256 rows × 32 columns (64 bytes) with the 64-byte swizzle of the MMAs' B tile.
+template <typename scalar_t>
+bool weight_tensor_map(const at::Tensor& w_cl, CUtensorMap& map) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr) return false;
+  const int64_t rows = w_cl.size(0), columns = 27 * w_cl.size(1);
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(columns), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(columns * sizeof(scalar_t))};
+  const cuuint32_t box[2] = {HopperTile::BK, HopperTile::BN};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult result = encode(
+      &map, std::is_same_v<scalar_t, at::Half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                               : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+      2, const_cast<void*>(w_cl.const_data_ptr()), dims, strides, box, element_strides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return result == CUDA_SUCCESS;
+}
+#endif
+
+// Runs the Hopper forward (hopper_forward.cuh) if this build, device and call allow it; false
+// leaves the call to the other kernels. It needs a build for sm_90a, a
+// compute-capability-9.0 device, channels_last_3d input with 16-byte aligned runs of 8 channels,
+// channels per offset group a multiple of 32, and fewer than 2³¹ voxels per input volume.
+template <typename scalar_t, typename Taps>
+bool launch_hopper_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& w_cl,
+                           const at::Tensor& bias, at::Tensor& out) {
+#ifdef D2BENCH_SM90A_BUILD
+  using T = HopperTile;
+  if (!hopper_forward_wanted()) return false;
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  if (prop->major != 9 || prop->minor != 0) return false;
+  const ConvShape& s = taps.shape;
+  const Layout xl = Layout::of(x), ol = Layout::of(out);
+  const auto aligned = [](const at::Tensor& t, uintptr_t bytes) {
+    return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % bytes == 0;
+  };
+  const bool applies = xl.channel == 1 && xl.voxel % 8 == 0 && xl.batch % 8 == 0 &&
+                       aligned(x, 16) && aligned(w_cl, 16) && s.group_channels() % T::BK == 0 &&
+                       s.in_plane() < (int64_t(1) << 31) && 27 * s.channels < (int64_t(1) << 31);
+  if (!applies) return false;
+  const int64_t rows = s.batch * s.out_plane();
+  const int64_t ctas = ceil_div(rows, T::BM) * ceil_div(s.out_channels, T::BN);
+  CUtensorMap weight_map;
+  if (!weight_tensor_map<scalar_t>(w_cl, weight_map)) return false;
+  const auto kernel = &hopper_forward_kernel<scalar_t, Taps>;
+  C10_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM_BYTES));
+  // Two output channels per 32-bit store where the output is channels_last_3d.
+  const bool pair_stores =
+      ol.channel == 1 && ol.voxel % 2 == 0 && ol.batch % 2 == 0 && aligned(out, 4);
+  kernel<<<static_cast<unsigned>(ctas), T::THREADS, T::SMEM_BYTES,
+           at::cuda::getCurrentCUDAStream()>>>(
+      x.const_data_ptr<scalar_t>(), xl, taps, weight_map,
+      bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), ol,
+      pair_stores);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+#else
+  (void)x, (void)taps, (void)w_cl, (void)bias, (void)out;
+  return false;
+#endif
+}
+
 template <typename scalar_t, typename Taps>
 void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& weight,
                     const at::Tensor& bias, at::Tensor& out) {
@@ -113,6 +206,7 @@ void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& wei
   // way (as cuDNN also prefers for channels_last_3d convolutions) is used without a copy.
   const at::Tensor w_cl = weight.contiguous(at::MemoryFormat::ChannelsLast3d);
   if constexpr (kReducedPrecision<scalar_t>) {
+    if (launch_hopper_forward<scalar_t>(x, taps, w_cl, bias, out)) return;
     launch_fused<scalar_t, Taps, MmaTile, 64>(x, taps, w_cl, bias, out);
   } else {
     launch_fused<scalar_t, Taps, SimtTile, 128>(x, taps, w_cl, bias, out);
