@@ -6,12 +6,12 @@
 // A CTA takes 128 output voxels × 256 output channels and walks the (group, tap, 32-channel
 // slice) steps. Each of its two warpgroups interpolates its own 64 rows of a step straight into
 // a shared-memory A tile (three per warpgroup, in turn) and multiplies them with one
-// wgmma.m64n256k16 per k16 slice, accumulating in registers; the weight tiles (256 × 32) come by
-// the copy engine (TMA) into a ring, a few steps ahead, handed over by mbarriers. A warp computes its
-// rows' corners once per tap and keeps them in registers for all channel slices; corners along
-// an axis where no row of the warp leaves the grid are not loaded (a D²Conv3D tap with a zero
-// offset along an axis samples an integer coordinate there: 125 of the 216 corners count, and
-// 27 of them at unit dilation).
+// wgmma.m64n256k16 per k16 slice, accumulating in registers. The weight tiles (256 × 32) come by
+// the copy engine (TMA) into a ring, a few steps ahead, handed over by mbarriers. A warp computes
+// its 16 rows' corners once per tap into a small shared table used by all channel slices; corners
+// along an axis where no row of the warp leaves the grid are not loaded (a D²Conv3D tap with a
+// zero offset along an axis samples an integer coordinate there: 125 of the 216 corners count,
+// and 27 of them at unit dilation). Measurements: reports/bench/ops-notes.md, "Version 7".
 #pragma once
 
 #include <cuda.h>
