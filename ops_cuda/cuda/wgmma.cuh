@@ -150,34 +150,28 @@ __device__ __forceinline__ void wgmma_wait() {
   "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), \
   "+f"(d[126]), "+f"(d[127])
 
-// D (64 × 256, float32) = A (64 × 16, shared) · B (16 × 256, shared) + (accumulate ? D : 0).
+// D (64 × 256, float32) = A (64 × 16, shared) · B (16 × 256, shared) + (accumulate ? D : 0),
+// for A and B of the PTX type TYPE (bf16, f16).
+#ifdef D2_SM90A
+#define D2_WGMMA_M64N256K16(TYPE)                                                        \
+  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %130, 0;\n"                          \
+               "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE              \
+               " {" D2_WGMMA_ACC_STRING "}, %128, %129, p, 1, 1, 0, 0;\n}\n"               \
+               : D2_WGMMA_ACC_OPERANDS                                                   \
+               : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
+#else
+#define D2_WGMMA_M64N256K16(TYPE) __trap()
+#endif
 __device__ __forceinline__ void wgmma_m64n256k16(float* d, uint64_t a, uint64_t b, bool accumulate,
                                                  __nv_bfloat16*) {
-#ifdef D2_SM90A
-  asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" D2_WGMMA_ACC_STRING "}, "
-      "%128, %129, p, 1, 1, 0, 0;\n}\n"
-      : D2_WGMMA_ACC_OPERANDS
-      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
-#else
-  __trap();
-#endif
+  D2_WGMMA_M64N256K16("bf16");
 }
 __device__ __forceinline__ void wgmma_m64n256k16(float* d, uint64_t a, uint64_t b, bool accumulate,
                                                  __half*) {
-#ifdef D2_SM90A
-  asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {" D2_WGMMA_ACC_STRING "}, "
-      "%128, %129, p, 1, 1, 0, 0;\n}\n"
-      : D2_WGMMA_ACC_OPERANDS
-      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
-#else
-  __trap();
-#endif
+  D2_WGMMA_M64N256K16("f16");
 }
 
+#undef D2_WGMMA_M64N256K16
 #undef D2_WGMMA_ACC_STRING
 #undef D2_WGMMA_ACC_OPERANDS
 
