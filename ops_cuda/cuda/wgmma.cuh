@@ -65,13 +65,6 @@ __device__ __forceinline__ void tma_load_2d(void* smem, const void* tensor_map, 
 #endif
 }
 
-// Arrives on `bar` once every cp.async this thread issued so far has landed (counts as one of
-// the barrier's expected arrivals).
-__device__ __forceinline__ void cp_async_arrive(uint64_t* bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_address(bar))
-               : "memory");
-}
-
 // Named barrier over `threads` threads of the CTA (a warpgroup: 128).
 __device__ __forceinline__ void named_barrier(unsigned id, unsigned threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
