@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from study_helpers import d2bench, write_study
 
+from d2bench.engine.cell import read_result
 from d2bench.study import expand_cells, load_study
 from d2bench.tracking import Tracker
 from d2bench.tracking.tracker import TAG_JOB
@@ -39,7 +40,7 @@ def test_slurm_runs_a_study_as_a_job_array_and_a_second_run_schedules_nothing(
 def test_requeued_cell_resumes_from_its_checkpoint(
     tmp_path: Path, synthetic_data: Path, slurm_cluster: str
 ) -> None:
-    rows = [{"name": "baseline", "model": {"variant": "baseline"}, "train": {"epochs": 40,
+    rows = [{"name": "baseline", "model": {"variant": "baseline"}, "train": {"epochs": 100,
              "max_steps_per_epoch": None}}]  # fmt: skip
     study = write_study(tmp_path, "slurm-requeue", rows=rows)
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
@@ -56,14 +57,21 @@ def test_requeued_cell_resumes_from_its_checkpoint(
     while not list(checkpoints.glob("*.pt")):
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.5)
-    requeue = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    assert requeue.returncode == 0, requeue.stderr
-    # SLURM holds a requeued job for two minutes (BeginTime) once it is pending; release it.
+    # Freeze the job while checking that it has not finished: on a fast machine a tiny cell can
+    # end between the checkpoint's appearance and the requeue, and then has nothing to resume.
+    # Resume it before the requeue: SLURM holds a requeued suspended job, and can start it again
+    # while the old processes still exit.
+    _scontrol("suspend", job)
+    assert read_result(cell.cell_dir(tmp_path / "runs")) is None, (
+        "the cell finished before it could be suspended; give it more epochs"
+    )
+    _scontrol("resume", job)
+    _scontrol("requeue", job)
+    # SLURM delays a requeued job by two minutes (BeginTime) once it is pending: start it now.
     while _job_state(job) != "PENDING":
         assert time.monotonic() < deadline, f"job {job} never went back to PENDING"
         time.sleep(0.5)
-    release = ["scontrol", "update", f"JobId={job}", "StartTime=now"]
-    assert subprocess.run(release, capture_output=True).returncode == 0
+    _scontrol("update", f"JobId={job}", "StartTime=now")
 
     status = d2bench("status", str(study), "--wait", "--poll", "2", "--tracking-uri", uri,
                      cwd=tmp_path, timeout=400)  # fmt: skip
@@ -74,6 +82,11 @@ def test_requeued_cell_resumes_from_its_checkpoint(
     assert "resumed from" in log
     assert "nothing to do" in d2bench("run", str(study), "--backend", "slurm", *args,
                                       cwd=tmp_path).stdout  # fmt: skip
+
+
+def _scontrol(*args: str) -> None:
+    done = subprocess.run(["scontrol", *args], capture_output=True, text=True)
+    assert done.returncode == 0, f"scontrol {' '.join(args)}: {done.stderr}"
 
 
 def _job_state(job: str) -> str:
