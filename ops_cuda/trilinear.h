@@ -30,14 +30,49 @@ struct Corners {
   uint8_t inside;     // bit c set when corner c = (dt·4 + dy·2 + dx) lies in the volume
 };
 
+// Whether a sample at (t, y, x) can touch the volume at all: every coordinate in (−1, size).
+// Written as a negation of "outside" so that NaN coordinates count as outside.
+template <typename coord_t>
+D2_HOST_DEVICE bool trilinear_touches(coord_t t, coord_t y, coord_t x, int64_t depth,
+                                      int64_t height, int64_t width) {
+  return t > coord_t(-1) && t < coord_t(depth) && y > coord_t(-1) && y < coord_t(height) &&
+         x > coord_t(-1) && x < coord_t(width);
+}
+
+// One axis of the stencil: the lower neighbour floor(c), the fractional part, and which of the
+// two neighbours (lower, lower + 1) lie in [0, size). The corners are products of two axes'
+// weights (1 − frac, frac), so the 8-corner form below and the separable gather of the Hopper
+// forward both build on this. index_t: int64_t in general, int where the plane is < 2³¹.
+template <typename coord_t, typename index_t>
+struct AxisStencil {
+  index_t lower;
+  coord_t frac;
+  bool inside[2];
+};
+
+template <typename index_t, typename coord_t>
+D2_HOST_DEVICE AxisStencil<coord_t, index_t> trilinear_axis(coord_t c, index_t size) {
+  const coord_t lower = floor(c);
+  AxisStencil<coord_t, index_t> axis;
+  axis.lower = static_cast<index_t>(lower);
+  axis.frac = c - lower;
+  axis.inside[0] = axis.lower >= 0 && axis.lower < size;
+  axis.inside[1] = axis.lower + 1 >= 0 && axis.lower + 1 < size;
+  return axis;
+}
+
+// The weight of neighbour d ∈ {0, 1} along an axis with fractional part `frac`.
+template <typename coord_t>
+D2_HOST_DEVICE coord_t axis_weight(coord_t frac, int d) {
+  return d ? frac : coord_t(1) - frac;
+}
+
 // Corner c = dt·4 + dy·2 + dx, dt/dy/dx ∈ {0, 1} the step from floor(coordinate).
 template <typename coord_t>
 D2_HOST_DEVICE void trilinear_corners(coord_t t, coord_t y, coord_t x, int64_t depth,
                                       int64_t height, int64_t width, Corners<coord_t>& out) {
   out.inside = 0;
-  // Written as negations so that NaN coordinates count as outside.
-  if (!(t > coord_t(-1) && t < coord_t(depth) && y > coord_t(-1) && y < coord_t(height) &&
-        x > coord_t(-1) && x < coord_t(width))) {
+  if (!trilinear_touches(t, y, x, depth, height, width)) {
     for (int c = 0; c < 8; ++c) {
       out.index[c] = 0;
       out.weight[c] = coord_t(0);
@@ -45,21 +80,18 @@ D2_HOST_DEVICE void trilinear_corners(coord_t t, coord_t y, coord_t x, int64_t d
     out.frac[0] = out.frac[1] = out.frac[2] = coord_t(0);
     return;
   }
-  const coord_t t0f = floor(t), y0f = floor(y), x0f = floor(x);
-  const int64_t t0 = static_cast<int64_t>(t0f), y0 = static_cast<int64_t>(y0f),
-                x0 = static_cast<int64_t>(x0f);
-  const coord_t ft = t - t0f, fy = y - y0f, fx = x - x0f;
-  out.frac[0] = ft;
-  out.frac[1] = fy;
-  out.frac[2] = fx;
+  const auto at = trilinear_axis(t, depth), ay = trilinear_axis(y, height),
+             ax = trilinear_axis(x, width);
+  out.frac[0] = at.frac;
+  out.frac[1] = ay.frac;
+  out.frac[2] = ax.frac;
 #pragma unroll
   for (int c = 0; c < 8; ++c) {
     const int dt = c >> 2, dy = (c >> 1) & 1, dx = c & 1;
-    const int64_t ti = t0 + dt, yi = y0 + dy, xi = x0 + dx;
-    const bool in = ti >= 0 && ti < depth && yi >= 0 && yi < height && xi >= 0 && xi < width;
-    const coord_t w = (dt ? ft : coord_t(1) - ft) * (dy ? fy : coord_t(1) - fy) *
-                      (dx ? fx : coord_t(1) - fx);
-    out.index[c] = in ? (ti * height + yi) * width + xi : 0;
+    const bool in = at.inside[dt] && ay.inside[dy] && ax.inside[dx];
+    const coord_t w =
+        axis_weight(at.frac, dt) * axis_weight(ay.frac, dy) * axis_weight(ax.frac, dx);
+    out.index[c] = in ? ((at.lower + dt) * height + ay.lower + dy) * width + ax.lower + dx : 0;
     out.weight[c] = in ? w : coord_t(0);
     out.inside |= static_cast<uint8_t>(in) << c;
   }
@@ -80,9 +112,7 @@ D2_HOST_DEVICE coord_t trilinear_value(const scalar_t* plane, const Corners<coor
 template <typename coord_t>
 D2_HOST_DEVICE void corner_weight_grad(int c, coord_t ft, coord_t fy, coord_t fx, coord_t d[3]) {
   const int dt = c >> 2, dy = (c >> 1) & 1, dx = c & 1;
-  const coord_t wt = dt ? ft : coord_t(1) - ft;
-  const coord_t wy = dy ? fy : coord_t(1) - fy;
-  const coord_t wx = dx ? fx : coord_t(1) - fx;
+  const coord_t wt = axis_weight(ft, dt), wy = axis_weight(fy, dy), wx = axis_weight(fx, dx);
   const coord_t st = dt ? coord_t(1) : coord_t(-1);
   const coord_t sy = dy ? coord_t(1) : coord_t(-1);
   const coord_t sx = dx ? coord_t(1) : coord_t(-1);

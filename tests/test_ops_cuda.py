@@ -292,22 +292,23 @@ def test_hopper_forward_fills_every_sm():
     assert _rel(got, want) < 1e-2
 
 
-@pytest.mark.skipif(not _hopper(), reason="needs a compute-capability-9.0 GPU (sm_90a kernel)")
-def test_hopper_forward_index_past_2_pow_31_elements(monkeypatch):
-    """64-bit addressing in the wgmma forward: input and output of > 2³¹ elements."""
+def _inputs_past_2_pow_31(c: int, o: int, h: int, w: int, weight_scale: float) -> tuple:
+    """bf16 input of > 2³¹ elements (T = 4), dilations near 1 and small weights."""
     free, _ = torch.cuda.mem_get_info()
     if free < 24 * 2**30:
         pytest.skip("needs 24 GiB of free GPU memory")
-    c, o, t, h, w = 32, 32, 4, 4096, 4200
+    t = 4
     assert c * t * h * w > 2**31
     gen = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(1, c, t, h, w, device="cuda", dtype=torch.bfloat16, generator=gen)
-    x = x.contiguous(memory_format=CL)
     s = 1 + 0.3 * torch.randn(1, 3, t, h, w, device="cuda", generator=gen)
-    wgt = torch.randn(o, c, 3, 3, 3, device="cuda", dtype=torch.bfloat16, generator=gen) / 30
-    monkeypatch.delenv("D2BENCH_CUDA_FORWARD", raising=False)
-    out, kernels = _kernels_run(lambda: ops.d2conv3d(x, s, None, wgt))
-    assert any("hopper_forward_kernel" in name for name in kernels)
+    wgt = torch.randn(o, c, 3, 3, 3, device="cuda", dtype=torch.bfloat16, generator=gen)
+    return x, s, wgt / weight_scale
+
+
+def _check_far_end(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, wgt: torch.Tensor):
+    """The last 12 rows of the output equal the reference run on the last 24 rows of the input."""
+    h = x.shape[-2]
     crop = slice(h - 24, h)  # |s| < 3 keeps every sample of the last 12 rows inside the crop
     assert float(s[..., crop, :].abs().max()) < 3
     want = reference.d2conv3d_reference(
@@ -315,6 +316,17 @@ def test_hopper_forward_index_past_2_pow_31_elements(monkeypatch):
         make_geometry(x[..., crop, :], 1, 1, 1),
     )  # fmt: skip
     assert _rel(out[..., h - 12 :, :], want[..., 12:, :]) < 1e-2
+
+
+@pytest.mark.skipif(not _hopper(), reason="needs a compute-capability-9.0 GPU (sm_90a kernel)")
+def test_hopper_forward_index_past_2_pow_31_elements(monkeypatch):
+    """64-bit addressing in the wgmma forward: input and output of > 2³¹ elements."""
+    x, s, wgt = _inputs_past_2_pow_31(c=32, o=32, h=4096, w=4200, weight_scale=30)
+    x = x.contiguous(memory_format=CL)  # the wgmma forward's layout (the old copy is freed)
+    monkeypatch.delenv("D2BENCH_CUDA_FORWARD", raising=False)
+    out, kernels = _kernels_run(lambda: ops.d2conv3d(x, s, None, wgt))
+    assert any("hopper_forward_kernel" in name for name in kernels)
+    _check_far_end(out, x, s, wgt)
 
 
 def test_odd_channel_count_uses_the_scalar_path():
@@ -350,23 +362,10 @@ def test_opcheck_cuda():
 
 def test_index_past_2_pow_31_elements():
     """Input and output of > 2³¹ elements: compare a crop at the far end with the reference."""
-    free, _ = torch.cuda.mem_get_info()
-    if free < 24 * 2**30:
-        pytest.skip("needs 24 GiB of free GPU memory")
-    c, o, t, h, w = 8, 8, 4, 8192, 8200
-    assert c * t * h * w > 2**31
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(1, c, t, h, w, device="cuda", dtype=torch.bfloat16, generator=gen)
-    s = 1 + 0.3 * torch.randn(1, 3, t, h, w, device="cuda", generator=gen)
-    wgt = torch.randn(o, c, 3, 3, 3, device="cuda", dtype=torch.bfloat16, generator=gen) / 15
+    x, s, wgt = _inputs_past_2_pow_31(c=8, o=8, h=8192, w=8200, weight_scale=15)
+    h = x.shape[-2]
     out = ops.d2conv3d(x, s, None, wgt)
-    crop = slice(h - 24, h)  # |s| < 3 keeps every sample of the last 12 rows inside the crop
-    assert float(s[..., crop, :].abs().max()) < 3
-    want = reference.d2conv3d_reference(
-        x[..., crop, :].double(), s[..., crop, :].double(), None, wgt.double(), None,
-        make_geometry(x[..., crop, :], 1, 1, 1),
-    )  # fmt: skip
-    assert _rel(out[..., h - 12 :, :], want[..., 12:, :]) < 1e-2
+    _check_far_end(out, x, s, wgt)
     del out
     s.requires_grad_()
     x.requires_grad_()

@@ -67,13 +67,8 @@ __device__ __forceinline__ RowSample sample_row(const Taps& taps, const typename
   float c[3] = {0.0f, 0.0f, 0.0f}, m = 0.0f;
   if (valid) {
     const auto coord = taps.coord(v, g, k);
-    // A sample with any coordinate <= -1 or >= size (or NaN) is 0: weight 0 at the origin.
-    bool inside = true;
-#pragma unroll
-    for (int a = 0; a < 3; ++a) {
-      inside = inside && coord.v[a] > -1.0f && coord.v[a] < static_cast<float>(sizes[a]);
-    }
-    if (inside) {
+    // A sample that touches nothing is 0: the origin's corners with modulation 0.
+    if (trilinear_touches(coord.v[0], coord.v[1], coord.v[2], s.depth, s.height, s.width)) {
 #pragma unroll
       for (int a = 0; a < 3; ++a) c[a] = coord.v[a];
       m = static_cast<float>(taps.modulation(v, g, k));
@@ -83,13 +78,14 @@ __device__ __forceinline__ RowSample sample_row(const Taps& taps, const typename
   out.moves = 0;
 #pragma unroll
   for (int a = 0; a < 3; ++a) {
-    const float lo = floorf(c[a]), frac = c[a] - lo;
-    const int i0 = static_cast<int>(lo), size = static_cast<int>(sizes[a]);
-    const bool in0 = i0 >= 0, in1 = i0 + 1 < size;  // i0 <= size − 1 and i0 + 1 >= 0 hold
-    out.axis[a].offset[0] = (in0 ? i0 : 0) * static_cast<int>(strides[a]);
-    out.axis[a].offset[1] = (in1 ? i0 + 1 : size - 1) * static_cast<int>(strides[a]);
-    out.axis[a].weight[0] = in0 ? 1.0f - frac : 0.0f;
-    out.axis[a].weight[1] = in1 ? frac : 0.0f;
+    const auto axis = trilinear_axis(c[a], static_cast<int>(sizes[a]));
+    const int stride = static_cast<int>(strides[a]);
+    // A neighbour outside gets weight 0 and the other neighbour's offset (one of the two is
+    // inside): its load stays in bounds and in a cache line the row reads anyway.
+    out.axis[a].offset[0] = (axis.inside[0] ? axis.lower : axis.lower + 1) * stride;
+    out.axis[a].offset[1] = (axis.inside[1] ? axis.lower + 1 : axis.lower) * stride;
+    out.axis[a].weight[0] = axis.inside[0] ? axis_weight(axis.frac, 0) : 0.0f;
+    out.axis[a].weight[1] = axis.inside[1] ? axis_weight(axis.frac, 1) : 0.0f;
     out.moves |= static_cast<unsigned>(out.axis[a].weight[1] != 0.0f) << (2 - a);
   }
   // Modulation folded into the t weights; the products below then carry it.
