@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from d2bench.bench import model_bench
 from d2bench.cli import main
 from d2bench.config import InferConfig
 from d2bench.engine.inference import plan_clips, predict_video
@@ -208,9 +209,32 @@ def test_bench_model_quick_writes_json_and_markdown(tmp_path, capsys):
     assert report["environment"]["torch_version"] == torch.__version__
     assert [row["quantity"] for row in report["targets"]] == ["fps", "memory"]
     assert all(row["ratio"] is not None for row in report["targets"])
+    drift = report["baseline_drift"]
+    assert drift["first_ms"] == report["results"]["baseline"]["clip"]["median_ms"]
+    assert drift["last_ms"] > 0 and drift["change"] == pytest.approx(
+        drift["last_ms"] / drift["first_ms"] - 1
+    )
     markdown = (tmp_path / "model-cpu-quick.md").read_text()
     assert "(IV) S+T (\\|D\\|=3)" in markdown
-    assert "Targets" in markdown
+    assert "Targets" in markdown and "measured again after the last variant" in markdown
+
+
+def test_bench_model_leaves_the_fps_target_unjudged_when_the_host_drifts():
+    entries = {
+        "baseline": {"relative": {"fps": 1.0, "memory": 1.0}},
+        "d2conv3d_iv": {"relative": {"fps": 1.18, "memory": 1.2}},
+    }
+    drifting = model_bench.baseline_drift(45.5, 30.0)
+    assert not drifting["stable"] and drifting["change"] == pytest.approx(30.0 / 45.5 - 1)
+    rows = {row["quantity"]: row for row in model_bench.evaluate_targets(
+        entries, gpu=True, drift=drifting)}  # fmt: skip
+    assert rows["fps"]["met"] is None and rows["fps"]["unjudged_for_drift"]
+    assert rows["memory"]["met"] is False  # memory does not depend on the host's speed
+    steady = model_bench.baseline_drift(45.5, 47.0)
+    rows = {row["quantity"]: row for row in model_bench.evaluate_targets(
+        entries, gpu=True, drift=steady)}  # fmt: skip
+    assert steady["stable"] and rows["fps"]["met"] is True
+    assert not model_bench.baseline_drift(45.5, None)["stable"]
 
 
 def test_bench_model_rejects_an_unknown_variant(tmp_path, capsys):
