@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -207,3 +208,46 @@ def test_quick_run_evaluates_targets(quick_report):
         assert speedup["pass"] == (expected >= 20)
         # Peak memory is measured on CUDA only: the memory criteria stay unevaluated on a CPU.
         assert {row["pass"] for row in rows if row["kind"] == "memory"} == {None}
+
+
+def test_rejudge_recomputes_the_verdicts_of_a_written_report(quick_report, tmp_path):
+    from d2bench.cli import main
+
+    report = copy.deepcopy(quick_report[1])
+    evaluated_before = report["targets"]["evaluated"]
+    shape = QUICK_SHAPES[0]
+    fp32 = report["results"][shape.id]["d2conv3d_fp32"]
+    output_bytes = shape.batch * shape.c_out * shape.t * shape.h * shape.w * 4
+    # Stand in for a GPU run's memory figures: none extra forward, twice the output backward.
+    fp32["forward"]["memory"]["extra_bytes"] = 0
+    fp32["backward_call"]["memory"]["extra_bytes"] = 2 * output_bytes
+    del report["targets"]
+    path = tmp_path / "ops-test.json"
+    path.write_text(json.dumps(report), encoding="utf-8")
+
+    assert main(["bench", "ops", "--rejudge", str(path)]) == 0
+    judged = json.loads(path.read_text(encoding="utf-8"))
+    rows = judged["targets"]["per_shape"][shape.id]
+    memory = {row["phase"]: row for row in rows
+              if row["kind"] == "memory" and row["variant"] == "d2conv3d_fp32"}  # fmt: skip
+    assert memory["forward"]["ratio"] == 0 and memory["forward"]["pass"] is True
+    assert memory["backward_call"]["ratio"] == pytest.approx(2.0)
+    assert memory["backward_call"]["pass"] is False
+    assert judged["targets"]["total"] == len(TARGETS) * len(QUICK_SHAPES)
+    assert judged["targets"]["evaluated"] == evaluated_before + 2  # the two made-up figures
+    assert "judged_by_revision" in judged["targets"]
+    assert judged["results"] == report["results"]  # the measurements are untouched
+    markdown = path.with_suffix(".md").read_text(encoding="utf-8")
+    assert "d2conv3d_fp32 bwd extra memory ≤ 1× the output" in markdown
+
+
+def test_rejudge_rejects_a_file_that_is_not_an_ops_report(tmp_path, capsys):
+    from d2bench.cli import main
+
+    missing = tmp_path / "absent.json"
+    assert main(["bench", "ops", "--rejudge", str(missing)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    other = tmp_path / "model.json"
+    other.write_text(json.dumps({"schema": "d2bench.model_bench/1"}), encoding="utf-8")
+    assert main(["bench", "ops", "--rejudge", str(other)]) == 2
+    assert "not an operator benchmark report" in capsys.readouterr().err

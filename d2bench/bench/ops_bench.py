@@ -32,7 +32,7 @@ import d2bench.ops as ops
 from d2bench.ops import reference
 from d2bench.ops.geometry import make_geometry
 
-from .environment import collect_environment, resolve_device
+from .environment import collect_environment, git_state, resolve_device
 from .timing import (
     MAX_INPUT_SETS,
     MIN_INPUT_SETS,
@@ -80,6 +80,10 @@ class OpShape:
     def label(self) -> str:
         text = f"{self.c_in}→{self.c_out} T{self.t} {self.h}×{self.w}"
         return text + (f" N{self.batch}" if self.batch != 1 else "")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpShape:
+        return cls(*(int(data[key]) for key in ("c_in", "c_out", "t", "h", "w", "batch")))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,6 +210,8 @@ TARGETS: tuple[Target, ...] = (
     Target("d2conv3d_bf16", BACKWARD, 1.0, MEMORY),
     Target("dcnv2_bf16", FORWARD, 1.0, MEMORY),
     Target("dcnv2_bf16", BACKWARD, 1.0, MEMORY),
+    Target("d2conv3d_fp32", FORWARD, 1.0, MEMORY),
+    Target("d2conv3d_fp32", BACKWARD, 1.0, MEMORY),
 )
 
 
@@ -490,6 +496,56 @@ def _evaluate_targets(entries: dict[str, dict[str, Any]], shape: OpShape) -> lis
     return rows
 
 
+def _targets_report(per_shape: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The criteria, each shape's verdicts and the counts, as the report stores them."""
+    verdicts = [row["pass"] for rows in per_shape.values() for row in rows]
+    evaluated = [verdict for verdict in verdicts if verdict is not None]
+    return {
+        "criteria": [
+            {
+                "target": t.label,
+                "variant": t.variant,
+                "phase": t.phase,
+                "baseline": t.baseline,
+                "kind": t.kind,
+                "limit": t.limit,
+            }
+            for t in TARGETS
+        ],
+        "per_shape": per_shape,
+        "total": len(verdicts),
+        "evaluated": len(evaluated),
+        "passed": sum(evaluated),
+        "all_pass": (all(evaluated) if len(evaluated) == len(verdicts) else None),
+    }
+
+
+def rejudge_report(json_path: Path) -> Path:
+    """Judge a written report's measurements again against today's TARGETS and rewrite it.
+
+    For criteria added after a run: the measurements (times, memory) stay as they were, the
+    ratios and verdicts are recomputed, and the report records the revision that judged them.
+    """
+    json_path = Path(json_path)
+    report = json.loads(json_path.read_text())
+    if report.get("schema") != SCHEMA:
+        raise ValueError(f"not an operator benchmark report (its schema is not {SCHEMA})")
+    per_shape = {}
+    for shape_data in report["shapes"]:
+        shape = OpShape.from_dict(shape_data)
+        entries = report["results"][shape.id]
+        _add_ratios(entries)
+        per_shape[shape.id] = _evaluate_targets(entries, shape)
+    report["targets"] = {
+        **_targets_report(per_shape),
+        "judged_by_revision": git_state().get("git_revision"),
+    }
+    report = _json_safe(report)
+    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+    _write_atomic(json_path.with_suffix(".md"), render_markdown(report))
+    return json_path
+
+
 # --------------------------------------------------------------------------------------------
 # Output
 
@@ -639,6 +695,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Targets met: {summary['passed']} of {summary['evaluated']} evaluated "
         f"({summary['total']} in all).",
     ]
+    judged_by = summary.get("judged_by_revision")
+    if judged_by and judged_by != revision:
+        lines += [
+            "",
+            f"The targets were judged again by revision {judged_by[:12]} on these measurements "
+            "(`d2bench bench ops --rejudge`), for criteria added after the run.",
+        ]
     if errors:
         lines += ["", "## Errors and skipped entries", "", *errors]
     return "\n".join(lines) + "\n"
@@ -716,8 +779,6 @@ def run_ops_benchmark(
             results[shape.id] = entries
             per_shape_targets[shape.id] = _evaluate_targets(entries, shape)
 
-    verdicts = [row["pass"] for rows in per_shape_targets.values() for row in rows]
-    evaluated = [verdict for verdict in verdicts if verdict is not None]
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "quick": quick,
@@ -748,24 +809,7 @@ def run_ops_benchmark(
         "shapes": [shape.to_dict() for shape in shapes],
         "variants": [variant.to_dict() for variant in VARIANTS],
         "results": results,
-        "targets": {
-            "criteria": [
-                {
-                    "target": t.label,
-                    "variant": t.variant,
-                    "phase": t.phase,
-                    "baseline": t.baseline,
-                    "kind": t.kind,
-                    "limit": t.limit,
-                }
-                for t in TARGETS
-            ],
-            "per_shape": per_shape_targets,
-            "total": len(verdicts),
-            "evaluated": len(evaluated),
-            "passed": sum(evaluated),
-            "all_pass": (all(evaluated) if len(evaluated) == len(verdicts) else None),
-        },
+        "targets": _targets_report(per_shape_targets),
         "wall_s": time.perf_counter() - started,
     }
     report = _json_safe(report)

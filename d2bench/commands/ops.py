@@ -23,8 +23,18 @@ def _ops_check(args: argparse.Namespace) -> int:
 
 
 def _bench_ops(args: argparse.Namespace) -> int:
-    from ..bench.ops_bench import run_ops_benchmark
+    from ..bench.ops_bench import rejudge_report, run_ops_benchmark
+    from ..cli import UsageError
 
+    if args.rejudge is not None:
+        if not args.rejudge.is_file():
+            raise UsageError(f"--rejudge {args.rejudge}: no such file (give an ops-<gpu>.json)")
+        try:
+            path = rejudge_report(args.rejudge)
+        except (ValueError, KeyError) as error:
+            raise UsageError(f"--rejudge {args.rejudge}: {error}") from None
+        print(f"rewrote {path} and {path.with_suffix('.md')} (targets judged again)")
+        return 0
     path = run_ops_benchmark(
         args.out, quick=args.quick, repeats=args.repeats, warmup=args.warmup, device=args.device
     )
@@ -50,4 +60,11 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     bench_ops.add_argument("--repeats", type=int, default=30)
     bench_ops.add_argument("--warmup", type=int, default=5)
     bench_ops.add_argument("--device", default=None, help="default: cuda if available")
+    bench_ops.add_argument(
+        "--rejudge",
+        type=Path,
+        metavar="JSON",
+        help="judge a written report's measurements against today's targets and rewrite it "
+        "(and its .md); measures nothing",
+    )
     bench_ops.set_defaults(handler=_bench_ops)
