@@ -13,8 +13,12 @@ for daemon in slurmd slurmctld; do
     fi
 done
 for _ in $(seq 1 20); do
-    [[ -e /run/slurmd.pid || -e /run/slurmctld.pid ]] || break
     pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break
     sleep 0.25
+done
+# A daemon whose pid file is gone (a crashed or half-stopped earlier run) is stopped by name, so
+# that the next start.sh gets a node that answers.
+for daemon in slurmd slurmctld; do
+    pkill -x "$daemon" 2>/dev/null && sleep 1
 done
 exit 0
