@@ -403,7 +403,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     for row in report["targets"]:
         verdict = {None: "not measured", True: "met", False: "not met"}[row["met"]]
         if row.get("unjudged_for_drift"):
-            verdict = "not judged (the host's speed drifted during the run)"
+            verdict = (
+                "not judged (the host's speed drifted during the run)"
+                if drift.get("change") is not None
+                else "not judged (the baseline could not be measured again)"
+            )
         note = "" if row["applies"] else " (CPU smoke run: not a GPU measurement)"
         lines.append(f"- {row['target']}: {_fmt(row['ratio'], 3, '×')} — {verdict}{note}")
     lines.append("")
