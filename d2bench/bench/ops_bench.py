@@ -540,9 +540,7 @@ def rejudge_report(json_path: Path) -> Path:
         **_targets_report(per_shape),
         "judged_by_revision": git_state().get("git_revision"),
     }
-    report = _json_safe(report)
-    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
-    _write_atomic(json_path.with_suffix(".md"), render_markdown(report))
+    _write_report(json_path, report)
     return json_path
 
 
@@ -565,6 +563,15 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     return value
+
+
+def _write_report(json_path: Path, report: dict[str, Any]) -> str:
+    """The report as JSON at ``json_path`` and as Markdown beside it; returns the Markdown."""
+    report = _json_safe(report)
+    markdown = render_markdown(report)
+    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+    _write_atomic(json_path.with_suffix(".md"), markdown)
+    return markdown
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -812,11 +819,8 @@ def run_ops_benchmark(
         "targets": _targets_report(per_shape_targets),
         "wall_s": time.perf_counter() - started,
     }
-    report = _json_safe(report)
     json_path = out_dir / f"ops-{slug}.json"
-    markdown = render_markdown(report)
-    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
-    _write_atomic(out_dir / f"ops-{slug}.md", markdown)
+    markdown = _write_report(json_path, report)
     say("")
     say(markdown)
     return json_path
