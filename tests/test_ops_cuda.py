@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import d2bench.ops as ops
+from d2bench.bench.timing import peak_extra_memory
 from d2bench.layers import get_variant
 from d2bench.layers.replace import build_layer
 from d2bench.ops import reference
@@ -204,11 +207,74 @@ def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> 
     for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
         if b is not None:
             assert _rel(a, b) < 1e-2, name
-    # The same call with a contiguous upstream gradient takes the chunked backward.
+    # The same call with a contiguous upstream gradient takes the CUDA-core backward.
     plain = _values_and_grads(_run(kind, groups, geom), inputs)
     for name, a, b in zip(["x", "coords", "mask", "w"], got[1:5], plain[1:5], strict=True):
         if b is not None:
             assert _rel(a, b) < 1e-2, name
+
+
+def _cuda_core_backward_cases() -> list[tuple[str, dict]]:
+    """Shapes that make the CUDA-core backward's launcher pick each of its grids."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    return [
+        ("d2", dict(c=16, o=8)),  # 64-voxel tiles, one block of input channels
+        ("d2", dict(c=256, o=8, size=(2, 6, 8))),  # two channel blocks over 6 tiles: two shares
+        ("dcn", dict(c=48, o=136, groups=2)),  # 24 channels per group; a partial output block
+        ("d2", dict(c=6, o=5, scale=6.0)),  # 6 channels: scalar paths; most samples outside
+        ("d2", dict(c=1024, o=8, size=(2, 4, 6))),  # weight-gradient tiles of 128 channels
+        ("d2", dict(n=1, c=8, o=8, size=(4 * sms, 16, 8))),  # 4 waves of 128-voxel tiles
+    ]
+
+
+@pytest.mark.parametrize(
+    "dtype,layout", [(torch.float32, None), (torch.float32, CL), (torch.bfloat16, None)]
+)
+def test_cuda_core_backward_grids_match_reference(dtype, layout):
+    """float32 (either layout) and 16-bit calls outside the tensor-core backward: every gradient
+    against float64, and both tile heights of both kernels launched over the cases."""
+    names: set[str] = set()
+    for kind, case in _cuda_core_backward_cases():
+        case = dict(case)
+        groups, n = case.pop("groups", 1), case.pop("n", 2)
+        inputs, geom = _inputs(kind, n=n, groups=groups, dtype=dtype, map_dtype=torch.float32,
+                               layout=layout, **case)  # fmt: skip
+        run = _run(kind, groups, geom)
+        got, kernels = _kernels_run(lambda run=run, inputs=inputs: _values_and_grads(run, inputs))
+        names |= kernels
+        want = _values_and_grads(
+            _oracle(kind, groups, geom), [None if t is None else t.double() for t in inputs]
+        )
+        tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+        for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
+            if b is not None:
+                assert _rel(a, b) < tolerance, (kind, case, name)
+    for kernel in ("simt_weight_grad_kernel", "simt_input_grad_kernel"):
+        for rows in (64, 128):
+            pattern = re.compile(rf"{kernel}<.*, {rows}>")
+            assert any(pattern.search(name) for name in names), (kernel, rows, sorted(names))
+
+
+MEMORY_CASES = [
+    (torch.float32, CL, 64),
+    (torch.float32, None, 64),
+    (torch.bfloat16, None, 64),  # CUDA-core backward: its accumulator sized to the output
+    (torch.bfloat16, CL, 256),  # tensor-core backward: 64 accumulator channels, half the output
+]
+
+
+@pytest.mark.parametrize("kind", ["d2", "dcn"])
+@pytest.mark.parametrize("dtype,layout,o", MEMORY_CASES)
+def test_backward_extra_memory_within_the_output(kind, dtype, layout, o):
+    """No column buffer: the backward call asks for no more memory than the output's size."""
+    inputs, geom = _inputs(kind, n=1, c=256, o=o, size=(2, 12, 14), dtype=dtype,
+                           map_dtype=torch.float32, layout=layout)  # fmt: skip
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    out = _run(kind, 1, geom)(*leaves)
+    grad = torch.randn_like(out)
+    wanted = [t for t in leaves if t is not None]
+    memory = peak_extra_memory(lambda g: torch.autograd.grad(out, wanted, g), grad, "cuda")
+    assert memory["extra_bytes"] <= out.numel() * out.element_size(), memory
 
 
 def _grid_sizes():

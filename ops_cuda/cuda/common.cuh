@@ -7,6 +7,10 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <mutex>
+#include <set>
+#include <utility>
+
 #include "../checks.h"
 #include "../taps.h"
 #include "../trilinear.h"
@@ -51,6 +55,26 @@ __device__ __forceinline__ void atomic_add(T* address, T value) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Whether t's data starts on a multiple of `bytes` (vector loads, cp.async, TMA).
+inline bool is_aligned(const at::Tensor& t, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % bytes == 0;
+}
+
+// Lets `kernel` take `bytes` of dynamic shared memory (over the default 48 KiB) on the current
+// device. The attribute belongs to the device's context, so it is set once per kernel and device,
+// not on every launch.
+inline void allow_dynamic_smem(const void* kernel, int bytes) {
+  static std::mutex guard;
+  static std::set<std::pair<const void*, int>> done;
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(guard);
+  if (done.count({kernel, device}) != 0) return;
+  C10_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done.insert({kernel, device});
+}
 
 // The VEC values of a 16-byte load as coord_t, by bit manipulation (no round trip through
 // local memory, which taking the address of the loaded vector would cause).

@@ -4,14 +4,13 @@
 // order (a weight held that way is not copied). On Hopper, float16/bfloat16 calls with
 // channels_last_3d input take the wgmma kernel of hopper_forward.cuh; other calls the mma.sync
 // (16-bit) or SIMT (float32/float64) kernels of fused_forward.cuh.
-// Backward, float16/bfloat16 with channels_last_3d input and ∂L/∂out: two fused implicit GEMMs
-// (fused_backward.cuh), no column buffer; the extra memory is a float32 accumulator of 64 input
-// channels. Other calls (and D2BENCH_CUDA_BACKWARD=columns): per chunk of output voxels, the
-// sampled columns are gathered (for the weight gradient) and ∂L/∂columns is formed by cuBLAS; a
-// warp-per-voxel kernel turns it into the input gradient and the coordinate/modulation
-// gradients. The column buffer is kept within the output's size only where that leaves chunks of
-// at least kMinChunk voxels. Both backward paths add the input gradient with float atomics, so
-// PyTorch's deterministic mode raises; the other gradients are deterministic.
+// Backward: two implicit GEMMs whose sampled operand lives only in shared memory, so no column
+// buffer exists. float16/bfloat16 with channels_last_3d input and ∂L/∂out take the tensor-core
+// kernels of fused_backward.cuh; all other calls (float32, float64, other layouts) the CUDA-core
+// kernels of simt_backward.cuh. Extra memory: none for float32/float64; for 16-bit types a
+// float32 accumulator of a block of input channels, within the output's size. Both paths add
+// the input gradient with float atomics, so PyTorch's deterministic mode raises; the other
+// gradients are deterministic.
 //
 // Everything runs on the current stream of the input's device, with 64-bit indexing. Sampling
 // coordinates are float32 or wider: for float16/bfloat16 inputs the maps may be float32.
@@ -33,11 +32,11 @@
 #include <type_traits>
 
 #include "../checks.h"
-#include "backward_kernels.cuh"
 #include "common.cuh"
 #include "fused_backward.cuh"
 #include "fused_forward.cuh"
 #include "hopper_forward.cuh"
+#include "simt_backward.cuh"
 
 namespace d2bench {
 namespace cuda {
@@ -85,11 +84,9 @@ void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w_cl,
   const Layout xl = Layout::of(x), ol = Layout::of(out);
   constexpr int64_t vec = 16 / sizeof(scalar_t);
   const bool vector_loads = xl.channel == 1 && s.group_channels() % vec == 0 &&
-                            xl.voxel % vec == 0 && xl.batch % vec == 0 &&
-                            reinterpret_cast<uintptr_t>(x.const_data_ptr()) % 16 == 0;
+                            xl.voxel % vec == 0 && xl.batch % vec == 0 && is_aligned(x, 16);
   // Each (output channel, tap, group) run of channels starts 16-byte aligned.
-  const bool vector_weights = s.group_channels() % vec == 0 &&
-                              reinterpret_cast<uintptr_t>(w_cl.const_data_ptr()) % 16 == 0;
+  const bool vector_weights = s.group_channels() % vec == 0 && is_aligned(w_cl, 16);
   const int64_t rows = s.batch * s.out_plane();
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const auto launch = [&](auto* kernel, int threads, int bm, int bn) {
@@ -169,11 +166,8 @@ bool launch_hopper_forward(const at::Tensor& x, const Taps& taps, const at::Tens
   if (prop->major != 9 || prop->minor != 0) return false;
   const ConvShape& s = taps.shape;
   const Layout xl = Layout::of(x), ol = Layout::of(out);
-  const auto aligned = [](const at::Tensor& t, uintptr_t bytes) {
-    return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % bytes == 0;
-  };
   const bool applies = xl.channel == 1 && xl.voxel % 8 == 0 && xl.batch % 8 == 0 &&
-                       aligned(x, 16) && aligned(w_cl, 16) && s.group_channels() % T::BK == 0 &&
+                       is_aligned(x, 16) && is_aligned(w_cl, 16) && s.group_channels() % T::BK == 0 &&
                        s.in_plane() < (int64_t(1) << 31) && 27 * s.channels < (int64_t(1) << 31);
   if (!applies) return false;
   const int64_t rows = s.batch * s.out_plane();
@@ -181,11 +175,10 @@ bool launch_hopper_forward(const at::Tensor& x, const Taps& taps, const at::Tens
   CUtensorMap weight_map;
   if (!weight_tensor_map<scalar_t>(w_cl, weight_map)) return false;
   const auto kernel = &hopper_forward_kernel<scalar_t, Taps>;
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM_BYTES));
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), T::SMEM_BYTES);
   // Two output channels per 32-bit store where the output is channels_last_3d.
   const bool pair_stores =
-      ol.channel == 1 && ol.voxel % 2 == 0 && ol.batch % 2 == 0 && aligned(out, 4);
+      ol.channel == 1 && ol.voxel % 2 == 0 && ol.batch % 2 == 0 && is_aligned(out, 4);
   kernel<<<static_cast<unsigned>(ctas), T::THREADS, T::SMEM_BYTES,
            at::cuda::getCurrentCUDAStream()>>>(
       x.const_data_ptr<scalar_t>(), xl, taps, weight_map,
@@ -213,93 +206,205 @@ void launch_forward(const at::Tensor& x, const Taps& taps, const at::Tensor& wei
   }
 }
 
-// Voxels per backward chunk. The column buffer (chunk × 27·C) is kept within the output's size
-// where that still leaves chunks of at least kMinChunk voxels (enough to fill the GPU and keep
-// the GEMMs efficient), and within kMaxColumnElements in any case.
-constexpr int64_t kMinChunk = 8192;
-constexpr int64_t kMaxColumnElements = int64_t(1) << 28;
-
-int64_t backward_chunk(const ConvShape& s) {
-  const int64_t width = 27 * s.channels;
-  const int64_t by_output = s.batch * s.out_channels * s.out_plane() / width;
-  const int64_t chunk = std::min(std::max(by_output, kMinChunk), kMaxColumnElements / width);
-  return std::max<int64_t>(32, std::min<int64_t>(s.out_plane(), chunk));
+// One wave of CTAs after another over the GPU's slots, each wave as long as one CTA's work:
+// the time of a grid in units of `work_per_cta`.
+double grid_time(int64_t ctas, int64_t slots, double work_per_cta) {
+  return static_cast<double>(ceil_div(ctas, std::max<int64_t>(slots, 1))) * work_per_cta;
 }
 
+// How many CTAs of `kernel` the GPU holds at once with `smem` bytes of dynamic shared memory.
+int64_t resident_ctas(const void* kernel, int threads, int smem) {
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return std::max(per_sm, 1) *
+         static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+}
+
+// A 64-row tile does the same products as a 128-row one with less reuse of each operand load.
+constexpr double kSmallTileCost = 1.1;
+
+template <typename scalar_t, typename Taps, int BM>
+void launch_simt_weight_grad(const at::Tensor& x, const Taps& taps, const at::Tensor& gout,
+                             at::Tensor& grad_weight, bool vector_loads, int64_t ctas) {
+  const auto kernel = &simt_weight_grad_kernel<scalar_t, Taps, BM>;
+  constexpr int smem = sizeof(SimtWeightGradSmem<scalar_t, BM>);
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+  kernel<<<static_cast<unsigned>(ctas), 256, smem, at::cuda::getCurrentCUDAStream()>>>(
+      x.const_data_ptr<scalar_t>(), Layout::of(x), taps, gout.const_data_ptr<scalar_t>(),
+      Layout::of(gout), grad_weight.data_ptr<scalar_t>(), vector_loads);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// ∂L/∂W by simt_weight_grad_kernel: 128 input channels per CTA, or 64 where the larger tile
+// would leave more of the GPU idle than the smaller one costs.
 template <typename scalar_t, typename Taps>
-void launch_backward(const at::Tensor& grad_out, const at::Tensor& x, const Taps& taps,
-                     const at::Tensor& weight, at::Tensor& grad_input, at::Tensor& grad_w2,
-                     bool coordinates) {
-  using acc_t = at::opmath_type<scalar_t>;
+void simt_weight_grad(const at::Tensor& x, const Taps& taps, const at::Tensor& gout,
+                      at::Tensor& grad_weight) {
   const ConvShape& s = taps.shape;
   const Layout xl = Layout::of(x);
-  const int64_t width = 27 * s.channels, chunk = backward_chunk(s);
-  const at::Tensor w2 = weight.permute({0, 2, 3, 4, 1}).reshape({s.out_channels, width});
-  at::Tensor cols = at::empty({chunk * width}, x.options());
-  at::Tensor grad_x_acc;
-  if (grad_input.defined()) {
-    if (grad_input.scalar_type() == c10::CppTypeToScalarType<acc_t>::value) {
-      grad_x_acc = grad_input;
-    } else {
-      grad_x_acc = at::zeros_like(x, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    }
-  }
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  // Four contiguous channels per lane (8- or 16-byte accesses, float4 atomics) where the layout
-  // and alignment allow; float64 keeps the scalar path.
-  const auto aligned = [](const at::Tensor& t, int64_t bytes) {
-    return !t.defined() || reinterpret_cast<uintptr_t>(t.const_data_ptr()) % bytes == 0;
+  constexpr int64_t vec = 16 / sizeof(scalar_t);
+  const bool vector_loads = xl.channel == 1 && s.group_channels() % vec == 0 &&
+                            xl.voxel % vec == 0 && xl.batch % vec == 0 && is_aligned(x, 16);
+  const auto ctas = [&](int64_t bm) {
+    return 27 * s.groups * ceil_div(s.group_channels(), bm) * ceil_div(s.out_channels, 128);
   };
-  const bool vector4 = std::is_same_v<acc_t, float> && xl.channel == 1 &&
-                       s.group_channels() % 4 == 0 && xl.voxel % 4 == 0 && xl.batch % 4 == 0 &&
-                       aligned(x, 4 * sizeof(scalar_t)) && aligned(cols, 4 * sizeof(scalar_t)) &&
-                       aligned(grad_x_acc, 16) &&
-                       (!grad_x_acc.defined() || Layout::of(grad_x_acc).channel == 1);
-  for (int64_t n = 0; n < s.batch; ++n) {
-    const at::Tensor gout_n = grad_out[n].reshape({s.out_channels, s.out_plane()});
-    for (int64_t p0 = 0; p0 < s.out_plane(); p0 += chunk) {
-      const int64_t count = std::min(chunk, s.out_plane() - p0);
-      at::Tensor block = cols.narrow(0, 0, count * width).view({count, width});
-      const at::Tensor gout = gout_n.narrow(1, p0, count);  // C_out × count
-      const unsigned blocks = static_cast<unsigned>(ceil_div(count, kWarpsPerBlock));
-      if (grad_w2.defined()) {
-        gather_columns_kernel<scalar_t, Taps><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-            x.const_data_ptr<scalar_t>(), xl, taps, n, p0, count, block.data_ptr<scalar_t>(),
-            vector4);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        if (grad_w2.scalar_type() == x.scalar_type()) {
-          grad_w2.addmm_(gout, block);
-        } else {
-          grad_w2.add_(at::mm(gout, block));  // cuBLAS accumulates in fp32; sum chunks in fp32
-        }
-      }
-      if (!grad_x_acc.defined() && !coordinates) continue;
-      at::mm_out(block, gout.t(), w2);  // ∂L/∂columns, reusing the buffer
-      backward_sampling_kernel<scalar_t, acc_t, Taps><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-          x.const_data_ptr<scalar_t>(), xl, taps, n, p0, count, block.const_data_ptr<scalar_t>(),
-          grad_x_acc.defined() ? grad_x_acc.data_ptr<acc_t>() : nullptr, coordinates, vector4);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t slots_large = resident_ctas(
+      reinterpret_cast<const void*>(&simt_weight_grad_kernel<scalar_t, Taps, 128>), 256,
+      sizeof(SimtWeightGradSmem<scalar_t, 128>));
+  const int64_t slots_small = resident_ctas(
+      reinterpret_cast<const void*>(&simt_weight_grad_kernel<scalar_t, Taps, 64>), 256,
+      sizeof(SimtWeightGradSmem<scalar_t, 64>));
+  if (grid_time(ctas(64), slots_small, 64 * kSmallTileCost) <
+      grid_time(ctas(128), slots_large, 128)) {
+    launch_simt_weight_grad<scalar_t, Taps, 64>(x, taps, gout, grad_weight, vector_loads,
+                                                ctas(64));
+  } else {
+    launch_simt_weight_grad<scalar_t, Taps, 128>(x, taps, gout, grad_weight, vector_loads,
+                                                 ctas(128));
+  }
+}
+
+// The input-gradient grid: voxels per CTA and into how many shares the channel blocks split.
+struct InputGradGrid {
+  int rows_per_cta;
+  int64_t tiles, shares;
+};
+
+// Picks the grid whose waves finish first. More than one share lets several CTAs add the same
+// voxel's coordinate gradients (atomics), so only calls that already use atomics (the input
+// gradient) and float/double maps may split.
+template <typename scalar_t, typename Taps>
+InputGradGrid input_grad_grid(const ConvShape& s, int64_t blocks, bool may_split) {
+  const int64_t rows = s.batch * s.out_plane();
+  const int64_t slots[2] = {
+      resident_ctas(reinterpret_cast<const void*>(&simt_input_grad_kernel<scalar_t, Taps, 128>),
+                    256, sizeof(SimtInputGradSmem<scalar_t, Taps, 128>)),
+      resident_ctas(reinterpret_cast<const void*>(&simt_input_grad_kernel<scalar_t, Taps, 64>),
+                    256, sizeof(SimtInputGradSmem<scalar_t, Taps, 64>))};
+  InputGradGrid best{128, ceil_div(rows, 128), 1};
+  double best_time = grid_time(best.tiles, slots[0], 128.0 * blocks);
+  for (int small = 0; small < 2; ++small) {
+    const int bm = small ? 64 : 128;
+    const int64_t tiles = ceil_div(rows, bm);
+    for (int64_t shares = 1; shares <= (may_split ? blocks : 1); ++shares) {
+      const double work = bm * (small ? kSmallTileCost : 1.0) * ceil_div(blocks, shares);
+      const double time = grid_time(tiles * shares, slots[small], work);
+      if (time < best_time) best = {bm, tiles, shares}, best_time = time;
     }
   }
-  if (grad_x_acc.defined() && !grad_x_acc.is_same(grad_input)) grad_input.copy_(grad_x_acc);
+  return best;
+}
+
+template <typename scalar_t, typename Taps, int BM>
+void launch_simt_input_grad(const at::Tensor& x, const Taps& taps, const at::Tensor& gout,
+                            const at::Tensor& weight, int64_t c_begin, int64_t c_end,
+                            const GradSink<coord_type<scalar_t>>& sink, bool coordinates,
+                            bool x_vector4, const InputGradGrid& grid) {
+  const auto kernel = &simt_input_grad_kernel<scalar_t, Taps, BM>;
+  constexpr int smem = sizeof(SimtInputGradSmem<scalar_t, Taps, BM>);
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+  const dim3 blocks(static_cast<unsigned>(grid.tiles), static_cast<unsigned>(grid.shares));
+  kernel<<<blocks, 256, smem, at::cuda::getCurrentCUDAStream()>>>(
+      x.const_data_ptr<scalar_t>(), Layout::of(x), taps, gout.const_data_ptr<scalar_t>(),
+      Layout::of(gout), weight.const_data_ptr<scalar_t>(), WeightLayout::of(weight), c_begin,
+      c_end, sink, coordinates, x_vector4);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Input channels per launch of the 16-bit CUDA-core backward: its float32 accumulator holds
+// this many channels of every input voxel, kept within the output's size (down to 4 channels).
+int64_t accumulator_channels(const ConvShape& s, int64_t element_bytes) {
+  const int64_t output_bytes = s.batch * s.out_channels * s.out_plane() * element_bytes;
+  const int64_t per_channel = s.batch * s.in_plane() * static_cast<int64_t>(sizeof(float));
+  int64_t channels = 128;
+  while (channels > 4 && channels * per_channel > output_bytes) channels /= 2;
+  return std::min(channels, s.channels);
+}
+
+// The CUDA-core backward (simt_backward.cuh). float32/float64 add the input gradient straight
+// into grad_input (zeroed) in one launch; 16-bit types add it into a float32 accumulator of a
+// block of channels per launch, each block then converted into grad_input. The coordinate and
+// modulation gradients must be zeroed: launches and channel shares add into them.
+template <typename scalar_t, typename Taps>
+void launch_simt_backward(const at::Tensor& gout, const at::Tensor& x, const Taps& taps,
+                          const at::Tensor& weight, at::Tensor& grad_input,
+                          at::Tensor& grad_weight, bool coordinates) {
+  using acc_t = coord_type<scalar_t>;
+  const ConvShape& s = taps.shape;
+  const Layout xl = Layout::of(x);
+  if (grad_weight.defined()) simt_weight_grad<scalar_t>(x, taps, gout, grad_weight);
+  if (!grad_input.defined() && !coordinates) return;
+  const int64_t cg = s.group_channels();
+  const bool x_vector4 = sizeof(scalar_t) <= 4 && xl.channel == 1 && cg % 4 == 0 &&
+                         xl.voxel % 4 == 0 && xl.batch % 4 == 0 &&
+                         is_aligned(x, 4 * sizeof(scalar_t));
+  const auto vector_sink = [&](const at::Tensor& t) {
+    const Layout l = Layout::of(t);
+    return std::is_same_v<acc_t, float> && l.channel == 1 && cg % 4 == 0 && l.voxel % 4 == 0 &&
+           l.batch % 4 == 0 && is_aligned(t, 16);
+  };
+  using map_t = typename Taps::map_type;
+  constexpr bool atomic_maps = std::is_same_v<map_t, float> || std::is_same_v<map_t, double>;
+  const int64_t per_launch =
+      grad_input.defined() && kReducedPrecision<scalar_t>
+          ? accumulator_channels(s, sizeof(scalar_t))
+          : s.channels;
+  at::Tensor block_acc;  // N × T × H × W × per_launch, float32 (16-bit types only)
+  if (grad_input.defined() && kReducedPrecision<scalar_t>) {
+    block_acc = at::empty({s.batch, s.depth, s.height, s.width, per_launch},
+                          x.options().dtype(at::kFloat));
+  }
+  const bool launches = per_launch < s.channels;
+  for (int64_t c0 = 0; c0 < s.channels; c0 += per_launch) {
+    const int64_t c1 = std::min(s.channels, c0 + per_launch);
+    GradSink<acc_t> sink{nullptr, Layout{0, 0, 0}, 0, false};
+    if constexpr (kReducedPrecision<scalar_t>) {
+      if (block_acc.defined()) {
+        block_acc.zero_();
+        sink = {block_acc.data_ptr<float>(), Layout{s.in_plane() * per_launch, 1, per_launch},
+                c0, vector_sink(block_acc)};
+      }
+    } else if (grad_input.defined()) {
+      sink = {grad_input.data_ptr<acc_t>(), Layout::of(grad_input), 0, vector_sink(grad_input)};
+    }
+    int64_t blocks = 0;  // blocks of 128 channels in [c0, c1), none straddling a group
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const int64_t lo = std::max(g * cg, c0), hi = std::min((g + 1) * cg, c1);
+      if (lo < hi) blocks += ceil_div(hi - lo, 128);
+    }
+    const InputGradGrid grid =
+        input_grad_grid<scalar_t, Taps>(s, blocks, atomic_maps && grad_input.defined());
+    Taps adding = taps;
+    adding.store = grid.shares > 1 ? GradStore::atomic_add
+                   : launches      ? GradStore::add
+                                   : GradStore::write;
+    if (grid.rows_per_cta == 64) {
+      launch_simt_input_grad<scalar_t, Taps, 64>(x, adding, gout, weight, c0, c1, sink,
+                                                 coordinates, x_vector4, grid);
+    } else {
+      launch_simt_input_grad<scalar_t, Taps, 128>(x, adding, gout, weight, c0, c1, sink,
+                                                  coordinates, x_vector4, grid);
+    }
+    if (block_acc.defined()) {
+      grad_input.narrow(1, c0, c1 - c0)
+          .copy_(block_acc.permute({0, 4, 1, 2, 3}).narrow(1, 0, c1 - c0));
+    }
+    if (!grad_input.defined()) break;  // one launch served every channel
+  }
 }
 
 // Whether the fused backward (fused_backward.cuh) serves this call: 16-bit types, the input
 // and ∂L/∂out channels_last_3d (channels innermost, samples packed), and every run of 8 channels
-// 16-byte aligned. Other calls take the chunked backward below.
+// 16-byte aligned. Other calls take the CUDA-core backward (simt_backward.cuh), and so do all
+// calls under D2BENCH_CUDA_BACKWARD=simt (to compare the two).
 bool fused_backward_applies(const at::Tensor& x, const at::Tensor& gout, const ConvShape& s) {
   const auto t = x.scalar_type();
-  const auto aligned = [](const at::Tensor& u) {
-    return reinterpret_cast<uintptr_t>(u.const_data_ptr()) % 16 == 0;
-  };
-  // D2BENCH_CUDA_BACKWARD=columns keeps the chunked backward: faster, but with a column buffer
-  // larger than the output.
   const char* choice = std::getenv("D2BENCH_CUDA_BACKWARD");
-  if (choice != nullptr && std::string(choice) == "columns") return false;
+  if (choice != nullptr && std::string(choice) == "simt") return false;
   const Layout gl = Layout::of(gout);
   return (t == at::kHalf || t == at::kBFloat16) && Layout::of(x).channel == 1 &&
          gl.channel == 1 && gl.batch == s.out_plane() * gl.voxel && s.group_channels() % 8 == 0 &&
-         s.out_channels % 8 == 0 && aligned(x) && aligned(gout);
+         s.out_channels % 8 == 0 && is_aligned(x, 16) && is_aligned(gout, 16);
 }
 
 // Into how many shares input_grad_kernel splits the 27 taps of a voxel tile: the fewest that
@@ -331,7 +436,7 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
     using T = WeightGradTile;
     const auto kernel = &weight_grad_kernel<scalar_t, Taps>;
     constexpr int smem = sizeof(WeightGradSmem<typename MmaType<scalar_t>::type>);
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
     const dim3 grid(static_cast<unsigned>(27 * s.groups * ceil_div(cg, T::CB)),
                     static_cast<unsigned>(ceil_div(s.out_channels, T::BN)));
     kernel<<<grid, T::THREADS, smem, stream>>>(
@@ -343,7 +448,7 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
   using T = InputGradTile;
   // Read in channels_last_3d order, as the forward reads it; 16-byte aligned for cp.async.
   at::Tensor w_cl = weight.contiguous(at::MemoryFormat::ChannelsLast3d);
-  if (reinterpret_cast<uintptr_t>(w_cl.const_data_ptr()) % 16 != 0) {
+  if (!is_aligned(w_cl, 16)) {
     w_cl = w_cl.clone(at::MemoryFormat::ChannelsLast3d);
   }
   at::Tensor block_acc;  // N × T × H × W × CB, float32
@@ -354,7 +459,7 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
   const auto kernel = &input_grad_kernel<scalar_t, Taps>;
   constexpr int smem =
       sizeof(InputGradSmem<typename MmaType<scalar_t>::type, typename Taps::Voxel>);
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   const int64_t tiles = ceil_div(s.batch * s.out_plane(), T::BM);
   // The taps of a voxel tile are split over several CTAs where the tiles alone would leave SMs
   // idle or the last wave mostly empty. The split CTAs then share the coordinate gradients of
@@ -364,11 +469,7 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
   constexpr bool atomic_maps = std::is_same_v<map_t, float> || std::is_same_v<map_t, double>;
   int split = 1;
   if (atomic_maps && grad_input.defined()) {
-    int per_sm = 0;
-    C10_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, T::THREADS, smem));
-    const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    split = tap_split(tiles, std::max(per_sm, 1) * sms);
+    split = tap_split(tiles, resident_ctas(reinterpret_cast<const void*>(kernel), T::THREADS, smem));
   }
   Taps adding = taps;  // the coordinate gradients sum over the channel blocks (and tap shares)
   adding.store = split > 1 ? GradStore::atomic_add : GradStore::add;
@@ -471,19 +572,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
   }
   const auto empty = at::empty({0}, input.options());
   const bool fused = fused_backward_applies(a.input, gout, s);
-  // The fused backward adds each channel block's share into the coordinate gradients, and
-  // writes every element of the input gradient.
-  const auto maybe_zeros_like = [&](bool wanted, const at::Tensor& like) {
-    if (!wanted) return empty;
-    return fused ? at::zeros_like(like) : at::empty_like(like);
+  const bool reduced = a.input.scalar_type() == at::kHalf || a.input.scalar_type() == at::kBFloat16;
+  // Both backward paths add into the coordinate and modulation gradients (channel blocks, tap
+  // or channel shares). For 16-bit inputs every element of the input gradient is written from
+  // a float32 block accumulator; float32/float64 accumulate in place.
+  const auto zeros_if = [&](bool wanted, const at::Tensor& like) {
+    return wanted ? at::zeros_like(like) : empty;
   };
   at::Tensor grad_input = !output_mask[0] ? at::Tensor()
-                          : fused         ? at::empty_like(a.input)
+                          : reduced       ? at::empty_like(a.input)
                                           : at::zeros_like(a.input);
-  at::Tensor grad_coords = maybe_zeros_like(output_mask[1], a.coords);
-  at::Tensor grad_mask = maybe_zeros_like(output_mask[2] && a.mask.defined(), a.mask);
+  at::Tensor grad_coords = zeros_if(output_mask[1], a.coords);
+  at::Tensor grad_mask = zeros_if(output_mask[2] && a.mask.defined(), a.mask);
   const bool coordinates = grad_coords.numel() > 0 || grad_mask.numel() > 0;
-  at::Tensor grad_weight = empty;
+  at::Tensor grad_weight = output_mask[3] ? at::empty(weight.sizes(), weight.options()) : empty;
+  at::Tensor grad_w = output_mask[3] ? grad_weight : at::Tensor();
   dispatch(a.input, a.coords, [&](auto scalar_tag, auto map_tag) {
     using scalar_t = typename decltype(scalar_tag)::type;
     using map_t = typename decltype(map_tag)::type;
@@ -493,25 +596,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
                                      mutable_or_null<map_t>(grad_mask)};
     if constexpr (kReducedPrecision<scalar_t>) {
       if (fused) {
-        if (output_mask[3]) grad_weight = at::empty(weight.sizes(), weight.options());
-        at::Tensor grad_w = output_mask[3] ? grad_weight : at::Tensor();
         launch_fused_backward<scalar_t>(gout, a.input, taps, a.weight, grad_input, grad_w,
                                         coordinates);
         return;
       }
     }
-    const auto w_acc_type = a.weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    at::Tensor grad_w2 = output_mask[3]
-                             ? at::zeros({s.out_channels, 27 * s.channels},
-                                         a.weight.options().dtype(w_acc_type))
-                             : at::Tensor();
-    launch_backward<scalar_t>(gout, a.input, taps, a.weight, grad_input, grad_w2, coordinates);
-    if (grad_w2.defined()) {
-      grad_weight = grad_w2.view({s.out_channels, 3, 3, 3, s.channels})
-                        .permute({0, 4, 1, 2, 3})
-                        .to(weight.scalar_type())
-                        .contiguous();
-    }
+    launch_simt_backward<scalar_t>(gout, a.input, taps, a.weight, grad_input, grad_w,
+                                   coordinates);
   });
   return {grad_input.defined() ? grad_input : empty, grad_coords, grad_mask, grad_weight};
 }
