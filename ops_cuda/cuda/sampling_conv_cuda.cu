@@ -338,8 +338,8 @@ void launch_simt_backward(const at::Tensor& gout, const at::Tensor& x, const Tap
   const bool x_vector4 = sizeof(scalar_t) <= 4 && xl.channel == 1 && cg % 4 == 0 &&
                          xl.voxel % 4 == 0 && xl.batch % 4 == 0 &&
                          is_aligned(x, 4 * sizeof(scalar_t));
-  const auto vector_sink = [&](const at::Tensor& t) {
-    const Layout l = Layout::of(t);
+  // Four channels per float4 atomic where they are innermost and every run of four is aligned.
+  const auto vector_sink = [&](const Layout& l, const at::Tensor& t) {
     return std::is_same_v<acc_t, float> && l.channel == 1 && cg % 4 == 0 && l.voxel % 4 == 0 &&
            l.batch % 4 == 0 && is_aligned(t, 16);
   };
@@ -361,11 +361,14 @@ void launch_simt_backward(const at::Tensor& gout, const at::Tensor& x, const Tap
     if constexpr (kReducedPrecision<scalar_t>) {
       if (block_acc.defined()) {
         block_acc.zero_();
-        sink = {block_acc.data_ptr<float>(), Layout{s.in_plane() * per_launch, 1, per_launch},
-                c0, vector_sink(block_acc)};
+        const Layout block_layout{s.in_plane() * per_launch, 1, per_launch};
+        sink = {block_acc.data_ptr<float>(), block_layout, c0,
+                vector_sink(block_layout, block_acc)};
       }
     } else if (grad_input.defined()) {
-      sink = {grad_input.data_ptr<acc_t>(), Layout::of(grad_input), 0, vector_sink(grad_input)};
+      const Layout input_layout = Layout::of(grad_input);
+      sink = {grad_input.data_ptr<acc_t>(), input_layout, 0,
+              vector_sink(input_layout, grad_input)};
     }
     int64_t blocks = 0;  // blocks of 128 channels in [c0, c1), none straddling a group
     for (int64_t g = 0; g < s.groups; ++g) {
