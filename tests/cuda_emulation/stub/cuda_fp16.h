@@ -1,0 +1,2 @@
+// Emulation stand-in: the types this header would declare are in emu.h.
+#pragma once

@@ -1,0 +1,130 @@
+"""The CUDA-core backward kernels compiled for the CPU and run in emulation, since CI has no GPU.
+
+This does not replace the GPU tests (tests/test_ops_cuda.py runs the same kernels on a device).
+It checks the kernels' logic on every CI run against the float64 reference: indexing, tiling,
+the launcher's grid choices on a 4-SM device, and the reductions. tests/cuda_emulation/ says
+what is emulated and how.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import torch
+from cuda_emulation import harness
+
+from d2bench.ops import reference
+from d2bench.ops.geometry import make_geometry
+
+pytestmark = pytest.mark.slow
+CL = torch.channels_last_3d
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory) -> Iterator:
+    # The tensor-core backward is not emulated: every 16-bit call takes the CUDA-core one.
+    previous = os.environ.get("D2BENCH_CUDA_BACKWARD")
+    os.environ["D2BENCH_CUDA_BACKWARD"] = "simt"
+    try:
+        yield harness.build(tmp_path_factory.mktemp("cuda-emulation"))
+    finally:
+        if previous is None:
+            os.environ.pop("D2BENCH_CUDA_BACKWARD", None)
+        else:
+            os.environ["D2BENCH_CUDA_BACKWARD"] = previous
+
+
+def _inputs(kind, dtype, n=2, c=8, o=6, size=(3, 5, 6), stride=1, groups=1, scale=2.0):
+    """Float64 values already rounded to ``dtype`` (float32 maps for 16-bit data)."""
+    gen = torch.Generator().manual_seed(0)
+    map_dtype = F64 if dtype == F64 else torch.float32
+
+    def rand(*shape, dt=dtype):
+        return torch.randn(*shape, generator=gen, dtype=F64).to(dt).double()
+
+    x = rand(n, c, *size)
+    geom = make_geometry(x, stride, 1, 1)
+    channels = 3 if kind == "d2" else 81 * groups
+    coords = rand(n, channels, *geom.out_size, dt=map_dtype) * scale
+    mask = torch.sigmoid(rand(n, 27 * groups, *geom.out_size, dt=map_dtype)).to(map_dtype).double()
+    w = rand(o, c, 3, 3, 3) / (c * 27) ** 0.5
+    w = w.to(dtype).double()
+    return (x, coords, mask, w), geom
+
+
+def _reference_grads(kind, inputs, geom, groups, grad):
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    if kind == "d2":
+        out = reference.d2conv3d_reference(*leaves[:4], None, geom)
+    else:
+        out = reference.deform_conv3d_reference(*leaves[:4], None, geom, groups)
+    return torch.autograd.grad(out, leaves, grad)
+
+
+def _emulated_grads(emulated, kind, inputs, geom, groups, grad, dtype, layout, mask):
+    fmt = layout or torch.contiguous_format
+    map_dtype = F64 if dtype == F64 else torch.float32
+    x, coords, modulation, w = inputs
+    args = (
+        grad.to(dtype).contiguous(memory_format=fmt),
+        x.to(dtype).contiguous(memory_format=fmt),
+        coords.to(map_dtype),
+        modulation.to(map_dtype),
+        w.to(dtype).contiguous(memory_format=fmt),
+        list(geom.stride),
+        list(geom.padding),
+        list(geom.dilation),
+    )
+    if kind == "d2":
+        return emulated.d2conv3d_backward(*args, list(mask))
+    return emulated.deform_conv3d_backward(*args, groups, list(mask))
+
+
+def _rel(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+CASES = [
+    ("d2", dict(), torch.float32, CL),
+    ("d2", dict(), F64, None),
+    ("d2", dict(), torch.bfloat16, None),  # float32 accumulator of 4 channels per launch
+    ("d2", dict(stride=2, size=(5, 7, 9), scale=6.0), torch.float32, None),  # mostly outside
+    ("dcn", dict(c=16, o=8, groups=2), torch.float32, CL),
+    ("dcn", dict(c=16, o=8, groups=2), torch.bfloat16, CL),
+    ("d2", dict(c=6, o=5), torch.float32, None),  # 6 channels: the scalar paths
+    ("d2", dict(c=256, o=8, n=1, size=(2, 4, 5)), torch.float32, CL),  # shares; 128-channel tiles
+    ("d2", dict(c=8, o=8, n=1, size=(8, 16, 8)), torch.float32, CL),  # 128-voxel tiles
+]
+
+
+@pytest.mark.parametrize("kind,case,dtype,layout", CASES, ids=[f"{c[0]}-{i}" for i, c in
+                                                               enumerate(CASES)])  # fmt: skip
+def test_emulated_cuda_core_backward_matches_reference(emulated, kind, case, dtype, layout):
+    groups = case.get("groups", 1)
+    inputs, geom = _inputs(kind, dtype, **case)
+    out_shape = (inputs[0].shape[0], inputs[3].shape[0], *geom.out_size)
+    grad = torch.randn(out_shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    grad = grad.to(dtype).double()
+    want = _reference_grads(kind, inputs, geom, groups, grad)
+    got = _emulated_grads(emulated, kind, inputs, geom, groups, grad, dtype, layout, [True] * 4)
+    tolerance = {F64: 1e-10, torch.float32: 1e-5}.get(dtype, 1e-2)
+    for name, a, b in zip(["input", "coords", "mask", "weight"], got, want, strict=True):
+        assert _rel(a, b) < tolerance, name
+
+
+def test_emulated_coordinate_gradients_alone_are_deterministic(emulated):
+    """Without the input gradient nothing is added atomically: two calls give the same bits."""
+    inputs, geom = _inputs("dcn", torch.float32, c=16, o=8, groups=2)
+    grad = torch.randn(2, 8, *geom.out_size, generator=torch.Generator().manual_seed(1), dtype=F64)
+    mask = [False, True, True, True]
+    first = _emulated_grads(emulated, "dcn", inputs, geom, 2, grad, torch.float32, CL, mask)
+    second = _emulated_grads(emulated, "dcn", inputs, geom, 2, grad, torch.float32, CL, mask)
+    assert first[0].numel() == 0
+    for a, b in zip(first[1:], second[1:], strict=True):
+        assert torch.equal(a, b)
+    want = _reference_grads("dcn", inputs, geom, 2, grad)
+    assert _rel(first[1], want[1]) < 1e-5 and _rel(first[3], want[3]) < 1e-5
