@@ -27,6 +27,9 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <limits>
+#include <map>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -212,12 +215,24 @@ double grid_time(int64_t ctas, int64_t slots, double work_per_cta) {
   return static_cast<double>(ceil_div(ctas, std::max<int64_t>(slots, 1))) * work_per_cta;
 }
 
-// How many CTAs of `kernel` the GPU holds at once with `smem` bytes of dynamic shared memory.
+// How many CTAs of `kernel` the GPU holds at once with `smem` bytes of dynamic shared memory:
+// queried once per kernel and device (each backward call asks for several).
 int64_t resident_ctas(const void* kernel, int threads, int smem) {
+  static std::mutex guard;
+  static std::map<std::tuple<const void*, int, int, int>, int64_t> known;
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  const auto key = std::make_tuple(kernel, threads, smem, device);
+  const std::lock_guard<std::mutex> lock(guard);
+  const auto found = known.find(key);
+  if (found != known.end()) return found->second;
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  return std::max(per_sm, 1) *
-         static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+  const int64_t slots =
+      std::max(per_sm, 1) *
+      static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+  known.emplace(key, slots);
+  return slots;
 }
 
 // A 64-row tile does the same products as a 128-row one with less reuse of each operand load.
@@ -282,7 +297,7 @@ InputGradGrid input_grad_grid(const ConvShape& s, int64_t blocks, bool may_split
       resident_ctas(reinterpret_cast<const void*>(&simt_input_grad_kernel<scalar_t, Taps, 64>),
                     256, sizeof(SimtInputGradSmem<scalar_t, Taps, 64>))};
   InputGradGrid best{128, ceil_div(rows, 128), 1};
-  double best_time = grid_time(best.tiles, slots[0], 128.0 * blocks);
+  double best_time = std::numeric_limits<double>::infinity();
   for (int small = 0; small < 2; ++small) {
     const int bm = small ? 64 : 128;
     const int64_t tiles = ceil_div(rows, bm);
@@ -392,7 +407,6 @@ void launch_simt_backward(const at::Tensor& gout, const at::Tensor& x, const Tap
       grad_input.narrow(1, c0, c1 - c0)
           .copy_(block_acc.permute({0, 4, 1, 2, 3}).narrow(1, 0, c1 - c0));
     }
-    if (!grad_input.defined()) break;  // one launch served every channel
   }
 }
 

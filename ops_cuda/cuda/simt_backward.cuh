@@ -224,7 +224,6 @@ struct GradSample {
   acc_t weight[8];   // trilinear weight (0 outside), without the modulation
   acc_t frac[3];
   acc_t modulation;
-  int64_t n;
   unsigned inside;  // bit q: corner q lies in the volume
 };
 
@@ -312,7 +311,6 @@ __global__ void __launch_bounds__(256, kSimtGradMinBlocks<scalar_t>)
           }
           out.frac[0] = cr.frac[0], out.frac[1] = cr.frac[1], out.frac[2] = cr.frac[2];
           out.modulation = taps.modulation(v, g, k);
-          out.n = v.n;
           out.inside = cr.inside;
         }
 #pragma unroll
@@ -369,7 +367,7 @@ __global__ void __launch_bounds__(256, kSimtGradMinBlocks<scalar_t>)
               for (int e = 0; e < 4; ++e) gv[e] = cc + e < valid_c ? acc[i][4 * h + e] : acc_t(0);
               if (gx.data) {
                 const Layout gxl = gx.layout;
-                const int64_t base = smp.n * gxl.batch + (c - gx.c0) * gxl.channel;
+                const int64_t base = sm.voxels[m].n * gxl.batch + (c - gx.c0) * gxl.channel;
 #pragma unroll
                 for (int q = 0; q < 8; ++q) {
                   if (!(smp.inside & (1u << q)) || smp.weight[q] == acc_t(0)) continue;
@@ -388,7 +386,7 @@ __global__ void __launch_bounds__(256, kSimtGradMinBlocks<scalar_t>)
                 }
               }
               if (coordinates) {
-                const int64_t base = smp.n * xl.batch + c * xl.channel;
+                const int64_t base = sm.voxels[m].n * xl.batch + c * xl.channel;
 #pragma unroll
                 for (int q = 0; q < 8; ++q) {
                   if (!(smp.inside & (1u << q))) continue;
