@@ -208,7 +208,7 @@ class SampledConv3d(nn.Module, ABC):
         cast = (geometry.to(map_dtype).contiguous(), _cast(modulation, map_dtype))
         for hook in tuple(self._sampling_hooks.values()):
             hook(self, x, *cast)
-        return self.sample(x, cast, self.weight.to(dtype), _cast(self.bias, dtype))
+        return self.sample(x, cast, _kernel_weight(self.weight, x), _cast(self.bias, dtype))
 
     def extra_repr(self) -> str:
         parts = [
@@ -231,6 +231,15 @@ def _sampling_layout(x: Tensor) -> Tensor:
     if x.is_cuda and x.dim() == 5 and not x.is_contiguous(memory_format=torch.channels_last_3d):
         return x.contiguous(memory_format=torch.channels_last_3d)
     return x
+
+
+def _kernel_weight(weight: Tensor, x: Tensor) -> Tensor:
+    """The weight in ``x``'s dtype and, on a GPU, in channels_last_3d: the order the CUDA kernels
+    read it in. Cast and re-laid out in one copy (none where the parameter is held that way), so
+    the operator's forward and backward do not each copy the weight again."""
+    if x.is_cuda and x.dim() == 5:
+        return weight.to(dtype=x.dtype, memory_format=torch.channels_last_3d)
+    return weight.to(x.dtype)
 
 
 def _cast(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:

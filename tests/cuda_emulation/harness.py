@@ -3,11 +3,12 @@
 The sources are copied and changed in a few named places (each change must apply exactly, so a
 source that moves on fails here loudly rather than silently testing something else):
 - the tensor-core helpers (mma.cuh, wgmma.cuh) and the Hopper forward become stubs;
-- ``kernel<<<grid, block, smem, stream>>>(args)`` becomes ``emu::launcher(kernel, grid, block,
-  smem, stream)(args)``;
+- in launchers.cuh, ``kernel<<<grid, block, smem, stream>>>(args)`` becomes
+  ``emu::launcher(kernel, grid, block, smem, stream)(args)``;
 - dynamic shared memory comes from the emulated block;
 - the CUDA dispatch registration is replaced by a pybind11 module exposing the backward entry
-  points, which then take CPU tensors.
+  points, which then take CPU tensors;
+- the entry points and all instantiate_*.cu files are compiled as one translation unit.
 """
 
 from __future__ import annotations
@@ -78,15 +79,24 @@ def prepare(destination: Path) -> Path:
         shared = "extern __shared__ uint4 dynamic_smem[];"
         emulated = "uint4* dynamic_smem = emu::dynamic_smem();"
         path.write_text(_replace(path.read_text(), shared, emulated, header, count=2))
-    source = (cuda / "sampling_conv_cuda.cu").read_text()
-    source, launches = re.subn(r"(\w+)<<<(.*?)>>>\(", r"emu::launcher(\1, \2)(", source, flags=re.S)
+    launchers = cuda / "launchers.cuh"
+    text, launches = re.subn(
+        r"(\w+)<<<(.*?)>>>\(", r"emu::launcher(\1, \2)(", launchers.read_text(), flags=re.S
+    )
     if launches == 0:
-        raise AssertionError("sampling_conv_cuda.cu: no kernel launches found")
+        raise AssertionError("launchers.cuh: no kernel launches found")
+    launchers.write_text(text)
+    source = (cuda / "sampling_conv_cuda.cu").read_text()
     source = _replace(source, 'TORCH_CHECK(input.is_cuda(), "expected CUDA tensors");', "",
                       "sampling_conv_cuda.cu")  # fmt: skip
     start = source.index("TORCH_LIBRARY_IMPL(d2bench, CUDA, m)")
     end = source.index("}", source.index('m.impl("deform_conv3d_backward"'))
-    source = source[:start] + source[end + 1 :] + _MODULE
+    # One translation unit: the entry points, then every dtype's launcher instantiations.
+    shards = sorted(path.name for path in cuda.glob("instantiate_*.cu"))
+    if not shards:
+        raise AssertionError("ops_cuda/cuda: no instantiate_*.cu files found")
+    includes = "".join(f'#include "{name}"\n' for name in shards)
+    source = source[:start] + source[end + 1 :] + includes + _MODULE
     main = cuda / "emulated.cpp"
     main.write_text(source)
     return main

@@ -1,0 +1,12 @@
+// The launchers (and so the kernels) of deform_conv3d for half inputs: one translation unit,
+// compiled in parallel with the other dtypes and operator.
+#include "launchers.cuh"
+
+namespace d2bench {
+namespace cuda {
+
+template struct Launch<at::Half, DeformTaps<at::Half, float>>;
+template struct Launch<at::Half, DeformTaps<float, float>>;  // float32 maps
+
+}  // namespace cuda
+}  // namespace d2bench
