@@ -273,7 +273,24 @@ MEMORY_CASES = [
     (torch.float32, None, 64),
     (torch.bfloat16, None, 64),  # CUDA-core backward: its accumulator sized to the output
     (torch.bfloat16, CL, 256),  # tensor-core backward: 64 accumulator channels, half the output
+    (torch.bfloat16, CL, 64),  # CUDA-core backward: the tensor-core one's would be 2× the output
 ]
+
+
+@pytest.mark.parametrize("o,kernel", [(256, "input_grad_kernel"), (64, "simt_input_grad_kernel")])
+def test_tensor_core_backward_only_where_its_accumulator_fits(o, kernel):
+    """16-bit channels_last_3d: the tensor-core backward's 64-channel float32 accumulator must
+    fit within the output's size, else the CUDA-core backward takes the call."""
+    inputs, geom = _inputs("d2", n=1, c=64, o=o, size=(2, 6, 8), dtype=torch.bfloat16,
+                           map_dtype=torch.float32, layout=CL)  # fmt: skip
+    got, kernels = _kernels_run(lambda: _values_and_grads(_run("d2", 1, geom), inputs))
+    launched = {name.split("<")[0].split()[-1].split("::")[-1] for name in kernels}
+    assert kernel in launched, sorted(launched)
+    other = "simt_input_grad_kernel" if kernel == "input_grad_kernel" else "input_grad_kernel"
+    assert other not in launched, sorted(launched)
+    want = _values_and_grads(_oracle("d2", 1, geom), [t.double() for t in inputs])
+    for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
+        assert _rel(a, b) < 1e-2, name
 
 
 @pytest.mark.parametrize("kind", ["d2", "dcn"])

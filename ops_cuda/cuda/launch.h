@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <type_traits>
 
 namespace d2bench {
@@ -13,6 +14,11 @@ namespace cuda {
 template <typename scalar_t>
 constexpr bool kReducedPrecision =
     std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
+
+// Input channels the tensor-core backward accumulates per launch, in float32, for every input
+// voxel (InputGradTile::CB): the entry points keep the calls whose accumulator would outgrow
+// the output away from it.
+constexpr int64_t kTensorCoreAccumulatorChannels = 64;
 
 template <typename scalar_t, typename Taps>
 struct Launch {

@@ -412,6 +412,7 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
   }
   if (!grad_input.defined() && !coordinates) return;
   using T = InputGradTile;
+  static_assert(T::CB == kTensorCoreAccumulatorChannels, "the entry points size the accumulator");
   // Read in channels_last_3d order, as the forward reads it; 16-byte aligned for cp.async.
   at::Tensor w_cl = weight.contiguous(at::MemoryFormat::ChannelsLast3d);
   if (!is_aligned(w_cl, 16)) {

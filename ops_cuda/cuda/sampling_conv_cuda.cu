@@ -62,12 +62,20 @@ SamplingArgs prepare(const at::Tensor& input, const at::Tensor& coords,
 
 // Whether the fused backward (fused_backward.cuh) serves this call: 16-bit types, the input
 // and ∂L/∂out channels_last_3d (channels innermost, samples packed), and every run of 8 channels
-// 16-byte aligned. Other calls take the CUDA-core backward (simt_backward.cuh), and so do all
-// calls under D2BENCH_CUDA_BACKWARD=simt (to compare the two).
-bool fused_backward_applies(const at::Tensor& x, const at::Tensor& gout, const ConvShape& s) {
+// 16-byte aligned. Its input gradient goes through a float32 accumulator of
+// kTensorCoreAccumulatorChannels channels of every input voxel; where that is larger than the
+// output (fewer than 128 output channels at stride 1, or a strided layer), a call that wants the
+// input gradient takes the CUDA-core backward (simt_backward.cuh), whose accumulator is sized
+// within the output. So do all calls under D2BENCH_CUDA_BACKWARD=simt (to compare the two).
+bool fused_backward_applies(const at::Tensor& x, const at::Tensor& gout, const ConvShape& s,
+                            bool input_grad) {
   const auto t = x.scalar_type();
   const char* choice = std::getenv("D2BENCH_CUDA_BACKWARD");
   if (choice != nullptr && std::string(choice) == "simt") return false;
+  const int64_t accumulator_bytes = s.batch * s.in_plane() * kTensorCoreAccumulatorChannels *
+                                    static_cast<int64_t>(sizeof(float));
+  const int64_t output_bytes = s.batch * s.out_plane() * s.out_channels * x.element_size();
+  if (input_grad && accumulator_bytes > output_bytes) return false;
   const Layout gl = Layout::of(gout);
   return (t == at::kHalf || t == at::kBFloat16) && Layout::of(x).channel == 1 &&
          gl.channel == 1 && gl.batch == s.out_plane() * gl.voxel && s.group_channels() % 8 == 0 &&
@@ -154,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     at::globalContext().alertNotDeterministic(op);  // the input gradient uses atomics
   }
   const auto empty = at::empty({0}, input.options());
-  const bool fused = fused_backward_applies(a.input, gout, s);
+  const bool fused = fused_backward_applies(a.input, gout, s, output_mask[0]);
   const bool reduced = a.input.scalar_type() == at::kHalf || a.input.scalar_type() == at::kBFloat16;
   // Both backward paths add into the coordinate and modulation gradients (channel blocks, tap
   // or channel shares). For 16-bit inputs every element of the input gradient is written from
