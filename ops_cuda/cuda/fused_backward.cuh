@@ -119,23 +119,8 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
       load_gout_tile<T::BK, T::BN, T::LDB>(sm.b, gout, gl, s, r0 + rs, o0);
       cp_async_commit();
       // Columns: BK voxels × CB channels, the same gather as the forward's A tile.
-      switch (live_corners.width) {
-        case 1:
-          gather_tile<1, scalar_t, T::BK, T::CB, T::THREADS>(
-              sm.corners + rs, live_corners, x, xl, c_first, valid_c, true, store_a);
-          break;
-        case 2:
-          gather_tile<2, scalar_t, T::BK, T::CB, T::THREADS>(
-              sm.corners + rs, live_corners, x, xl, c_first, valid_c, true, store_a);
-          break;
-        case 4:
-          gather_tile<4, scalar_t, T::BK, T::CB, T::THREADS>(
-              sm.corners + rs, live_corners, x, xl, c_first, valid_c, true, store_a);
-          break;
-        default:
-          gather_tile<8, scalar_t, T::BK, T::CB, T::THREADS>(
-              sm.corners + rs, live_corners, x, xl, c_first, valid_c, true, store_a);
-      }
+      gather_live_tile<scalar_t, T::BK, T::CB, T::THREADS>(sm.corners + rs, live_corners, x, xl,
+                                                           c_first, valid_c, true, store_a);
       cp_async_wait_all();
       __syncthreads();
 #pragma unroll

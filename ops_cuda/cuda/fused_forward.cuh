@@ -155,6 +155,32 @@ __device__ __forceinline__ void gather_tile(const RowCorners<coord_t>* corners, 
   }
 }
 
+// gather_tile with COUNT = the live corners' width (the same in every thread of the CTA), so
+// each kernel dispatches on it in one place.
+template <typename scalar_t, int BM, int BK, int THREADS, typename coord_t, typename Store>
+__device__ __forceinline__ void gather_live_tile(const RowCorners<coord_t>* corners,
+                                                 LiveCorners live, const scalar_t* __restrict__ x,
+                                                 Layout xl, int64_t c_first, int valid_k,
+                                                 bool vector_loads, Store store) {
+  switch (live.width) {
+    case 1:
+      gather_tile<1, scalar_t, BM, BK, THREADS>(corners, live, x, xl, c_first, valid_k,
+                                                vector_loads, store);
+      break;
+    case 2:
+      gather_tile<2, scalar_t, BM, BK, THREADS>(corners, live, x, xl, c_first, valid_k,
+                                                vector_loads, store);
+      break;
+    case 4:
+      gather_tile<4, scalar_t, BM, BK, THREADS>(corners, live, x, xl, c_first, valid_k,
+                                                vector_loads, store);
+      break;
+    default:
+      gather_tile<8, scalar_t, BM, BK, THREADS>(corners, live, x, xl, c_first, valid_k,
+                                                vector_loads, store);
+  }
+}
+
 // B[kk, nn] = W[o0 + nn, tap, c + kk] for the weight in channels_last_3d order (each output
 // channel's 27 taps × C channels contiguous, `k_col` = tap·C + c), 0 out of range. Read in that
 // order, the weight needs no re-laid-out copy. With vector loads each thread reads VEC
@@ -464,23 +490,8 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS)
         // The weight tile first: with cp.async its copies overlap the gather.
         load_weight_tile<Tile>(sm, w, w_row, static_cast<int64_t>(k) * s.channels + c_first,
                                valid_k, o0, s.out_channels, vector_weights);
-        switch (live_corners.width) {  // the same in every thread
-          case 1:
-            gather_tile<1, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
-                sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
-            break;
-          case 2:
-            gather_tile<2, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
-                sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
-            break;
-          case 4:
-            gather_tile<4, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
-                sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
-            break;
-          default:
-            gather_tile<8, scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
-                sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
-        }
+        gather_live_tile<scalar_t, Tile::BM, Tile::BK, Tile::THREADS>(
+            sm.corners, live_corners, x, xl, c_first, valid_k, vector_loads, store_a);
         cp_async_wait_all();
         __syncthreads();
         Tile::multiply(sm, acc);

@@ -289,6 +289,13 @@ void launch_simt_input_grad(const at::Tensor& x, const Taps& taps, const at::Ten
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// grad_input's channels [c0, c0 + count) from the first `count` channels of a float32 block
+// accumulator (N × T × H × W × block channels), converted to grad_input's dtype and layout.
+void store_channel_block(const at::Tensor& block_acc, int64_t c0, int64_t count,
+                         at::Tensor& grad_input) {
+  grad_input.narrow(1, c0, count).copy_(block_acc.permute({0, 4, 1, 2, 3}).narrow(1, 0, count));
+}
+
 // Input channels per launch of the 16-bit CUDA-core backward: its float32 accumulator holds
 // this many channels of every input voxel, kept within the output's size (down to 4 channels).
 int64_t accumulator_channels(const ConvShape& s, int64_t element_bytes) {
@@ -366,10 +373,7 @@ void launch_simt_backward(const at::Tensor& gout, const at::Tensor& x, const Tap
       launch_simt_input_grad<scalar_t, Taps, 128>(x, adding, gout, weight, c0, c1, sink,
                                                   coordinates, x_vector4, grid);
     }
-    if (block_acc.defined()) {
-      grad_input.narrow(1, c0, c1 - c0)
-          .copy_(block_acc.permute({0, 4, 1, 2, 3}).narrow(1, 0, c1 - c0));
-    }
+    if (block_acc.defined()) store_channel_block(block_acc, c0, c1 - c0, grad_input);
   }
 }
 
@@ -450,10 +454,7 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
           w_cl.const_data_ptr<scalar_t>(), cb0,
           block_acc.defined() ? block_acc.data_ptr<float>() : nullptr, coordinates);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (block_acc.defined()) {
-        grad_input.narrow(1, cb0, count)
-            .copy_(block_acc.permute({0, 4, 1, 2, 3}).narrow(1, 0, count));
-      }
+      if (block_acc.defined()) store_channel_block(block_acc, cb0, count, grad_input);
     }
   }
 }

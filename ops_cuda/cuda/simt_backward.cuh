@@ -178,23 +178,8 @@ __global__ void __launch_bounds__(256, kSimtGradMinBlocks<scalar_t>)
                               ? static_cast<acc_t>(gout[row + o * gl.channel])
                               : acc_t(0);
       }
-      switch (live.width) {  // the same in every thread
-        case 1:
-          gather_tile<1, scalar_t, T::BK, BM, T::THREADS>(sm.corners + rs, live, x, xl, c_first,
-                                                          valid_c, vector_loads, store);
-          break;
-        case 2:
-          gather_tile<2, scalar_t, T::BK, BM, T::THREADS>(sm.corners + rs, live, x, xl, c_first,
-                                                          valid_c, vector_loads, store);
-          break;
-        case 4:
-          gather_tile<4, scalar_t, T::BK, BM, T::THREADS>(sm.corners + rs, live, x, xl, c_first,
-                                                          valid_c, vector_loads, store);
-          break;
-        default:
-          gather_tile<8, scalar_t, T::BK, BM, T::THREADS>(sm.corners + rs, live, x, xl, c_first,
-                                                          valid_c, vector_loads, store);
-      }
+      gather_live_tile<scalar_t, T::BK, BM, T::THREADS>(sm.corners + rs, live, x, xl, c_first,
+                                                        valid_c, vector_loads, store);
       __syncthreads();
       T::multiply(sm.op, acc);
       __syncthreads();
