@@ -38,7 +38,10 @@ for _ in $(seq 1 60); do
     state="$(sinfo -h -n "$host" -o %t 2>/dev/null || true)"
     case "$state" in
         idle*|mix*|alloc*) echo "slurm test cluster up: node $host ($cpus CPUs, ${memory_mb} MB)"; exit 0 ;;
-        down*|drain*) scontrol update nodename="$host" state=resume >/dev/null 2>&1 || true ;;
+        down*|drain*)
+            # A slurmd that was still shutting down when checked above has exited by now.
+            pgrep -x slurmd >/dev/null || slurmd
+            scontrol update nodename="$host" state=resume >/dev/null 2>&1 || true ;;
     esac
     sleep 0.5
 done
