@@ -268,6 +268,29 @@ def test_cuda_core_backward_grids_match_reference(dtype, layout):
             assert any(pattern.search(name) for name in names), (kernel, rows, sorted(names))
 
 
+@pytest.mark.parametrize("rows", [64, 128])
+def test_forced_backward_tile_height_launches_it(rows, monkeypatch):
+    """D2BENCH_CUDA_BACKWARD_ROWS (for measuring) makes both CUDA-core kernels use that height,
+    and the gradients still match the reference."""
+    monkeypatch.setenv("D2BENCH_CUDA_BACKWARD_ROWS", str(rows))
+    inputs, geom = _inputs("d2", c=16, o=8, dtype=torch.float32, map_dtype=torch.float32)
+    inputs = (inputs[0], _away_from_whole(inputs[1]), *inputs[2:])
+    got, kernels = _kernels_run(lambda: _values_and_grads(_run("d2", 1, geom), inputs))
+    for kernel in ("simt_weight_grad_kernel", "simt_input_grad_kernel"):
+        heights = {int(m.group(1)) for k in kernels if (m := re.search(rf"{kernel}<.*, (\d+)>", k))}
+        assert heights == {rows}, (kernel, sorted(kernels))
+    want = _values_and_grads(_oracle("d2", 1, geom), [t.double() for t in inputs])
+    for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
+        assert _rel(a, b) < 1e-5, name
+
+
+def test_forced_backward_tile_height_rejects_other_values(monkeypatch):
+    monkeypatch.setenv("D2BENCH_CUDA_BACKWARD_ROWS", "96")
+    inputs, geom = _inputs("d2", c=16, o=8, dtype=torch.float32, map_dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="D2BENCH_CUDA_BACKWARD_ROWS must be 64 or 128"):
+        _values_and_grads(_run("d2", 1, geom), inputs)
+
+
 MEMORY_CASES = [
     (torch.float32, CL, 64),
     (torch.float32, None, 64),

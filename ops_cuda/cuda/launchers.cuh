@@ -201,6 +201,17 @@ int64_t resident_ctas(const void* kernel, int threads, int smem) {
 // A 64-row tile does the same products as a 128-row one with less reuse of each operand load.
 constexpr double kSmallTileCost = 1.1;
 
+// The CUDA-core backward's tile height set by D2BENCH_CUDA_BACKWARD_ROWS (64 or 128), or 0 to let
+// the wave model choose: to measure both heights on a shape.
+int forced_backward_rows() {
+  const char* choice = std::getenv("D2BENCH_CUDA_BACKWARD_ROWS");
+  if (choice == nullptr || *choice == '\0') return 0;
+  const std::string rows(choice);
+  TORCH_CHECK(rows == "64" || rows == "128", "D2BENCH_CUDA_BACKWARD_ROWS must be 64 or 128, got '",
+              rows, "'");
+  return std::stoi(rows);
+}
+
 template <typename scalar_t, typename Taps, int BM>
 void launch_simt_weight_grad(const at::Tensor& x, const Taps& taps, const at::Tensor& gout,
                              at::Tensor& grad_weight, bool vector_loads, int64_t ctas) {
@@ -232,8 +243,11 @@ void simt_weight_grad(const at::Tensor& x, const Taps& taps, const at::Tensor& g
   const int64_t slots_small = resident_ctas(
       reinterpret_cast<const void*>(&simt_weight_grad_kernel<scalar_t, Taps, 64>), 256,
       sizeof(SimtWeightGradSmem<scalar_t, 64>));
-  if (grid_time(ctas(64), slots_small, 64 * kSmallTileCost) <
-      grid_time(ctas(128), slots_large, 128)) {
+  const int forced = forced_backward_rows();
+  const bool small = forced != 0 ? forced == 64
+                                 : grid_time(ctas(64), slots_small, 64 * kSmallTileCost) <
+                                       grid_time(ctas(128), slots_large, 128);
+  if (small) {
     launch_simt_weight_grad<scalar_t, Taps, 64>(x, taps, gout, grad_weight, vector_loads,
                                                 ctas(64));
   } else {
@@ -261,8 +275,10 @@ InputGradGrid input_grad_grid(const ConvShape& s, int64_t blocks, bool may_split
                     256, sizeof(SimtInputGradSmem<scalar_t, Taps, 64>))};
   InputGradGrid best{128, ceil_div(rows, 128), 1};
   double best_time = std::numeric_limits<double>::infinity();
+  const int forced = forced_backward_rows();
   for (int small = 0; small < 2; ++small) {
     const int bm = small ? 64 : 128;
+    if (forced != 0 && forced != bm) continue;
     const int64_t tiles = ceil_div(rows, bm);
     for (int64_t shares = 1; shares <= (may_split ? blocks : 1); ++shares) {
       const double work = bm * (small ? kSmallTileCost : 1.0) * ceil_div(blocks, shares);
