@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
@@ -103,6 +104,17 @@ def _values_and_grads(fn, inputs, grad_seed=1):
     return [out.detach()] + [None if t is None else t.grad for t in leaves]
 
 
+def _values_and_grads_cl(fn, inputs, grad_seed=1):
+    """_values_and_grads with the upstream gradient in channels_last_3d, as the tensor-core
+    backward needs it."""
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    gen = torch.Generator(device="cuda").manual_seed(grad_seed)
+    grad = torch.randn(out.shape, generator=gen, device="cuda", dtype=F64).to(out.dtype)
+    out.backward(grad.contiguous(memory_format=CL))
+    return [out.detach()] + [None if t is None else t.grad for t in leaves]
+
+
 def _rel(a, b):
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
@@ -162,11 +174,14 @@ def test_half_precision_matches_reference(kind, dtype, layout):
             assert _rel(a, b) < 1e-2, name
 
 
+# Each case has at least 128 output channels per input voxel's 64-channel float32 accumulator
+# (stride 2: the output has 5.25× fewer voxels than the input), so the tensor-core backward takes
+# it; _check_fused_backward asserts that it did.
 FUSED_BACKWARD_CASES = [
-    ("d2", dict(c=96, o=24)),  # a full and a partial block of 64 input channels
+    ("d2", dict(c=96, o=136)),  # a full and a partial block of 64 input channels
     ("d2", dict(c=16, o=264, scale=6.0)),  # two blocks of 256 output channels; most samples out
-    ("dcn", dict(c=48, o=16, groups=2)),  # 24 channels per offset group
-    ("dcn", dict(c=32, o=8, stride=2, size=(5, 7, 9))),
+    ("dcn", dict(c=48, o=128, groups=2)),  # 24 channels per offset group
+    ("dcn", dict(c=32, o=768, stride=2, size=(5, 7, 9))),
 ]
 
 
@@ -188,19 +203,15 @@ def test_fused_backward_tap_shares_match_reference(kind, waves):
     the coordinate gradients atomically. (The small cases above split into more shares.)"""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     tiles = int(waves * 2 * sms)
-    _check_fused_backward(kind, dict(c=16, o=8, size=(tiles, 8, 8)), torch.bfloat16, n=1)
+    _check_fused_backward(kind, dict(c=16, o=128, size=(tiles, 8, 8)), torch.bfloat16, n=1)
 
 
 def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> None:
     groups = case.pop("groups", 1)
     inputs, geom = _inputs(kind, n=n, groups=groups, dtype=dtype, map_dtype=torch.float32,
                            layout=CL, **{"size": (4, 10, 12), **case})  # fmt: skip
-    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
-    out = _run(kind, groups, geom)(*leaves)
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    grad = torch.randn(out.shape, generator=gen, device="cuda", dtype=F64)
-    out.backward(grad.to(dtype).contiguous(memory_format=CL))
-    got = [out.detach()] + [None if t is None else t.grad for t in leaves]
+    got, kernels = _kernels_run(lambda: _values_and_grads_cl(_run(kind, groups, geom), inputs))
+    assert "input_grad_kernel" in _kernel_names(kernels), sorted(_kernel_names(kernels))
     want = _values_and_grads(
         _oracle(kind, groups, geom), [None if t is None else t.double() for t in inputs]
     )
@@ -242,10 +253,10 @@ def _away_from_whole(coords: torch.Tensor, margin: float = 0.05) -> torch.Tensor
 @pytest.mark.parametrize(
     "dtype,layout", [(torch.float32, None), (torch.float32, CL), (torch.bfloat16, None)]
 )
-def test_cuda_core_backward_grids_match_reference(dtype, layout):
+def test_cuda_core_backward_grids_match_reference(dtype, layout, monkeypatch):
     """float32 (either layout) and 16-bit calls outside the tensor-core backward: every gradient
-    against float64, and both tile heights of both kernels launched over the cases."""
-    names: set[str] = set()
+    against float64, at each tile height of both kernels (forced, so that the launcher's cost
+    model cannot leave one untested) and at the height the launcher picks."""
     for kind, case in _cuda_core_backward_cases():
         case = dict(case)
         groups, n = case.pop("groups", 1), case.pop("n", 2)
@@ -253,35 +264,19 @@ def test_cuda_core_backward_grids_match_reference(dtype, layout):
                                layout=layout, **case)  # fmt: skip
         inputs = (inputs[0], _away_from_whole(inputs[1]), *inputs[2:])
         run = _run(kind, groups, geom)
-        got, kernels = _kernels_run(lambda run=run, inputs=inputs: _values_and_grads(run, inputs))
-        names |= kernels
         want = _values_and_grads(
             _oracle(kind, groups, geom), [None if t is None else t.double() for t in inputs]
         )
         tolerance = 1e-5 if dtype == torch.float32 else 1e-2
-        for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
-            if b is not None:
-                assert _rel(a, b) < tolerance, (kind, case, name)
-    for kernel in ("simt_weight_grad_kernel", "simt_input_grad_kernel"):
-        for rows in (64, 128):
-            pattern = re.compile(rf"{kernel}<.*, {rows}>")
-            assert any(pattern.search(name) for name in names), (kernel, rows, sorted(names))
-
-
-@pytest.mark.parametrize("rows", [64, 128])
-def test_forced_backward_tile_height_launches_it(rows, monkeypatch):
-    """D2BENCH_CUDA_BACKWARD_ROWS (for measuring) makes both CUDA-core kernels use that height,
-    and the gradients still match the reference."""
-    monkeypatch.setenv("D2BENCH_CUDA_BACKWARD_ROWS", str(rows))
-    inputs, geom = _inputs("d2", c=16, o=8, dtype=torch.float32, map_dtype=torch.float32)
-    inputs = (inputs[0], _away_from_whole(inputs[1]), *inputs[2:])
-    got, kernels = _kernels_run(lambda: _values_and_grads(_run("d2", 1, geom), inputs))
-    for kernel in ("simt_weight_grad_kernel", "simt_input_grad_kernel"):
-        heights = {int(m.group(1)) for k in kernels if (m := re.search(rf"{kernel}<.*, (\d+)>", k))}
-        assert heights == {rows}, (kernel, sorted(kernels))
-    want = _values_and_grads(_oracle("d2", 1, geom), [t.double() for t in inputs])
-    for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
-        assert _rel(a, b) < 1e-5, name
+        for rows in ("64", "128", ""):
+            monkeypatch.setenv("D2BENCH_CUDA_BACKWARD_ROWS", rows)
+            got, kernels = _kernels_run(functools.partial(_values_and_grads, run, inputs))
+            for kernel in ("simt_weight_grad_kernel", "simt_input_grad_kernel") if rows else ():
+                pattern = re.compile(rf"{kernel}<.*, {rows}>")
+                assert any(pattern.search(name) for name in kernels), (kernel, rows, case)
+            for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
+                if b is not None:
+                    assert _rel(a, b) < tolerance, (kind, case, rows or "chosen", name)
 
 
 def test_forced_backward_tile_height_rejects_other_values(monkeypatch):
@@ -306,8 +301,8 @@ def test_tensor_core_backward_only_where_its_accumulator_fits(o, kernel):
     fit within the output's size, else the CUDA-core backward takes the call."""
     inputs, geom = _inputs("d2", n=1, c=64, o=o, size=(2, 6, 8), dtype=torch.bfloat16,
                            map_dtype=torch.float32, layout=CL)  # fmt: skip
-    got, kernels = _kernels_run(lambda: _values_and_grads(_run("d2", 1, geom), inputs))
-    launched = {name.split("<")[0].split()[-1].split("::")[-1] for name in kernels}
+    got, kernels = _kernels_run(lambda: _values_and_grads_cl(_run("d2", 1, geom), inputs))
+    launched = _kernel_names(kernels)
     assert kernel in launched, sorted(launched)
     other = "simt_input_grad_kernel" if kernel == "input_grad_kernel" else "input_grad_kernel"
     assert other not in launched, sorted(launched)
@@ -361,6 +356,11 @@ def test_every_tile_configuration_matches_reference(config, dtype, rows_per_cta)
 
 def _hopper() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability(0) == (9, 0)
+
+
+def _kernel_names(events: set[str]) -> set[str]:
+    """The bare kernel names (no namespace, template arguments or parameters) among ``events``."""
+    return {name.split("<")[0].split()[-1].split("::")[-1] for name in events}
 
 
 def _kernels_run(fn):
