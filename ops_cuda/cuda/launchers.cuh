@@ -198,8 +198,14 @@ int64_t resident_ctas(const void* kernel, int threads, int smem) {
   return slots;
 }
 
-// A 64-row tile does the same products as a 128-row one with less reuse of each operand load.
-constexpr double kSmallTileCost = 1.1;
+// The cost per row of a 64-row tile relative to a 128-row one, for the wave model's choice of
+// tile height; measured on an H200 over nine shapes (D2BENCH_CUDA_BACKWARD_ROWS, see
+// reports/bench/ops-notes.md). Weight gradient: a 64-channel tile does the same products with
+// less reuse of each operand load, and 1.1 picks the faster height at all nine. Input gradient:
+// the 128-row tile spills registers, and its 64-row one took 0.66-0.93 of its time per row
+// (64 rows were faster at all nine shapes; the old 1.1 picked 128 rows at six of them).
+constexpr double kSmallWeightGradTileCost = 1.1;
+constexpr double kSmallInputGradTileCost = 0.8;
 
 // The CUDA-core backward's tile height set by D2BENCH_CUDA_BACKWARD_ROWS (64 or 128), or 0 to let
 // the wave model choose: to measure both heights on a shape.
@@ -244,9 +250,9 @@ void simt_weight_grad(const at::Tensor& x, const Taps& taps, const at::Tensor& g
       reinterpret_cast<const void*>(&simt_weight_grad_kernel<scalar_t, Taps, 64>), 256,
       sizeof(SimtWeightGradSmem<scalar_t, 64>));
   const int forced = forced_backward_rows();
-  const bool small = forced != 0 ? forced == 64
-                                 : grid_time(ctas(64), slots_small, 64 * kSmallTileCost) <
-                                       grid_time(ctas(128), slots_large, 128);
+  const double small_time = grid_time(ctas(64), slots_small, 64 * kSmallWeightGradTileCost);
+  const bool small =
+      forced != 0 ? forced == 64 : small_time < grid_time(ctas(128), slots_large, 128);
   if (small) {
     launch_simt_weight_grad<scalar_t, Taps, 64>(x, taps, gout, grad_weight, vector_loads,
                                                 ctas(64));
@@ -281,7 +287,8 @@ InputGradGrid input_grad_grid(const ConvShape& s, int64_t blocks, bool may_split
     if (forced != 0 && forced != bm) continue;
     const int64_t tiles = ceil_div(rows, bm);
     for (int64_t shares = 1; shares <= (may_split ? blocks : 1); ++shares) {
-      const double work = bm * (small ? kSmallTileCost : 1.0) * ceil_div(blocks, shares);
+      const double row_cost = small ? kSmallInputGradTileCost : 1.0;
+      const double work = bm * row_cost * ceil_div(blocks, shares);
       const double time = grid_time(tiles * shares, slots[small], work);
       if (time < best_time) best = {bm, tiles, shares}, best_time = time;
     }
