@@ -42,6 +42,24 @@ def _bench_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_tiles(args: argparse.Namespace) -> int:
+    from ..bench.tile_bench import TileBenchUnavailable, run_tile_benchmark
+    from ..cli import UsageError
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise UsageError(
+            f"--repeats must be ≥ 1 and --warmup ≥ 0, got {args.repeats} and {args.warmup}"
+        )
+    try:
+        path = run_tile_benchmark(
+            args.out, quick=args.quick, repeats=args.repeats, warmup=args.warmup, device=args.device
+        )
+    except TileBenchUnavailable as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     ops_cmd = commands.add_parser("ops", help="the compiled operators")
     ops_sub = ops_cmd.add_subparsers(dest="ops_command", required=True, metavar="ACTION")
@@ -68,3 +86,17 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
         "(and its .md); measures nothing",
     )
     bench_ops.set_defaults(handler=_bench_ops)
+
+    bench_tiles = bench.add_parser(
+        "tiles",
+        help="the CUDA-core backward's tile heights, measured per kernel (needs a CUDA GPU)",
+        description="Time both tile heights (64 and 128 rows) of the CUDA-core backward's two "
+        "kernels and the height its launcher picks, on the operator benchmark's float32 shapes "
+        "and 64-channel layers; write reports/bench/tiles-<gpu>.json and .md.",
+    )
+    bench_tiles.add_argument("--out", type=Path, default=Path("reports/bench"))
+    bench_tiles.add_argument("--quick", action="store_true", help="two tiny shapes (a smoke run)")
+    bench_tiles.add_argument("--repeats", type=int, default=5, help="profiled calls per height")
+    bench_tiles.add_argument("--warmup", type=int, default=2)
+    bench_tiles.add_argument("--device", default=None, help="default: cuda if available")
+    bench_tiles.set_defaults(handler=_bench_tiles)

@@ -1,0 +1,269 @@
+"""``d2bench bench tiles``: the CUDA-core backward's two tile heights, measured per kernel.
+
+The launcher of the CUDA-core backward (float32, float64, and 16-bit calls outside the
+tensor-core backward) picks each kernel's tile height (64 or 128 rows) with a wave model whose
+per-row cost of the small tile was set from this measurement. This benchmark times both
+heights of both kernels (``D2BENCH_CUDA_BACKWARD_ROWS``) and the height the launcher picks, so
+the model can be checked on a new GPU and re-tuned from data rather than guessed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .environment import collect_environment, resolve_device
+from .ops_bench import DILATION_RANGE, _write_atomic, gpu_slug
+
+SCHEMA = "d2bench.tile_bench/1"
+ROWS_VARIABLE = "D2BENCH_CUDA_BACKWARD_ROWS"
+HEIGHTS = (64, 128)
+KERNELS = ("simt_input_grad_kernel", "simt_weight_grad_kernel")
+_KERNEL_HEIGHT = re.compile(r"(simt_(?:input|weight)_grad_kernel)<.*?, (64|128)>")
+
+
+@dataclass(frozen=True)
+class TileShape:
+    """One D²Conv3D layer call: batch, channels in → out, volume, and its data type."""
+
+    dtype: str
+    batch: int
+    in_channels: int
+    out_channels: int
+    time: int
+    height: int
+    width: int
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.dtype} {self.batch}, {self.in_channels}→{self.out_channels}, "
+            f"{self.time}, {self.height}×{self.width}"
+        )
+
+
+#: The operator benchmark's five float32 shapes, and 64-channel layers in float32 and bfloat16
+#: (16-bit calls with fewer than 128 output channels take the CUDA-core backward).
+SHAPES: tuple[TileShape, ...] = (
+    TileShape("fp32", 1, 256, 256, 4, 60, 108),
+    TileShape("fp32", 1, 512, 256, 4, 60, 108),
+    TileShape("fp32", 1, 256, 256, 2, 30, 54),
+    TileShape("fp32", 1, 1024, 256, 2, 30, 54),
+    TileShape("fp32", 2, 256, 256, 8, 60, 108),
+    TileShape("fp32", 1, 256, 64, 4, 60, 108),
+    TileShape("fp32", 1, 64, 64, 4, 60, 108),
+    TileShape("bf16", 1, 256, 64, 4, 60, 108),
+    TileShape("bf16", 1, 64, 64, 4, 60, 108),
+)
+QUICK_SHAPES: tuple[TileShape, ...] = (
+    TileShape("fp32", 1, 32, 16, 2, 8, 12),
+    TileShape("bf16", 1, 32, 16, 2, 8, 12),
+)
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+class TileBenchUnavailable(RuntimeError):
+    """No CUDA GPU or no compiled CUDA operators: there is nothing to time."""
+
+
+@contextlib.contextmanager
+def forced_rows(rows: int | None) -> Iterator[None]:
+    """Sets (or, for None, clears) the tile-height override, restoring it afterwards."""
+    before = os.environ.get(ROWS_VARIABLE)
+    if rows is None:
+        os.environ.pop(ROWS_VARIABLE, None)
+    else:
+        os.environ[ROWS_VARIABLE] = str(rows)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ROWS_VARIABLE, None)
+        else:
+            os.environ[ROWS_VARIABLE] = before
+
+
+def _layer_inputs(shape: TileShape, dev: torch.device) -> tuple[torch.Tensor, ...]:
+    """Input, dilation map, mask and weight as the layers pass them on a GPU (channels_last_3d
+    data and weight, float32 maps)."""
+    gen = torch.Generator(device=dev).manual_seed(0)
+    cl = torch.channels_last_3d
+    volume = (shape.time, shape.height, shape.width)
+    dtype = _DTYPES[shape.dtype]
+
+    def rand(*size: int) -> torch.Tensor:
+        return torch.randn(*size, generator=gen, device=dev)
+
+    x = rand(shape.batch, shape.in_channels, *volume).to(dtype).contiguous(memory_format=cl)
+    dilation = (1 + 0.5 * rand(shape.batch, 3, *volume)).clamp(*DILATION_RANGE)
+    mask = torch.sigmoid(rand(shape.batch, 27, *volume))
+    fan_in = shape.in_channels * 27
+    weight = (rand(shape.out_channels, shape.in_channels, 3, 3, 3) / fan_in**0.5).to(dtype)
+    weight = weight.contiguous(memory_format=cl)
+    return tuple(t.requires_grad_() for t in (x, dilation, mask, weight))
+
+
+def _forward_backward(inputs: tuple[torch.Tensor, ...]) -> None:
+    from ..ops import d2conv3d
+
+    out = d2conv3d(*inputs)
+    out.backward(torch.ones_like(out))
+
+
+def kernel_times_ms(event_names_and_us: list[tuple[str, float]], calls: int) -> dict[str, Any]:
+    """Per call: each backward kernel's time keyed ``kernel/height``, and the total of all."""
+    times: collections.Counter[str] = collections.Counter()
+    total = 0.0
+    for name, microseconds in event_names_and_us:
+        total += microseconds
+        match = _KERNEL_HEIGHT.search(name)
+        if match:
+            times[f"{match.group(1)}/{match.group(2)}"] += microseconds
+    result: dict[str, Any] = {key: value / calls / 1000 for key, value in sorted(times.items())}
+    result["total"] = total / calls / 1000
+    return result
+
+
+def _profile(inputs: tuple[torch.Tensor, ...], warmup: int, repeats: int) -> dict[str, Any]:
+    for _ in range(warmup):
+        _forward_backward(inputs)
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        for _ in range(repeats):
+            _forward_backward(inputs)
+        torch.cuda.synchronize()
+    events = [
+        (event.name, float(event.device_time))
+        for event in profile.events()
+        if event.device_type == torch.autograd.DeviceType.CUDA
+    ]
+    return kernel_times_ms(events, repeats)
+
+
+def judge_shape(measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per kernel: each forced height's time, the faster one, the one the launcher chose, and
+    whether they agree. ``measured`` maps "64", "128" and "chosen" to kernel_times_ms results."""
+    verdict: dict[str, Any] = {}
+    for kernel in KERNELS:
+        forced = {h: measured[str(h)].get(f"{kernel}/{h}") for h in HEIGHTS}
+        chosen = [h for h in HEIGHTS if f"{kernel}/{h}" in measured["chosen"]]
+        faster = min(forced, key=lambda h: forced[h] if forced[h] is not None else float("inf"))
+        verdict[kernel] = {
+            "ms": {str(h): forced[h] for h in HEIGHTS},
+            "faster": faster if any(v is not None for v in forced.values()) else None,
+            "chosen": chosen[0] if len(chosen) == 1 else None,
+            "chose_faster": chosen == [faster],
+        }
+    return verdict
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [
+        f"# CUDA-core backward tile heights: {env.get('gpu_name') or 'no GPU'}",
+        "",
+        f"- torch {env.get('torch_version')}, CUDA {env.get('cuda_version')}; d2bench revision "
+        f"{(env.get('git_revision') or 'unknown')[:7]}",
+        f"- Per call: profiler kernel times, mean of {report['protocol']['repeats']} "
+        f"forward+backward calls after {report['protocol']['warmup']} warm-up calls; "
+        "channels_last_3d data and weight, float32 maps. Heights forced with "
+        f"`{ROWS_VARIABLE}`; **bold**: the faster; ✓: the launcher's own choice was the faster.",
+        f"- Started {env.get('timestamp_utc')}, took {report['wall_s']:.0f} s",
+        "",
+        "| shape (dtype N, C_in→C_out, T, H×W) | input grad 64 / 128 rows | chosen "
+        "| weight grad 64 / 128 channels | chosen |",
+        "|---|---:|:---:|---:|:---:|",
+    ]
+    agree = 0
+    for entry in report["results"]:
+        cells = [entry["label"]]
+        for kernel in KERNELS:
+            verdict = entry["verdict"][kernel]
+            times = []
+            for height in HEIGHTS:
+                value = verdict["ms"][str(height)]
+                text = "—" if value is None else f"{value:.2f}"
+                times.append(f"**{text}**" if height == verdict["faster"] else text)
+            cells.append(" / ".join(times) + " ms")
+            mark = "✓" if verdict["chose_faster"] else "✗"
+            cells.append(f"{verdict['chosen'] or '?'} {mark}")
+            agree += bool(verdict["chose_faster"])
+        lines.append("| " + " | ".join(cells) + " |")
+    total = len(report["results"]) * len(KERNELS)
+    lines += ["", f"The launcher chose the faster height in {agree} of {total} cases.", ""]
+    return "\n".join(lines)
+
+
+def run_tile_benchmark(
+    out_dir: Path = Path("reports/bench"),
+    *,
+    quick: bool = False,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str | None = None,
+) -> Path:
+    """Measure both tile heights of both CUDA-core backward kernels on every shape; write
+    ``tiles-<gpu>.json`` and ``.md`` into ``out_dir`` and return the JSON path."""
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        raise TileBenchUnavailable(
+            f"bench tiles times CUDA kernels and needs a CUDA GPU, got {dev}"
+        )
+    from ..ops._registration import load_and_register
+
+    if not load_and_register():
+        raise TileBenchUnavailable(
+            "bench tiles needs the operators built with their CUDA kernels (`d2bench ops build` "
+            "on a machine with nvcc)"
+        )
+    torch.cuda.set_device(dev)
+    started = time.perf_counter()
+    environment = collect_environment(dev)
+    shapes = QUICK_SHAPES if quick else SHAPES
+    results = []
+    for index, shape in enumerate(shapes):
+        inputs = _layer_inputs(shape, dev)
+        measured = {}
+        for rows in (*HEIGHTS, None):
+            with forced_rows(rows):
+                measured["chosen" if rows is None else str(rows)] = _profile(
+                    inputs, warmup, repeats
+                )
+        verdict = judge_shape(measured)
+        results.append(
+            {"shape": asdict(shape), "label": shape.label, "measured": measured, "verdict": verdict}
+        )
+        picks = ", ".join(
+            f"{kernel.removeprefix('simt_').removesuffix('_kernel')}: chose "
+            f"{v['chosen']}, faster {v['faster']}"
+            for kernel, v in verdict.items()
+        )
+        print(f"[{index + 1}/{len(shapes)}] {shape.label}: {picks}", flush=True)
+        del inputs
+        torch.cuda.empty_cache()
+    report = {
+        "schema": SCHEMA,
+        "quick": quick,
+        "environment": environment,
+        "protocol": {"repeats": repeats, "warmup": warmup, "variable": ROWS_VARIABLE},
+        "results": results,
+        "wall_s": time.perf_counter() - started,
+    }
+    out_dir = Path(out_dir)
+    json_path = out_dir / f"tiles-{gpu_slug(environment.get('gpu_name'))}.json"
+    markdown = render_markdown(report)
+    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False))
+    _write_atomic(json_path.with_suffix(".md"), markdown)
+    print(markdown, flush=True)
+    return json_path
