@@ -94,24 +94,15 @@ def _oracle(kind, groups, geom):
     return run
 
 
-def _values_and_grads(fn, inputs, grad_seed=1):
+def _values_and_grads(fn, inputs, grad_seed=1, grad_layout=torch.contiguous_format):
+    """The output and every input's gradient. ``grad_layout`` is the upstream gradient's memory
+    format: the tensor-core backward needs channels_last_3d."""
     leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
     out = fn(*leaves)
     gen = torch.Generator(device="cuda").manual_seed(grad_seed)
     # Drawn in float64 and cast, so that every dtype sees the same upstream gradient.
     grad = torch.randn(out.shape, generator=gen, device="cuda", dtype=F64).to(out.dtype)
-    out.backward(grad)
-    return [out.detach()] + [None if t is None else t.grad for t in leaves]
-
-
-def _values_and_grads_cl(fn, inputs, grad_seed=1):
-    """_values_and_grads with the upstream gradient in channels_last_3d, as the tensor-core
-    backward needs it."""
-    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
-    out = fn(*leaves)
-    gen = torch.Generator(device="cuda").manual_seed(grad_seed)
-    grad = torch.randn(out.shape, generator=gen, device="cuda", dtype=F64).to(out.dtype)
-    out.backward(grad.contiguous(memory_format=CL))
+    out.backward(grad.contiguous(memory_format=grad_layout))
     return [out.detach()] + [None if t is None else t.grad for t in leaves]
 
 
@@ -210,7 +201,8 @@ def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> 
     groups = case.pop("groups", 1)
     inputs, geom = _inputs(kind, n=n, groups=groups, dtype=dtype, map_dtype=torch.float32,
                            layout=CL, **{"size": (4, 10, 12), **case})  # fmt: skip
-    got, kernels = _kernels_run(lambda: _values_and_grads_cl(_run(kind, groups, geom), inputs))
+    run = _run(kind, groups, geom)
+    got, kernels = _kernels_run(lambda: _values_and_grads(run, inputs, grad_layout=CL))
     assert "input_grad_kernel" in _kernel_names(kernels), sorted(_kernel_names(kernels))
     want = _values_and_grads(
         _oracle(kind, groups, geom), [None if t is None else t.double() for t in inputs]
@@ -219,7 +211,7 @@ def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> 
         if b is not None:
             assert _rel(a, b) < 1e-2, name
     # The same call with a contiguous upstream gradient takes the CUDA-core backward.
-    plain = _values_and_grads(_run(kind, groups, geom), inputs)
+    plain = _values_and_grads(run, inputs)
     for name, a, b in zip(["x", "coords", "mask", "w"], got[1:5], plain[1:5], strict=True):
         if b is not None:
             assert _rel(a, b) < 1e-2, name
@@ -301,7 +293,8 @@ def test_tensor_core_backward_only_where_its_accumulator_fits(o, kernel):
     fit within the output's size, else the CUDA-core backward takes the call."""
     inputs, geom = _inputs("d2", n=1, c=64, o=o, size=(2, 6, 8), dtype=torch.bfloat16,
                            map_dtype=torch.float32, layout=CL)  # fmt: skip
-    got, kernels = _kernels_run(lambda: _values_and_grads_cl(_run("d2", 1, geom), inputs))
+    run = _run("d2", 1, geom)
+    got, kernels = _kernels_run(lambda: _values_and_grads(run, inputs, grad_layout=CL))
     launched = _kernel_names(kernels)
     assert kernel in launched, sorted(launched)
     other = "simt_input_grad_kernel" if kernel == "input_grad_kernel" else "input_grad_kernel"

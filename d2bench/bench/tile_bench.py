@@ -157,11 +157,12 @@ def judge_shape(measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
     verdict: dict[str, Any] = {}
     for kernel in KERNELS:
         forced = {h: measured[str(h)].get(f"{kernel}/{h}") for h in HEIGHTS}
+        timed = {h: ms for h, ms in forced.items() if ms is not None}
+        faster = min(timed, key=timed.__getitem__) if timed else None
         chosen = [h for h in HEIGHTS if f"{kernel}/{h}" in measured["chosen"]]
-        faster = min(forced, key=lambda h: forced[h] if forced[h] is not None else float("inf"))
         verdict[kernel] = {
             "ms": {str(h): forced[h] for h in HEIGHTS},
-            "faster": faster if any(v is not None for v in forced.values()) else None,
+            "faster": faster,
             "chosen": chosen[0] if len(chosen) == 1 else None,
             "chose_faster": chosen == [faster],
         }
