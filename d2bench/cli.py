@@ -13,10 +13,24 @@ import pkgutil
 import sys
 
 from . import commands as _commands_package
+from .tracking.store import StoreError
 
 
 class UsageError(Exception):
     """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the resolved package versions are looked up only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the installed versions and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        from .versions import version_text
+
+        print(version_text())
+        parser.exit()
 
 
 def _command_modules() -> list:
@@ -29,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="d2bench",
         description="D²Conv3D ablation studies: operators, models, studies, reports.",
     )
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bench = commands.add_parser("bench", help="benchmarks (write results with their environment)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -47,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except UsageError as error:
+    except (UsageError, StoreError) as error:
         print(f"d2bench {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..versions import package_versions
+
 #: Environment variables worth keeping next to a measurement.
 _RECORDED_ENV_VARS = (
     "CUDA_VISIBLE_DEVICES",
@@ -184,6 +186,7 @@ def collect_environment(device: str | torch.device | None = None) -> dict[str, A
         "torch_num_threads": torch.get_num_threads(),
         **git_state(),
         **numerics_settings(),
+        "packages": package_versions(),
         "env_vars": {name: os.environ[name] for name in _RECORDED_ENV_VARS if name in os.environ},
     }
     return env

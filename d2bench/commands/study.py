@@ -114,7 +114,7 @@ def _ui(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..cli import UsageError
-    from ..tracking import resolve_tracking_uri
+    from ..tracking import open_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -123,8 +123,7 @@ def _ui(args: argparse.Namespace) -> int:
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     if not Path(mlflow).exists():
         raise UsageError("the mlflow command is not installed")
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    open_store(uri)  # the server opens it too: created or upgraded once, never by two at a time
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
                str(args.port)]  # fmt: skip
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", flush=True)

@@ -239,9 +239,11 @@ def launch_environment() -> dict:
     import platform
 
     from .. import __version__
+    from ..versions import package_versions
 
     return {
         "git": git_revision(),
+        "packages": package_versions(),
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -1,5 +1,6 @@
 """MLflow tracking for studies (the only package that imports MLflow, and only when used)."""
 
+from .store import StoreError, open_store
 from .tracker import (
     FINAL_METRICS,
     CellRunLogger,
@@ -12,8 +13,10 @@ from .tracker import (
 __all__ = [
     "FINAL_METRICS",
     "CellRunLogger",
+    "StoreError",
     "Tracker",
     "default_tracking_uri",
     "git_revision",
+    "open_store",
     "resolve_tracking_uri",
 ]

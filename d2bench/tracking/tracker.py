@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .store import open_store, sqlite_path, store_exists
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.entities import Run
@@ -108,12 +110,6 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///") :])
-
-
 def _is_transient(error: Exception) -> bool:
     text = str(error).lower()
     return "database is locked" in text or "database table is locked" in text or "busy" in text
@@ -175,16 +171,14 @@ class Tracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            path = _sqlite_path(self.uri)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+            open_store(self.uri)  # every process: create or upgrade a SQLite store once, locked
             self._client = with_retries(lambda: MlflowClient(tracking_uri=self.uri))
         return self._client
 
     @property
     def artifact_root(self) -> Path | None:
         """Where a SQLite store keeps artifacts (``artifacts/`` next to the database)."""
-        path = _sqlite_path(self.uri)
+        path = sqlite_path(self.uri)
         return None if path is None else path.parent / "artifacts"
 
     # -- experiments and the study's parent run ---------------------------------------------
@@ -192,6 +186,8 @@ class Tracker:
     def experiment_id(self, study_name: str, create: bool = False) -> str | None:
         if study_name in self._experiments:
             return self._experiments[study_name]
+        if not create and not store_exists(self.uri):
+            return None  # reading a store that does not exist yet: nothing there, create nothing
         experiment = with_retries(lambda: self.client.get_experiment_by_name(study_name))
         if experiment is None:
             if not create:
