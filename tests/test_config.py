@@ -31,7 +31,7 @@ def test_aliases_are_normalised() -> None:
         ({"data": {"root": "x"}, "modle": {}}, "modle", "unknown key"),
         ({"data": {"root": "x"}, "model": {"variant": "dcnv3"}}, "model.variant", "known names"),
         ({"data": {"root": "x"}, "train": {"lr": "fast"}}, "train.lr", "number"),
-        ({"data": {"root": "x"}, "infer": {"gap": 0}}, "infer.gap", "greater than"),
+        ({"data": {"root": "x"}, "infer": {"gap": 0}}, "infer.gap", "must be ≥ 1 and ≤ 256"),
         ({}, "data", "required"),
         ({"data": {"root": "x", "clip_len": 8, "window": 2}}, "data", "2·window"),
         (
@@ -45,7 +45,7 @@ def test_errors_name_the_key_path(data: dict, path: str, words: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_cell_config(data, "cell.yaml")
     message = str(caught.value)
-    assert f"  {path}:" in message and words in message
+    assert f"cell.yaml: {path}:" in message and words in message
 
 
 def test_round_trip_through_yaml(tmp_path) -> None:
