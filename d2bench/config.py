@@ -228,19 +228,33 @@ def allowed_keys(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> tuple[s
     return tuple(current.model_fields) if current is not None else None
 
 
-def _field_info(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> Any:
-    """The pydantic FieldInfo of the key at ``loc`` (None inside tuples and unknown places)."""
-    *parents, last = loc
-    holder = model
-    for part in parents:
-        if isinstance(part, int):
+def _annotated_constraints(annotation: Any) -> list[Any]:
+    """The constraints of an ``Annotated[int, Field(ge=..)]`` item type (empty for others)."""
+    found: list[Any] = []
+    for extra in getattr(annotation, "__metadata__", ()):
+        found += list(getattr(extra, "metadata", [extra]))
+    return found
+
+
+def _constraints(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[Any]:
+    """The bounds (annotated-types ``Ge``, ``Le``...) of the value at ``loc``: a field, or an
+    item of a list field such as ``seeds.1``. Empty where they cannot be found."""
+    holder: type[BaseModel] | None = model
+    annotation: Any = None
+    constraints: list[Any] = []
+    for part in loc:
+        if isinstance(part, int):  # an item of the list field reached so far
+            items = typing.get_args(annotation)
+            annotation = items[0] if len(items) == 1 else None
+            constraints = _annotated_constraints(annotation)
+            holder = _model_class(annotation)
             continue
         if holder is None or part not in holder.model_fields:
-            return None
-        holder = _model_class(holder.model_fields[part].annotation)
-    if holder is None or not isinstance(last, str):
-        return None
-    return holder.model_fields.get(last)
+            return []
+        info = holder.model_fields[part]
+        annotation, constraints = info.annotation, list(info.metadata)
+        holder = _model_class(annotation)
+    return constraints
 
 
 def _bound_text(value: Any) -> str:
@@ -254,8 +268,7 @@ _SYMBOLS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
 
 def _range_message(item: Any, model: type[BaseModel] | None) -> str:
     """``must be ≥ 1 and ≤ 256``: the field's bounds (both, not only the one hit) when known."""
-    info = _field_info(model, tuple(item["loc"]))
-    constraints = list(info.metadata) if info is not None else []
+    constraints = _constraints(model, tuple(item["loc"]))
     words = [
         f"{symbol} {_bound_text(getattr(constraint, name))}"
         for constraint in constraints
