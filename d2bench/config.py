@@ -39,6 +39,8 @@ MAX_SEED = 2**63 - 1
 #: Device names torch knows, checked without importing torch: auto, cpu, mps, cuda[:N], xpu[:N].
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?|xpu(:\d{1,2})?)$")
 DEVICE_FORMS = "auto, cpu, mps, cuda, cuda:N, xpu, xpu:N"
+#: The decoder's refinement blocks (d2bench.models.REFINEMENT_BLOCKS, named here without torch).
+DECODER_BLOCKS: tuple[str, ...] = ("rf3", "rf2", "rf1")
 
 
 def _refuse_bool(value: Any) -> Any:
@@ -77,6 +79,17 @@ class ModelConfig(_Strict):
     weights: str = "none"
     #: Recompute the deformation branch in backward (saves memory, as the original did).
     checkpoint_branch: StrictBool = True
+
+    @field_validator("replace_blocks")
+    @classmethod
+    def _known_blocks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for block in value:
+            if block.split(".", 1)[0] not in DECODER_BLOCKS:
+                raise ValueError(
+                    f"unknown decoder block {block!r}; allowed: {', '.join(DECODER_BLOCKS)} "
+                    "(or a dotted path inside one)"
+                )
+        return value
 
     @field_validator("variant")
     @classmethod

@@ -142,6 +142,8 @@ CASES: list[Case] = [
          "resources.memory_gb", "must be a finite number")),
     Case("time-past-bound", _set("resources.time_min", 10**6), expected=(
          "resources.time_min", "must be ≥ 1 and ≤ 43200")),
+    Case("replace-block-rf4", _set("rows.0.model.replace_blocks", ["rf3", "rf4"]), expected=(
+         "rows[0].model.replace_blocks", "unknown decoder block 'rf4'; allowed: rf3, rf2, rf1")),
     Case("max-failures-bool", _set("backend.max_failures", True), expected=(
          "backend.max_failures", "must be an integer")),
     # values that used to validate and crash the run after the plan

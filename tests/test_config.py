@@ -131,3 +131,14 @@ def test_train_refuses_a_duplicated_key_before_writing(tmp_path, monkeypatch, ca
         "model.variant: duplicate key 'variant' (lines 2 and 2)" in err and "Traceback" not in err
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my-cell.yaml"]
+
+
+def test_replace_blocks_are_checked_against_the_decoders_blocks() -> None:
+    torch_models = pytest.importorskip("d2bench.models")
+    from d2bench.config import DECODER_BLOCKS
+
+    assert DECODER_BLOCKS == torch_models.REFINEMENT_BLOCKS
+    with pytest.raises(ConfigError, match=r"model\.replace_blocks: unknown decoder block 'rf4'"):
+        parse_cell_config({"data": {"root": "x"}, "model": {"replace_blocks": ["rf3", "rf4"]}})
+    config = parse_cell_config({"data": {"root": "x"}, "model": {"replace_blocks": ["rf1"]}})
+    assert config.model.replace_blocks == ("rf1",)
