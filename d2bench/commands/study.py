@@ -11,12 +11,12 @@ import sys
 from typing import Any
 
 
-def _load(path: str, check_data: bool = False) -> Any:
+def _load(path: str) -> Any:
     from ..cli import UsageError
     from ..study import StudyError, load_study
 
     try:
-        return load_study(path, check_data=check_data)
+        return load_study(path)
     except StudyError as error:
         raise UsageError(str(error)) from None
 
@@ -27,21 +27,41 @@ def _tracker(args: argparse.Namespace) -> Any:
     return Tracker(args.tracking_uri)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _checked_launch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The study, its backend and runs folder, after every check ``run`` makes (none writes).
+
+    ``--dry-run`` goes through this too, so that it refuses exactly what a real run refuses.
+    """
     from pathlib import Path
 
     from ..cli import UsageError
-    from ..launch import launch_study, make_backend
-    from ..launch.profiles import ProfileError
+    from ..launch import make_backend
+    from ..launch.preflight import (
+        PreflightError,
+        check_backend_flags,
+        check_creatable_folder,
+        check_data_folders,
+    )
+    from ..launch.profiles import ProfileNotFound
 
-    study = _load(args.study, check_data=not args.dry_run)
+    study = _load(args.study)
     backend_name = args.backend or study.backend.name
-    if args.detach and backend_name != "slurm":
-        raise UsageError("--detach applies to the slurm backend only")
     unknown = [row for row in args.force if row not in study.rows]
     if unknown:
         raise UsageError(f"--force: no row {unknown[0]!r}; rows: {', '.join(study.rows)}")
+    runs_dir = Path(args.runs_dir) if args.runs_dir is not None else study.runs_dir
+    runs_key = "--runs-dir" if args.runs_dir is not None else f"{args.study}: runs_dir"
     try:
+        if args.runs_dir is not None and not args.runs_dir.strip():
+            raise PreflightError("--runs-dir: is empty; give the folder cell results go to")
+        check_backend_flags(
+            backend_name,
+            ray_address=args.ray_address,
+            slurm_profile=args.slurm_profile,
+            detach=args.detach,
+        )
+        check_data_folders(study)
+        check_creatable_folder(runs_dir, runs_key)
         backend = make_backend(
             backend_name,
             ray_address=args.ray_address or study.backend.ray_address,
@@ -49,13 +69,23 @@ def _run(args: argparse.Namespace) -> int:
             slurm_profile=args.slurm_profile or study.backend.slurm_profile,
             detach=args.detach,
         )
-    except (ProfileError, ValueError) as error:
+    except ProfileNotFound as error:
+        key = "--slurm-profile" if args.slurm_profile else f"{args.study}: backend.slurm_profile"
+        raise UsageError(f"{key}: {error}") from None
+    except ValueError as error:  # PreflightError, StudyError, a malformed profile
         raise UsageError(str(error)) from None
+    return study, backend, runs_dir
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..launch import launch_study
+
+    study, backend, runs_dir = _checked_launch(args)
     summary = launch_study(
         study,
         backend,
         _tracker(args),
-        runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+        runs_dir=runs_dir,
         retry_failed=args.retry_failed,
         force_rows=args.force,
         dry_run=args.dry_run,

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+#: Upper bounds past which a synthetic set is surely a typo (it would fill the disk or never end).
+_UPPER_BOUNDS = {
+    "sequences": 1000,
+    "frames": 1000,
+    "height": 2048,
+    "width": 2048,
+    "pair_every": 1000,
+    "occluder_every": 1000,
+    "distractors": 100,
+    "seed": 2**63 - 1,
+}
 
 
 @dataclass(frozen=True)
@@ -30,30 +43,61 @@ class SynthSpec:
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.sequences < 2:
-            problems.append(f"sequences must be ≥ 2 (one train, one val), got {self.sequences}")
-        if not 1 <= self.val_sequences < max(self.sequences, 2):
-            problems.append(
-                f"val_sequences must be in 1..sequences-1 = 1..{self.sequences - 1}, "
-                f"got {self.val_sequences}"
-            )
-        if self.frames < 2:
-            problems.append(f"frames must be ≥ 2, got {self.frames}")
-        if self.frames >= 2 and not 0 <= self.frame_jitter <= self.frames - 2:
-            problems.append(
-                f"frame_jitter must be in 0..frames-2 = 0..{self.frames - 2}, "
-                f"got {self.frame_jitter}"
-            )
-        if self.height < 16 or self.width < 16:
-            problems.append(f"height and width must be ≥ 16, got {self.height}×{self.width}")
-        for name in ("pair_every", "occluder_every", "distractors", "seed"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be ≥ 0, got {getattr(self, name)}")
-        if not 1 <= self.jpeg_quality <= 100:
-            problems.append(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        problems = self.problems(dataclasses.asdict(self))
         if problems:
-            raise ValueError("invalid synthetic DAVIS spec: " + "; ".join(problems))
+            raise ValueError(
+                "invalid synthetic DAVIS spec: " + "; ".join(text for _, text in problems)
+            )
+
+    @staticmethod
+    def problems(values: Mapping[str, object]) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every problem of these field values (the rest: defaults).
+
+        A study validates its ``synthetic_data`` with this before anything is generated, so a
+        bad size is an error naming its key, not a traceback after the plan is printed.
+        """
+        given = {**{f.name: f.default for f in dataclasses.fields(SynthSpec)}, **values}
+        wrong_type = [
+            (name, f"{name} must be an integer, got {value!r}")
+            for name, value in given.items()
+            if isinstance(value, bool) or not isinstance(value, int)
+        ]
+        if wrong_type:
+            return wrong_type
+        problems: list[tuple[str, str]] = []
+        sequences, frames = given["sequences"], given["frames"]
+        if sequences < 2:
+            problems.append(
+                ("sequences", f"sequences must be ≥ 2 (one train, one val), got {sequences}")
+            )
+        if not 1 <= given["val_sequences"] < max(sequences, 2):
+            problems.append(
+                ("val_sequences", f"val_sequences must be in 1..sequences-1 = "
+                                  f"1..{sequences - 1}, got {given['val_sequences']}")
+            )  # fmt: skip
+        if frames < 2:
+            problems.append(("frames", f"frames must be ≥ 2, got {frames}"))
+        if frames >= 2 and not 0 <= given["frame_jitter"] <= frames - 2:
+            problems.append(
+                ("frame_jitter", f"frame_jitter must be in 0..frames-2 = 0..{frames - 2}, "
+                                 f"got {given['frame_jitter']}")
+            )  # fmt: skip
+        if given["height"] < 16 or given["width"] < 16:
+            problems.append(
+                ("height" if given["height"] < 16 else "width",
+                 f"height and width must be ≥ 16, got {given['height']}×{given['width']}")
+            )  # fmt: skip
+        for name in ("pair_every", "occluder_every", "distractors", "seed"):
+            if given[name] < 0:
+                problems.append((name, f"{name} must be ≥ 0, got {given[name]}"))
+        for name, most in _UPPER_BOUNDS.items():
+            if given[name] > most:
+                problems.append((name, f"{name} must be ≤ {most}, got {given[name]}"))
+        if not 1 <= given["jpeg_quality"] <= 100:
+            problems.append(
+                ("jpeg_quality", f"jpeg_quality must be in 1..100, got {given['jpeg_quality']}")
+            )
+        return problems
 
     @property
     def train_sequences(self) -> int:

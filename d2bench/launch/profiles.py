@@ -10,16 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import describe_validation_error
+from ..yaml_files import YamlFileError, read_yaml_file
 
 PROFILE_DIR_ENV = "D2BENCH_SLURM_PROFILES"
 
 
 class ProfileError(ValueError):
     """A missing or malformed cluster profile."""
+
+
+class ProfileNotFound(ProfileError):
+    """No profile of that name or path; the message lists the known ones."""
 
 
 class SlurmProfile(BaseModel):
@@ -63,14 +67,18 @@ def load_profile(name_or_path: str) -> SlurmProfile:
     paths += [folder / f"{name_or_path}.yaml" for folder in profile_dirs()]
     for path in paths:
         if path.is_file():
-            data = yaml.safe_load(path.read_text()) or {}
+            try:
+                data = read_yaml_file(path, "SLURM profile") or {}
+            except YamlFileError as error:
+                raise ProfileError(str(error)) from None
             if not isinstance(data, dict):
                 raise ProfileError(f"{path}: a profile is a mapping of submitit parameters")
             try:
                 return SlurmProfile.model_validate(data)
             except ValidationError as error:
-                raise ProfileError(describe_validation_error(error, str(path))) from None
+                message = describe_validation_error(error, str(path), SlurmProfile)
+                raise ProfileError(message) from None
     known = sorted({p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.yaml")})
-    raise ProfileError(
+    raise ProfileNotFound(
         f"no SLURM profile {name_or_path!r}; known profiles: {', '.join(known) or '(none)'}"
     )

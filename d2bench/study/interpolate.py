@@ -54,3 +54,30 @@ def _substitute(text: str, environ: Mapping[str, str], path: str) -> str:
             "allowed forms are ${NAME} and ${NAME:-default}"
         )
     return result
+
+
+def empty_references(
+    value: Any, environ: Mapping[str, str] | None = None, path: str = ""
+) -> dict[str, str]:
+    """Key path -> a note, for each value that references variables and resolves to nothing.
+
+    ``root: ${DAVIS_ROOT:-}`` with DAVIS_ROOT unset is a valid reference but an empty path; the
+    schema refuses the empty value, and this note tells the user which variable to set.
+    """
+    environ = os.environ if environ is None else environ
+    notes: dict[str, str] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            notes.update(empty_references(item, environ, f"{path}.{key}" if path else str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            notes.update(empty_references(item, environ, f"{path}[{index}]"))
+    elif isinstance(value, str) and "${" in value:
+        names = [match.group(1) for match in _REFERENCE.finditer(value)]
+        try:
+            resolved = _substitute(value, environ, path)
+        except InterpolationError:
+            return notes
+        if names and not resolved.strip():
+            notes[path] = f"it comes from {value}, which is empty here: set {' or '.join(names)}"
+    return notes

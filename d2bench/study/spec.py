@@ -9,7 +9,7 @@ because a study that fails after an hour of scheduling wastes a cluster allocati
 from __future__ import annotations
 
 import copy
-import dataclasses
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,8 +19,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import CellConfig, describe_validation_error
-from .interpolate import InterpolationError, interpolate
+from ..config import (
+    CellConfig,
+    Int,
+    Real,
+    Seed,
+    describe_validation_error,
+    unknown_key_message,
+)
+from ..yaml_files import YamlFileError, read_yaml_file
+from .checks import StudyError, check_distinct_configs, check_row_tables, check_synthetic_data
+from .interpolate import InterpolationError, empty_references, interpolate
 
 MEASUREMENTS: tuple[str, ...] = ("jf", "fps", "memory", "oob")
 BACKENDS: tuple[str, ...] = ("local", "ray", "slurm")
@@ -29,23 +38,23 @@ REFERENCE_TABLES: tuple[str, ...] = ("table1", "table2")
 ROW_FIELDS: tuple[str, ...] = ("name", "table", "label")
 CONFIG_SECTIONS: tuple[str, ...] = tuple(CellConfig.model_fields)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
-
-
-class StudyError(ValueError):
-    """A study that cannot be run; the message names the key path and what is allowed."""
+#: A study name names files (``runs/_backend/<study>.lock``) and an MLflow experiment.
+MAX_NAME_LENGTH = 100
+MAX_SEEDS = 1000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Resources(_Strict):
     """What one cell needs; the Ray and SLURM backends reserve exactly this."""
 
-    gpus: int = Field(0, ge=0)
-    cpus: int = Field(1, ge=1)
-    memory_gb: float = Field(4.0, gt=0)
-    time_min: int = Field(60, ge=1)
+    gpus: Int = Field(0, ge=0, le=64)
+    cpus: Int = Field(1, ge=1, le=1024)
+    memory_gb: Real = Field(4.0, gt=0, le=4096)
+    #: At most 30 days.
+    time_min: Int = Field(60, ge=1, le=43_200)
 
 
 class BackendDefaults(_Strict):
@@ -53,12 +62,12 @@ class BackendDefaults(_Strict):
 
     name: Literal["local", "ray", "slurm"] = "local"
     #: Cluster profile, ``slurm/<profile>.yaml`` (or a path to such a file).
-    slurm_profile: str = "test-cluster"
-    ray_address: str | None = None
+    slurm_profile: str = Field("test-cluster", min_length=1)
+    ray_address: str | None = Field(None, min_length=1)
     #: Ray Tune retries of a trial whose worker died (resumes from the cell's checkpoint).
-    max_failures: int = Field(2, ge=0)
+    max_failures: Int = Field(2, ge=0, le=100)
     #: Cap on cells running at once (None: as many as the resources allow).
-    max_concurrent: int | None = Field(None, ge=1)
+    max_concurrent: Int | None = Field(None, ge=1, le=100_000)
 
 
 class StudySpec(_Strict):
@@ -68,35 +77,29 @@ class StudySpec(_Strict):
     description: str = ""
     reference: Literal["table1", "table2"] | None = None
     base: dict[str, Any]
-    rows: list[dict[str, Any]] = Field(min_length=1)
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
     axes: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_SEEDS)
     measure: list[Literal["jf", "fps", "memory", "oob"]] | None = None
     resources: Resources = Resources()
     backend: BackendDefaults = BackendDefaults()
     #: Where cell folders go (relative paths: to the working directory).
-    runs_dir: str = "runs"
+    runs_dir: str = Field("runs", min_length=1)
     #: Generate synthetic DAVIS-format data at each data root when it is missing: ``true``
-    #: (the generator's defaults) or a mapping of :class:`d2bench.data.SynthSpec` fields.
-    synthetic_data: bool | dict[str, int] = False
+    #: (the generator's defaults) or a mapping of :class:`d2bench.data.SynthSpec` fields
+    #: (checked by :func:`check_synthetic_data`, which names the field at fault).
+    synthetic_data: Any = False
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
+        if not 1 <= len(value) <= MAX_NAME_LENGTH:
+            raise ValueError(
+                f"must be 1 to {MAX_NAME_LENGTH} characters (it names files and an MLflow "
+                f"experiment); got {len(value)}"
+            )
         if not _NAME.match(value):
             raise ValueError("must be letters, digits and . _ + - (it names an MLflow experiment)")
-        return value
-
-    @field_validator("synthetic_data")
-    @classmethod
-    def _known_synth_fields(cls, value: bool | dict[str, int]) -> bool | dict[str, int]:
-        if isinstance(value, dict):
-            from ..data.spec import SynthSpec
-
-            allowed = [f.name for f in dataclasses.fields(SynthSpec)]
-            unknown = [key for key in value if key not in allowed]
-            if unknown:
-                raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
         return value
 
     def synth_spec(self) -> Any:
@@ -220,12 +223,10 @@ def deep_merge(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, A
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise StudyError(f"study file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise StudyError(f"{path}: not valid YAML: {error}") from None
+        data = read_yaml_file(path, "study file")
+    except YamlFileError as error:
+        raise StudyError(str(error)) from None
     if data is None:
         raise StudyError(f"{path}: the file is empty; a study needs name, base and rows")
     if not isinstance(data, dict):
@@ -252,19 +253,24 @@ def read_spec_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(merged, data)
 
 
-def _validate_spec(tree: dict[str, Any], source: str) -> StudySpec:
+@dataclass(frozen=True)
+class _Context:
+    """Where messages point: the file, and notes on values that came from empty variables."""
+
+    source: str
+    hints: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self, error: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+        return describe_validation_error(error, self.source, model, prefix, dict(self.hints))
+
+
+def _validate_spec(tree: dict[str, Any], context: _Context) -> StudySpec:
     try:
-        return StudySpec.model_validate(tree)
+        spec = StudySpec.model_validate(tree)
     except ValidationError as error:
-        raise StudyError(_describe(error, source)) from None
-
-
-def _describe(error: ValidationError, source: str, prefix: str = "") -> str:
-    text = describe_validation_error(error, source)
-    if not prefix:
-        return text
-    head, *lines = text.splitlines()
-    return "\n".join([head, *(f"  {prefix}.{line.strip()}" for line in lines)])
+        raise StudyError(context.describe(error, StudySpec)) from None
+    check_synthetic_data(spec.synthetic_data, context.source)
+    return spec
 
 
 def _check_row_keys(index: int, row: dict[str, Any], source: str) -> str:
@@ -280,17 +286,10 @@ def _check_row_keys(index: int, row: dict[str, Any], source: str) -> str:
     for key in row:
         if key not in allowed:
             raise StudyError(
-                f"{source}: {where}.{key}: unknown key in row {name!r}; allowed: "
-                + ", ".join(allowed)
+                f"{source}: {where}.{key}: in row {name!r}: {unknown_key_message(key, allowed)}"
             )
     if "label" in row and not isinstance(row["label"], str):
         raise StudyError(f"{source}: {where}.label: must be a string; got {row['label']!r}")
-    table = row.get("table")
-    tables = table if isinstance(table, list) else [table]
-    if table is not None and not all(isinstance(t, str) and t for t in tables):
-        raise StudyError(
-            f"{source}: {where}.table: must be a table name or a list of them; got {table!r}"
-        )
     return name
 
 
@@ -310,9 +309,16 @@ def _check_axis_key(dotted: str, source: str) -> None:
     sub = getattr(model, "annotation", None) if model else None
     fields = getattr(sub, "model_fields", None)
     if model is None or not leaf or fields is None or leaf not in fields:
+        keys = [
+            f"{name}.{key}"
+            for name in CONFIG_SECTIONS
+            for key in getattr(CellConfig.model_fields[name].annotation, "model_fields", {})
+        ]
+        close = difflib.get_close_matches(dotted, keys, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise StudyError(
-            f"{source}: axes.{dotted}: not a config key; write section.key with section one of "
-            + ", ".join(name for name in CONFIG_SECTIONS if name != "device")
+            f"{source}: axes.{dotted}: not a config key{hint}; write section.key with section "
+            "one of " + ", ".join(name for name in CONFIG_SECTIONS if name != "device")
         )
 
 
@@ -320,11 +326,12 @@ def _axis_label(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _expand_rows(spec: StudySpec, source: str) -> tuple[StudyRow, ...]:
+def _expand_rows(spec: StudySpec, context: _Context) -> tuple[StudyRow, ...]:
+    source = context.source
     try:
         CellConfig.model_validate(spec.base)
     except ValidationError as error:
-        raise StudyError(_describe(error, source, "base")) from None
+        raise StudyError(context.describe(error, CellConfig, "base")) from None
     measure_delta: dict[str, Any] = {}
     if spec.measure is not None:
         measure_delta = {"measure": {name: name in spec.measure for name in MEASUREMENTS}}
@@ -335,6 +342,7 @@ def _expand_rows(spec: StudySpec, source: str) -> tuple[StudyRow, ...]:
 
     seen: dict[str, int] = {}
     rows: list[StudyRow] = []
+    indices: list[int] = []
     for index, raw in enumerate(spec.rows):
         name = _check_row_keys(index, raw, source)
         if name in seen:
@@ -345,17 +353,19 @@ def _expand_rows(spec: StudySpec, source: str) -> tuple[StudyRow, ...]:
         seen[name] = index
         delta = {key: value for key, value in raw.items() if key not in ROW_FIELDS}
         merged = deep_merge(deep_merge(spec.base, delta), measure_delta)
-        table = raw.get("table", spec.reference)
-        tables = tuple(table) if isinstance(table, list) else ((table,) if table else ())
+        own_tables = check_row_tables(raw.get("table"), f"rows[{index}]", source)
+        tables = own_tables if "table" in raw else ((spec.reference,) if spec.reference else ())
         for axis_name, axis_tree in _axis_combinations(merged, spec.axes, name):
             try:
                 config = CellConfig.model_validate(axis_tree)
             except ValidationError as error:
-                raise StudyError(_describe(error, source, f"rows[{index}]")) from None
+                raise StudyError(context.describe(error, CellConfig, f"rows[{index}]")) from None
             rows.append(StudyRow(axis_name, config, tables, raw.get("label")))
+            indices.append(index)
     names = [row.name for row in rows]
     if len(set(names)) != len(names):
         raise StudyError(f"{source}: axes: crossing rows with axes gives duplicate row names")
+    check_distinct_configs(rows, indices, source)
     return tuple(rows)
 
 
@@ -384,8 +394,9 @@ def parse_study(
         resolved = interpolate(tree, environ)
     except InterpolationError as error:
         raise StudyError(f"{source}: {error}") from None
-    spec = _validate_spec(resolved, source)
-    rows = _expand_rows(spec, source)
+    context = _Context(source, empty_references(tree, environ))
+    spec = _validate_spec(resolved, context)
+    rows = _expand_rows(spec, context)
     text = yaml.safe_dump(resolved, sort_keys=False)
     return Study(spec.name, path, spec, rows, text)
 
