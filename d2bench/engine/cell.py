@@ -13,7 +13,7 @@ with its data elsewhere) is returned at once, and training resumes from the newe
     eval.json          J&F per object and global (d2bench.metrics.davis)
     oob.json           out-of-bounds sampling statistic per layer (when measured)
     maps.npz           dilation/modulation maps of one sequence (when asked for)
-    result.json        flat metrics + environment + config + artifact paths, written last
+    result.json        flat metrics + environment + config + cell key + artifact paths, written last
 
 ``result["metrics"]`` holds flat floats: jf_mean, j_mean, j_recall, j_decay, f_mean, f_recall,
 f_decay, fps, mem_alloc_gb and mem_reserved_gb (GPU) or peak_rss_gb (CPU), oob_full,

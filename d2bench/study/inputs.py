@@ -49,9 +49,10 @@ class InputIdentifier:
         memo = (str(root.resolve()), *sets)
         if memo not in self._data:
             if not root.is_dir():
+                problem = "is not a folder" if root.exists() else "does not exist"
                 raise UnidentifiedInput(
                     "data.root",
-                    f"data root {root} does not exist, so the cell keys (which hold a digest "
+                    f"data root {root} {problem}, so the cell keys (which hold a digest "
                     "of the data) cannot be computed; set data.root (or the variable it reads, "
                     "such as DAVIS_ROOT) to a DAVIS folder, or set synthetic_data: true",
                 )
