@@ -315,7 +315,7 @@ def test_dry_run_checks_the_data_root_like_run(
         assert main(args) == 2
         err = capsys.readouterr().err
         assert "rows[baseline].data.root" in err and "does not exist" in err, err
-        assert "set DAVIS_ROOT or data.root" in err
+        assert "DAVIS_ROOT" in err and "synthetic_data: true" in err
     assert _snapshot(tmp_path) == before
 
 

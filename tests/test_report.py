@@ -354,6 +354,7 @@ def test_a_study_without_paper_tables_gets_its_own_table():
     study = parse_study(
         {
             "name": "custom",
+            "synthetic_data": True,  # keys without a data folder
             "base": {"data": {"root": "data"}, "model": {"backbone": "tiny"}},
             "seeds": [0, 1],
             "rows": [
@@ -392,6 +393,7 @@ def test_paper_rows_outside_the_study_are_marked_not_planned():
         {
             "name": "two",
             "reference": "table1",
+            "synthetic_data": True,  # keys without a data folder
             "base": {"data": {"root": "data"}},
             "rows": [{"name": "b", "model": {"variant": "baseline"}}],
         }
@@ -408,6 +410,7 @@ def test_a_variant_at_two_settings_shows_the_first_and_lists_all():
         {
             "name": "gaps",
             "reference": "table1",
+            "synthetic_data": True,  # keys without a data folder
             "base": {"data": {"root": "data"}},
             "axes": {"infer.gap": [1, 5]},
             "rows": [{"name": "b", "model": {"variant": "baseline"}}],

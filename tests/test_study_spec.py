@@ -177,10 +177,12 @@ def test_cell_keys_are_content_hashes(tmp_path: Path) -> None:
     cells_b = {(c.row, c.seed): c.key for c in expand_cells(load_study(paths[1]))}
     assert cells_a[("dcnv2", 0)] == cells_b[("renamed", 0)]
     assert len(set(cells_a.values())) == 4  # rows and seeds all differ
-    config = load_study(paths[0]).row_config("dcnv2")
+    cell = expand_cells(load_study(paths[0]))[0]
+    config, inputs = cell.config, cell.inputs
+    assert inputs is not None and cell_key(config, inputs) == cell.key
     changed = config.model_copy(update={"device": "cuda"})
-    assert cell_key(changed) != cell_key(config)
-    assert cell_key(config, protocol=2) != cell_key(config)
+    assert cell_key(changed, inputs) != cell_key(config, inputs)
+    assert cell_key(config, inputs, protocol=1) != cell_key(config, inputs)
 
 
 def test_axes_cross_every_row(tmp_path: Path) -> None:

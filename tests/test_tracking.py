@@ -11,6 +11,7 @@ import pytest
 
 from d2bench.config import CellConfig
 from d2bench.study.cells import Cell, cell_key
+from d2bench.study.signature import CellInputs
 from d2bench.tracking import FINAL_METRICS, Tracker
 
 CURVE_STEPS = 25
@@ -20,8 +21,8 @@ def _cell(study: str, row: str, seed: int = 0) -> Cell:
     config = CellConfig.model_validate(
         {"data": {"root": "data"}, "model": {"variant": "dcnv2"}, "train": {"seed": seed}}
     )
-    key = cell_key(config.model_copy(update={"device": f"row-{row}"}))
-    return Cell(study, row, seed, config, key, "table1")
+    inputs = CellInputs(data=f"davis-{row}", weights="none")
+    return Cell(study, row, seed, config, cell_key(config, inputs), "table1", inputs)
 
 
 def _finish_one(uri: str, run_id: str, index: int, cell_dir: str, barrier) -> None:

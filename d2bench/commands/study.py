@@ -13,12 +13,14 @@ from typing import Any
 
 def _load(path: str) -> Any:
     from ..cli import UsageError
-    from ..study import StudyError, load_study
+    from ..study import StudyError, expand_cells, load_study
 
     try:
-        return load_study(path)
+        study = load_study(path)
+        expand_cells(study)  # the keys digest the data and weights: a missing one stops us here
     except StudyError as error:
         raise UsageError(str(error)) from None
+    return study
 
 
 def _tracker(args: argparse.Namespace) -> Any:
@@ -222,7 +224,7 @@ def _bench_plan(args: argparse.Namespace) -> int:
         {"name": f"r{i:04d}", "train": {"lr": 1e-5 * (1 + i)}} for i in range(args.cells // seeds)
     ]
     spec = {"name": "bench-plan", "base": {"data": {"root": "data"}}, "rows": rows,
-            "seeds": list(range(seeds))}  # fmt: skip
+            "seeds": list(range(seeds)), "synthetic_data": True}  # fmt: skip
     path = folder / "bench-plan.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"

@@ -1,8 +1,9 @@
 """One cell of a study, start to finish: train, infer, evaluate, measure, write ``result.json``.
 
 Every backend (local, Ray, SLURM) calls :func:`run_cell`; it is idempotent and resumable:
-a cell directory whose ``result.json`` matches the config is returned at once, and training
-resumes from the newest checkpoint in ``checkpoints/``. The directory holds::
+a cell directory whose ``result.json`` matches the config (or the cell key: the same experiment
+with its data elsewhere) is returned at once, and training resumes from the newest checkpoint in
+``checkpoints/``. The directory holds::
 
     config.yaml        the resolved config
     cell.log           stage-by-stage log
@@ -12,7 +13,7 @@ resumes from the newest checkpoint in ``checkpoints/``. The directory holds::
     eval.json          J&F per object and global (d2bench.metrics.davis)
     oob.json           out-of-bounds sampling statistic per layer (when measured)
     maps.npz           dilation/modulation maps of one sequence (when asked for)
-    result.json        flat metrics + environment + config + artifact paths, written last
+    result.json        flat metrics + environment + config + cell key + artifact paths, written last
 
 ``result["metrics"]`` holds flat floats: jf_mean, j_mean, j_recall, j_decay, f_mean, f_recall,
 f_decay, fps, mem_alloc_gb and mem_reserved_gb (GPU) or peak_rss_gb (CPU), oob_full,
@@ -330,11 +331,17 @@ def run_cell(
     config: CellConfig,
     cell_dir: Path,
     *,
+    key: str | None = None,
     on_metrics: MetricsCallback | None = None,
     handle_signals: bool = True,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Run (or finish, or just return) one cell; see the module docstring for the layout."""
+    """Run (or finish, or just return) one cell; see the module docstring for the layout.
+
+    ``key`` is the study's cell key, recorded in ``result.json``: a finished result with the
+    same key is returned although its config differs in machine-local keys only (the data
+    moved, another card): the key holds everything else, the data and weights by digest.
+    """
     from ..bench.environment import collect_environment
     from .distributed import DistContext, resolve_device
 
@@ -342,7 +349,9 @@ def run_cell(
     cell_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config_to_dict(config)
     finished = read_result(cell_dir)
-    if finished is not None and finished.get("config") == config_dict:
+    if finished is not None and (
+        finished.get("config") == config_dict or (key is not None and finished.get("key") == key)
+    ):
         return finished
     atomic_write_text(cell_dir / CONFIG_FILE, yaml.safe_dump(config_dict, sort_keys=False))
 
@@ -387,6 +396,7 @@ def run_cell(
             "speed": speed,
             "environment": collect_environment(device),
             "config": config_dict,
+            "key": key,
             "artifacts": artifacts,
             "seconds": time.perf_counter() - started,
         }

@@ -210,7 +210,7 @@ def _new_attempt(
 
 def _with_absolute_data_root(config: dict[str, Any]) -> dict[str, Any]:
     """Workers may run elsewhere (Ray changes into trial folders): resolve a relative data root
-    against the driver's working directory. The cell key keeps the path as written."""
+    against the driver's working directory. The cell key holds no path (a digest of the data)."""
     root = Path(config["data"]["root"]).expanduser()
     return {**config, "data": {**config["data"], "root": str(root.resolve())}}
 

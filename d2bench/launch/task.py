@@ -91,6 +91,7 @@ def execute_cell(
         result = run_cell(
             config,
             cell_dir,
+            key=task.key,
             on_metrics=logger.log_metrics,
             handle_signals=handle_signals,
             show_progress=False,

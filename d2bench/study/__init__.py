@@ -2,6 +2,7 @@
 
 from .cells import PROTOCOL_VERSION, Cell, cell_key, expand_cells
 from .planner import CellRecord, CellState, Plan, PlannedCell, make_plan
+from .signature import MACHINE_LOCAL_KEYS, CellInputs, experiment_signature
 from .spec import (
     MEASUREMENTS,
     BackendDefaults,
@@ -16,10 +17,12 @@ from .spec import (
 )
 
 __all__ = [
+    "MACHINE_LOCAL_KEYS",
     "MEASUREMENTS",
     "PROTOCOL_VERSION",
     "BackendDefaults",
     "Cell",
+    "CellInputs",
     "CellRecord",
     "CellState",
     "Plan",
@@ -32,6 +35,7 @@ __all__ = [
     "cell_key",
     "check_data_roots",
     "expand_cells",
+    "experiment_signature",
     "load_study",
     "make_plan",
     "parse_study",

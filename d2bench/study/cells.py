@@ -1,8 +1,10 @@
 """Cells: one fully resolved config per (row × seed), identified by a content hash.
 
-A cell's key hashes its canonical config and the protocol version, and nothing about where it
-runs or writes, so the same cell in two studies, or in two launches of one study, has the same
-key: re-launching schedules only what is missing, and two studies share finished work.
+A cell's key hashes what defines the experiment (:func:`.signature.experiment_signature`: the
+config without where things are on this machine, with digests of the data and weights it reads)
+and the protocol version, and nothing about where it runs or writes. So the same cell in two
+studies, in two launches of one study, or on two machines sharing one tracking server has the
+same key: re-launching schedules only what is missing, and two studies share finished work.
 """
 
 from __future__ import annotations
@@ -13,22 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import CellConfig, config_to_dict
-from .spec import Study
+from ..config import CellConfig
+from .inputs import InputIdentifier, UnidentifiedInput
+from .signature import CellInputs, experiment_signature
+from .spec import Study, StudyError
 
-#: Bump when a change to the cell runner makes old results incomparable; every key changes.
-PROTOCOL_VERSION = 1
+#: Bump when a change to the cell runner or to what the key covers makes old keys incomparable:
+#: every key changes, and cells tracked under older keys are scheduled again (their runs stay).
+#: 2: machine-local keys (data.root, data.num_workers, model.weights, the device index) left
+#: out; data and weights enter by digest.
+PROTOCOL_VERSION = 2
 KEY_LENGTH = 16
 
 
-def canonical_config(config: CellConfig) -> str:
-    """The config as canonical JSON (sorted keys, no spaces): what the key hashes."""
-    return json.dumps(config_to_dict(config), sort_keys=True, separators=(",", ":"))
+def canonical_signature(config: CellConfig, inputs: CellInputs) -> str:
+    """The experiment signature as canonical JSON (sorted keys, no spaces): what the key hashes."""
+    signature = experiment_signature(config, inputs)
+    return json.dumps(signature, sort_keys=True, separators=(",", ":"))
 
 
-def cell_key(config: CellConfig, protocol: int = PROTOCOL_VERSION) -> str:
-    """A short, stable hash of the resolved config and the protocol version."""
-    payload = f"d2bench-cell/{protocol}\n{canonical_config(config)}".encode()
+def cell_key(config: CellConfig, inputs: CellInputs, protocol: int = PROTOCOL_VERSION) -> str:
+    """A short, stable hash of the experiment signature and the protocol version."""
+    payload = f"d2bench-cell/{protocol}\n{canonical_signature(config, inputs)}".encode()
     return hashlib.sha256(payload).hexdigest()[:KEY_LENGTH]
 
 
@@ -42,6 +50,8 @@ class Cell:
     config: CellConfig
     key: str
     table: str | None = None
+    #: The digests of the data and weights that entered the key.
+    inputs: CellInputs | None = None
 
     @property
     def label(self) -> str:
@@ -63,6 +73,9 @@ class Cell:
         params.setdefault("model.variant", self.config.model.variant)
         params.setdefault("model.activation", self.config.model.activation)
         params.setdefault("train.seed", self.config.train.seed)
+        if self.inputs is not None:  # what the key holds in place of the paths above
+            params["inputs.data"] = self.inputs.data
+            params["inputs.weights"] = self.inputs.weights
         return params
 
 
@@ -76,9 +89,19 @@ def _flatten(tree: dict[str, Any], prefix: str = ""):
 
 
 def expand_cells(study: Study) -> list[Cell]:
-    """Rows × seeds, in row order then seed order (the order cells are scheduled in)."""
+    """Rows × seeds, in row order then seed order (the order cells are scheduled in).
+
+    Digests the data and weights every row reads (:class:`StudyError` naming the row's key when
+    one of them cannot be found: without it, there is no key).
+    """
+    identifier = InputIdentifier(study.spec.synth_spec())
     cells: list[Cell] = []
     for row in study.row_specs:
+        try:
+            inputs = identifier.identify(row.config)
+        except UnidentifiedInput as error:
+            source = study.path or study.name
+            raise StudyError(f"{source}: rows[{row.name}].{error.key}: {error}") from None
         for seed in study.seeds:
             train = row.config.train.model_copy(update={"seed": seed})
             config = row.config.model_copy(update={"train": train})
@@ -88,8 +111,9 @@ def expand_cells(study: Study) -> list[Cell]:
                     row.name,
                     seed,
                     config,
-                    cell_key(config),
+                    cell_key(config, inputs),
                     ",".join(row.tables) or None,
+                    inputs,
                 )
             )
     return cells

@@ -86,13 +86,16 @@ def check_distinct_configs(rows: Sequence[StudyRow], indices: Sequence[int], sou
 
     They would share one cell folder and key, yet be scheduled as two runs and shown as two
     identical table rows. The comparison goes through :func:`cell_key`, so whatever the key
-    leaves out (machine-local settings) cannot tell two rows apart either.
+    leaves out (machine-local settings) cannot tell two rows apart either. The data and weights
+    stand in by their paths here, not their digests: validation reads nothing from disk.
     """
     from .cells import cell_key
+    from .signature import CellInputs
 
     first: dict[str, tuple[int, str]] = {}
     for row, index in zip(rows, indices, strict=True):
-        key = cell_key(row.config)
+        model, data = row.config.model, row.config.data
+        key = cell_key(row.config, CellInputs(data=data.root, weights=model.weights))
         if key in first:
             other_index, other = first[key]
             raise StudyError(
