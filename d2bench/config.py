@@ -89,7 +89,8 @@ class DataConfig(_Strict):
     #: "random-sorted" (as released): sorted(random.choices(window truncated at the video's
     #: ends, k=clip_len)), drawn once per dataset build from train.seed and the DDP rank, so
     #: frames can repeat; "consecutive": clip_len consecutive frames, the window shifted inside
-    #: the video (no repeats, always in order, always holding frame i).
+    #: the video (no repeats, always in order, always holding frame i). Neither is a bug of
+    #: seed-facts §5: a protocol choice.
     clip_sampling: ClipSampling = "random-sorted"
     #: Frames are resized to (H, W) for training; None keeps the native size.
     train_size: tuple[int, int] | None = (480, 854)
@@ -134,13 +135,14 @@ class InferConfig(_Strict):
     precision: Precision = "bf16"
     batch_size: int = Field(1, ge=1)
     #: "every-gap" (as released): clips start at 0, gap, 2·gap, … < T; "until-end": the last
-    #: clip is the first that reaches the end (fewer, redundant-free tail clips).
+    #: clip is the first that reaches the end (fewer tail clips). It avoids no bug of seed-facts
+    #: §5 while padded frames do not vote; with them voting it shrinks that bug's reach.
     clip_starts: ClipStarts = "every-gap"
     #: Whether the repeated last frames that fill a clip past the end vote for the last frame.
     #: False (our fix of seed-facts §5: they would all vote for the last frame); True as released.
     padded_frames_vote: bool = False
     #: "logits" (as released): mean logit over the clips covering a frame, then sigmoid;
-    #: "probabilities": mean of the clips' sigmoids (what the paper's text says).
+    #: "probabilities": mean of the clips' sigmoids (what the paper's text says; no §5 bug).
     average: ScoreAverage = "logits"
     #: Save the dilation/modulation maps of every replaced layer for this sequence (Fig. 4).
     save_maps_for: str | None = None
