@@ -32,6 +32,12 @@ from .names import canonical_activation, canonical_variant_name
 from .yaml_files import YamlFileError, read_yaml_file
 
 Precision = Literal["fp32", "bf16", "fp16"]
+#: How a training clip is drawn from its window (d2bench.data.windows): the original's first.
+ClipSampling = Literal["random-sorted", "consecutive"]
+#: Where inference clips start: every multiple of gap (the original's) or until one reaches the end.
+ClipStarts = Literal["every-gap", "until-end"]
+#: What the clips covering a frame average: logits (the original's) or probabilities.
+ScoreAverage = Literal["logits", "probabilities"]
 Backbone = Literal["csn152", "csn50", "tiny"]
 
 #: The largest seed (torch and numpy seed from 64-bit integers; beyond is surely a typo).
@@ -121,6 +127,12 @@ class DataConfig(_Strict):
     clip_len: Int = Field(8, ge=1, le=256)
     #: Training clip for frame i is drawn from [i - window, i + window).
     window: Int = Field(4, ge=1, le=1024)
+    #: "random-sorted" (as released): sorted(random.choices(window truncated at the video's
+    #: ends, k=clip_len)), drawn once per dataset build from train.seed and the DDP rank, so
+    #: frames can repeat; "consecutive": clip_len consecutive frames, the window shifted inside
+    #: the video (no repeats, always in order, always holding frame i). Neither is a bug of
+    #: seed-facts §5: a protocol choice.
+    clip_sampling: ClipSampling = "random-sorted"
     #: Frames are resized to (H, W) for training; None keeps the native size.
     train_size: tuple[FrameSide, FrameSide] | None = (480, 854)
     pad_multiple: Int = Field(32, ge=1, le=1024)
@@ -170,6 +182,16 @@ class InferConfig(_Strict):
     threshold: Real = Field(0.5, gt=0, lt=1)
     precision: Precision = "bf16"
     batch_size: Int = Field(1, ge=1, le=4096)
+    #: "every-gap" (as released): clips start at 0, gap, 2·gap, … < T; "until-end": the last
+    #: clip is the first that reaches the end (fewer tail clips). It avoids no bug of seed-facts
+    #: §5 while padded frames do not vote; with them voting it shrinks that bug's reach.
+    clip_starts: ClipStarts = "every-gap"
+    #: Whether the repeated last frames that fill a clip past the end vote for the last frame.
+    #: False (our fix of seed-facts §5: they would all vote for the last frame); True as released.
+    padded_frames_vote: bool = False
+    #: "logits" (as released): mean logit over the clips covering a frame, then sigmoid;
+    #: "probabilities": mean of the clips' sigmoids (what the paper's text says; no §5 bug).
+    average: ScoreAverage = "logits"
     #: Save the dilation/modulation maps of every replaced layer for this sequence (Fig. 4).
     save_maps_for: str | None = None
 

@@ -27,6 +27,13 @@ from d2bench.data import (
     read_masks,
     write_synthetic_davis,
 )
+from d2bench.data.images import write_ids
+from d2bench.data.windows import (
+    draw_clips,
+    draw_random_sorted_clips,
+    nonzero_foreground,
+    truncated_window,
+)
 
 TINY = SynthSpec(sequences=4, val_sequences=2, frames=6, frame_jitter=2, height=24, width=40)
 
@@ -186,6 +193,76 @@ def test_clip_windows_at_video_borders() -> None:
     assert clip_frame_ids(2, 3) == [0, 0, 0, 1, 1, 1, 2, 2]
 
 
+def test_random_sorted_clips_are_the_originals_distribution() -> None:
+    """sorted(random.choices(window truncated at the ends, k=8)): repeats, truncation."""
+    lengths = [3, 9, 400]
+    clips = draw_random_sorted_clips(lengths, seed=0)
+    assert len(clips) == sum(lengths)  # one per frame: an epoch covers every frame once
+    starts = np.cumsum([0, *lengths])
+    for video, length in enumerate(lengths):
+        for frame in range(length):
+            ids = clips[starts[video] + frame]
+            window = truncated_window(frame, length)
+            assert len(ids) == 8 and list(ids) == sorted(ids)
+            assert set(ids) <= set(window)
+    long = clips[starts[2] : starts[3]]
+    assert truncated_window(0, 400) == range(0, 4) and truncated_window(399, 400) == range(395, 400)
+    assert set(long[0]) <= {0, 1, 2, 3}  # truncated, not shifted to 0..7
+    assert set(long[399]) <= {395, 396, 397, 398, 399}
+    assert set(clips[0]) <= {0, 1, 2} and set(clips[1]) <= {0, 1, 2}  # a 3-frame video
+    # with replacement: 8 draws from 8 frames repeat one unless all differ (p = 8!/8^8)
+    assert sum(len(set(ids)) < 8 for ids in long[4:396]) > 380
+    # uniform over the window: each offset -4..3 about 1/8 of the draws in the middle
+    offsets = np.array([np.array(ids) - frame for frame, ids in enumerate(long)][4:396])
+    shares = np.bincount(offsets.ravel() + 4, minlength=8) / offsets.size
+    np.testing.assert_allclose(shares, 1 / 8, atol=0.015)
+    # the frame itself is not forced into its clip
+    assert any(frame not in ids for frame, ids in enumerate(long))
+
+
+def test_random_sorted_clips_are_seeded_per_cell_and_rank() -> None:
+    lengths = [30, 12]
+    first = draw_random_sorted_clips(lengths, seed=3, rank=0)
+    assert draw_random_sorted_clips(lengths, seed=3, rank=0) == first  # reproducible
+    assert draw_random_sorted_clips(lengths, seed=3, rank=1) != first  # ranks differ
+    assert draw_random_sorted_clips(lengths, seed=4, rank=0) != first  # seeds differ
+    assert draw_clips(lengths, "random-sorted", seed=3, rank=0) == first
+
+
+def test_consecutive_clips_are_unchanged() -> None:
+    lengths = [3, 20]
+    expected = [tuple(clip_frame_ids(f, n)) for n in lengths for f in range(n)]
+    assert draw_clips(lengths, "consecutive", seed=5, rank=1) == expected
+    with pytest.raises(ValueError, match=r"data\.clip_sampling.*random-sorted, consecutive"):
+        draw_clips(lengths, "shuffled")
+
+
+def test_train_clips_draw_once_per_build_from_seed_and_rank(tiny_root: Path) -> None:
+    kwargs = {"clip_len": 8, "window": 4, "size": None}
+    clips = TrainClips(tiny_root, "2017/train", seed=1, **kwargs)
+    assert clips.clip_sampling == "random-sorted"  # the original's, by default
+    lengths = [clips.lengths[name] for name in clips.sequences]
+    drawn = [list(ids) for ids in draw_random_sorted_clips(lengths, seed=1, rank=0)]
+    assert [clips.frame_ids(i) for i in range(len(clips))] == drawn
+    assert [clips[i]["frame_ids"] for i in range(len(clips))] == drawn  # same every access
+    rebuilt = TrainClips(tiny_root, "2017/train", seed=1, **kwargs)
+    assert [rebuilt.frame_ids(i) for i in range(len(clips))] == drawn
+    other_rank = TrainClips(tiny_root, "2017/train", seed=1, rank=1, **kwargs)
+    assert [other_rank.frame_ids(i) for i in range(len(clips))] != drawn
+    # a repeated frame is the same image at both positions of the clip
+    index = next(i for i, ids in enumerate(drawn) if ids[0] == ids[1])
+    sample = clips[index]
+    assert torch.equal(sample["frames"][:, 0], sample["frames"][:, 1])
+
+
+def test_clip_sampling_is_a_checked_config_key() -> None:
+    from d2bench.config import ConfigError, parse_cell_config
+
+    assert parse_cell_config({"data": {"root": "x"}}).data.clip_sampling == "random-sorted"
+    with pytest.raises(ConfigError, match=r"data\.clip_sampling"):
+        parse_cell_config({"data": {"root": "x", "clip_sampling": "shuffled"}})
+
+
 def test_clip_longer_than_window_is_refused() -> None:
     with pytest.raises(ValueError, match="window"):
         clip_frame_ids(0, 20, clip_len=8, window=2)
@@ -195,7 +272,15 @@ def test_clip_longer_than_window_is_refused() -> None:
 
 
 def test_train_clips_samples(tiny_root: Path) -> None:
-    clips = TrainClips(tiny_root, "2017/train", clip_len=4, window=2, size=None, pad_multiple=32)
+    clips = TrainClips(
+        tiny_root,
+        "2017/train",
+        clip_len=4,
+        window=2,
+        size=None,
+        pad_multiple=32,
+        clip_sampling="consecutive",
+    )
     lengths = clips.lengths
     assert len(clips) == sum(lengths.values())
     assert set(clips.sequences) == set(list_sequences(tiny_root, "2017/train"))
@@ -206,16 +291,18 @@ def test_train_clips_samples(tiny_root: Path) -> None:
     assert sample["frames"].min() >= 0.0 and sample["frames"].max() <= 1.0
     assert set(torch.unique(sample["masks"]).tolist()) <= {0.0, 1.0}
     assert sample["masks"].sum() > 0
-    assert torch.all(sample["frames"][:, :, 24:, :] == 0) and torch.all(
-        sample["frames"][..., 40:] == 0
-    )
+    # 24×40 padded centred: 4 rows above and below, 12 columns left and right
+    padding = torch.ones(32, 64, dtype=torch.bool)
+    padding[4:28, 12:52] = False
+    assert torch.all(sample["frames"][..., padding] == 0)
+    assert torch.all(sample["masks"][..., padding] == 0)
     # the unpadded content is exactly the frames and binarised masks on disk
     name, frame_ids = sample["sequence"], sample["frame_ids"]
     frames = read_frames(tiny_root, name)[frame_ids]
     masks = foreground(read_masks(tiny_root, name))[frame_ids]
     expected = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255
-    torch.testing.assert_close(sample["frames"][:, :, :24, :40], expected)
-    np.testing.assert_array_equal(sample["masks"][0, :, :24, :40].numpy(), masks)
+    torch.testing.assert_close(sample["frames"][:, :, 4:28, 12:52], expected)
+    np.testing.assert_array_equal(sample["masks"][0, :, 4:28, 12:52].numpy(), masks)
     # the last sample is the last frame of the last sequence, its clip shifted inside the video
     last = clips[len(clips) - 1]
     length = lengths[last["sequence"]]
@@ -231,7 +318,7 @@ def test_train_clips_resize_and_pad_to_paper_size(tiny_root: Path) -> None:
     assert sample["frames"].shape == (3, 8, 480, 864)
     assert sample["masks"].shape == (1, 8, 480, 864)
     assert sample["frame_ids"] == sorted(sample["frame_ids"])
-    assert torch.all(sample["masks"][..., 854:] == 0)
+    assert torch.all(sample["masks"][..., :5] == 0) and torch.all(sample["masks"][..., 859:] == 0)
     assert set(torch.unique(sample["masks"]).tolist()) == {0.0, 1.0}
 
 
@@ -248,21 +335,46 @@ def test_train_clips_are_deterministic(tiny_root: Path) -> None:
 def test_void_is_background() -> None:
     ids = np.array([[0, 1, 2, 254, 255]], dtype=np.uint8)
     np.testing.assert_array_equal(foreground(ids), [[0, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(nonzero_foreground(ids), [[0, 1, 1, 1, 1]])
+
+
+def test_unsupervised_labels_count_void_as_foreground(broken_root: Path) -> None:
+    """The original trains on Annotations_unsupervised with any non-zero value as foreground."""
+    name = _first_sequence(broken_root)
+    for folder in ("Annotations", "Annotations_unsupervised"):
+        png = broken_root / folder / "480p" / name / "00000.png"
+        with Image.open(png) as image:
+            ids = np.array(image)
+        ids[0:3, 0:5] = 255  # a void patch in a background corner
+        write_ids(png, ids)
+    kwargs = {"clip_len": 2, "window": 1, "size": None, "clip_sampling": "consecutive"}
+    unsupervised = TrainClips(broken_root, "2017/train", **kwargs)
+    semi = TrainClips(broken_root, "2017/train", mask_folder="Annotations", **kwargs)
+    assert unsupervised.sequences[0] == name and unsupervised.frame_ids(0) == [0, 1]
+    box = (slice(None), 0, slice(4, 7), slice(12, 17))  # the patch after centred padding
+    assert torch.all(unsupervised[0]["masks"][box] == 1)
+    assert torch.all(semi[0]["masks"][box] == 0)
 
 
 # --- padding ---------------------------------------------------------------------------------
 
 
-def test_pad_to_multiple_tensor_and_array() -> None:
-    tensor = torch.ones(2, 3, 480, 854)
-    padded, size = pad_to_multiple(tensor, 32)
-    assert padded.shape == (2, 3, 480, 864) and size == (480, 854)
-    assert padded[..., 854:].abs().sum() == 0 and torch.equal(padded[..., :854], tensor)
-    array = np.ones((5, 7), dtype=np.uint8)
-    padded_array, size = pad_to_multiple(array, 4)
-    assert padded_array.shape == (8, 8) and size == (5, 7) and padded_array.sum() == 35
-    same, _ = pad_to_multiple(torch.zeros(64, 96), 32)
-    assert same.shape == (64, 96)
+def test_pad_to_multiple_centres_and_crops_back() -> None:
+    tensor = torch.rand(2, 3, 480, 854) + 1
+    padded, box = pad_to_multiple(tensor, 32)
+    assert padded.shape == (2, 3, 480, 864)
+    assert (box.top, box.left, box.height, box.width) == (0, 5, 480, 854)  # 5 + 854 + 5
+    assert padded[..., :5].abs().sum() == 0 and padded[..., 859:].abs().sum() == 0
+    assert torch.equal(padded[..., 5:859], tensor) and torch.equal(box.crop(padded), tensor)
+    array = np.arange(1, 36, dtype=np.uint8).reshape(5, 7)
+    padded_array, box = pad_to_multiple(array, 4)
+    assert padded_array.shape == (8, 8) and padded_array.sum() == array.sum()
+    # odd padding: the extra row goes below, the extra column to the right
+    assert (box.top, box.left) == (1, 0)
+    np.testing.assert_array_equal(padded_array[1:6, 0:7], array)
+    np.testing.assert_array_equal(box.crop(padded_array), array)
+    same, box = pad_to_multiple(torch.zeros(64, 96), 32)
+    assert same.shape == (64, 96) and (box.top, box.left) == (0, 0)
     with pytest.raises(ValueError, match="multiple"):
         pad_to_multiple(array, 0)
 

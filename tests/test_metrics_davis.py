@@ -13,7 +13,13 @@ from PIL import Image
 from scipy import ndimage
 
 from d2bench.cli import main as cli_main
-from d2bench.metrics.davis import GLOBAL_KEYS, EvalError, evaluate
+from d2bench.metrics.davis import (
+    GLOBAL_KEYS,
+    EvalError,
+    evaluate,
+    per_sequence_csv,
+    per_sequence_rows,
+)
 from d2bench.metrics.davis.boundary import boundary_map, boundary_radius
 from d2bench.metrics.davis.frame import evaluate_frame
 from d2bench.metrics.davis.reference import (
@@ -316,10 +322,15 @@ def test_fewer_proposals_than_objects_pads_with_empty_ones(tmp_path):
     pred = (gt == 2).astype(np.uint8)  # one proposal, exactly object 2
     root, res = write_root(tmp_path, {"s": [gt] * 2}, {"s": [pred] * 2}, unsupervised=True)
     result = evaluate(root, res, "unsupervised", "2017/val", workers=1)
-    assert result["per_object"]["s_2"]["J"] == [1.0, 1.0]
-    assert result["per_object"]["s_2"]["proposal"] == 1
-    assert result["per_object"]["s_1"]["J"] == [0.0, 0.0]  # matched to an empty proposal
-    assert result["per_object"]["s_1"]["proposal"] is None
+    # rows in proposal order: proposal 1 (object 2), then the empty padding one (object 1)
+    assert result["per_object"]["s_1"]["J"] == [1.0, 1.0]
+    assert (result["per_object"]["s_1"]["proposal"], result["per_object"]["s_1"]["object"]) == (
+        1,
+        2,
+    )
+    assert result["per_object"]["s_2"]["J"] == [0.0, 0.0]  # matched to an empty proposal
+    assert result["per_object"]["s_2"]["proposal"] is None
+    assert result["per_object"]["s_2"]["object"] == 1
     assert result["global"]["J-Mean"] == 0.5
 
 
@@ -331,10 +342,37 @@ def test_more_proposals_than_objects_are_matched_and_extras_ignored(tmp_path):
     pred[0:2, 35:40] = 2  # a false positive
     root, res = write_root(tmp_path, {"s": [gt] * 2}, {"s": [pred] * 2}, unsupervised=True)
     result = evaluate(root, res, "unsupervised", "2017/val", workers=1)
-    assert result["per_object"]["s_1"]["proposal"] == 3
-    assert result["per_object"]["s_2"]["proposal"] == 1
+    rows = {name: (e["proposal"], e["object"]) for name, e in result["per_object"].items()}
+    assert rows == {"s_1": (1, 2), "s_2": (3, 1)}  # matched proposals in proposal order
     assert result["global"]["J&F-Mean"] == 1.0
     assert result["per_sequence"]["s"]["proposals"] == 3
+
+
+def test_unsupervised_rows_are_named_like_the_official_csv(tmp_path):
+    """Row ``s_k`` is the k-th matched proposal in proposal order, not ground-truth object k."""
+    gt = two_objects()  # object 1: rows 2..9 × columns 2..9; object 2: rows 15..24 × 20..29
+    pred = np.zeros_like(gt)
+    pred[15:25, 20:25] = 1  # proposal 1: the left half of object 2
+    pred[gt == 1] = 2  # proposal 2: exactly object 1
+    frames = {"s": [gt] * 3}
+    root, res = write_root(tmp_path, frames, {"s": [pred] * 3}, unsupervised=True)
+    fast = evaluate(root, res, "unsupervised", "2017/val", workers=1)
+    slow = evaluate_reference(root, res, "unsupervised", "2017/val")
+    assert_same(fast, slow)
+    assert list(fast["per_object"]) == list(slow["per_object"]) == ["s_1", "s_2"]
+    half_j = reference_j(gt == 2, pred == 1, gt == 255)
+    half_f = reference_f(gt == 2, pred == 1, gt == 255)
+    assert half_j == 0.5 and half_f < 1.0
+    assert per_sequence_rows(fast) == [("s_1", half_j, half_f), ("s_2", 1.0, 1.0)]
+    assert per_sequence_csv(fast) == (
+        f"Sequence,J-Mean,F-Mean\ns_1,0.500,{half_f:.3f}\ns_2,1.000,1.000\n"
+    )
+    assert [fast["per_object"][k]["object"] for k in ("s_1", "s_2")] == [2, 1]
+    assert fast["global"]["J-Mean"] == (half_j + 1.0) / 2
+    # without matching (semi) row k stays ground-truth object k
+    root, res = write_root(tmp_path / "semi", frames, {"s": [pred] * 3})
+    semi = evaluate(root, res, "semi", "2017/val", workers=1)
+    assert [semi["per_object"][k]["object"] for k in ("s_1", "s_2")] == [1, 2]
 
 
 def test_more_than_20_proposals_is_an_error_naming_the_frame(tmp_path):

@@ -105,6 +105,52 @@ def test_aspp_rates_follow_the_block() -> None:
     }
 
 
+class _FixedLogits(nn.Module):
+    """Stands in for the head's last conv: a 1/4-scale logit map known in advance."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], *self.logits.shape[1:])
+
+
+def test_head_upsamples_the_logit_with_align_corners_false() -> None:
+    """The original's final F.interpolate(×(1, 4, 4), trilinear) keeps align_corners=False."""
+    model = build_model(tiny_cfg()).eval()
+    quarter = torch.full((1, 1, 8, 16, 24), 4.0)  # 1/4 scale: column 0 is 0, the rest 4
+    quarter[..., 0] = 0.0
+    model.decoder.pred = _FixedLogits(quarter)
+    with torch.no_grad():
+        logits = model(clip())
+    assert logits.shape == (1, 1, *SMALL)
+    # output column x samples input column (x + 0.5) / 4 - 0.5, clamped at 0: columns 0..7 read
+    # -0.375, -0.125, 0.125, 0.375, 0.625, 0.875, 1.125, 1.375 → 0, 0, 0.5, 1.5, 2.5, 3.5, 4, 4
+    by_hand = torch.tensor([0.0, 0.0, 0.5, 1.5, 2.5, 3.5, 4.0, 4.0])
+    torch.testing.assert_close(logits[0, 0, 3, 17, :8], by_hand)
+    assert (logits[..., 8:] == 4).all()
+    # align_corners=True would read input column x · 23/95 instead: 0.97 at output column 1
+    assert logits[0, 0, 0, 0, 1] == 0.0
+
+
+def test_ddp_makes_the_aspp_batchnorm_synchronous() -> None:
+    from d2bench.engine.distributed import sync_batchnorm
+
+    model = build_model(tiny_cfg(variant="aspp"))
+    before = {name: p for name, p in model.named_parameters()}
+    keys = set(model.state_dict())
+    converted = sync_batchnorm(model)
+    assert converted is model
+    norms = [m for m in model.decoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    assert len(norms) == 2 * (1 + 3 + 1)  # rf3, rf2: 1×1×1, three rates, the fusion
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.backbone.modules())
+    assert set(model.state_dict()) == keys  # checkpoints still load into a plain model
+    after = dict(model.named_parameters())
+    assert all(after[name] is param for name, param in before.items())  # the optimiser's
+
+
 # --- the tiny model on the CPU ----------------------------------------------------------------
 
 

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .davis import check_root, frame_paths, list_sequences, mask_paths
+from .davis import UNSUPERVISED_DIR, check_root, frame_paths, list_sequences, mask_paths
 from .errors import DavisError
 from .images import read_ids, read_rgb
 from .padding import pad_to_multiple
-from .windows import check_clip_window, clip_frame_ids, foreground
+from .windows import check_clip_window, draw_clips, foreground, nonzero_foreground
 
 #: Default budget of the decoded-frame cache of one dataset instance (one per loader worker).
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -26,6 +26,8 @@ class _Sequence:
     name: str
     frames: tuple[Path, ...]
     masks: tuple[Path, ...]
+    #: Labels read from ``Annotations_unsupervised``: any non-zero id is foreground there.
+    unsupervised: bool
 
 
 class _FrameCache:
@@ -56,16 +58,21 @@ class _FrameCache:
 class TrainClips(Dataset):
     """Clips of ``clip_len`` frames with binary masks, one per frame of every listed sequence.
 
-    The clip of frame i covers the window [i − window, i + window), shifted to stay inside the
-    video and always in temporal order (see :func:`clip_frame_ids`). Frames are resized to
-    ``size`` = (H, W) (bilinear; masks nearest; None keeps the native size) and zero-padded at
-    the bottom/right to a multiple of ``pad_multiple``. Masks are binarised: any object id
-    1..254 is foreground, void (255) is background.
+    The clip of frame i comes from the window [i − window, i + window) as ``clip_sampling``
+    says (:mod:`.windows`): ``random-sorted`` (the original's: drawn with replacement from the
+    window truncated at the video's ends, sorted) or ``consecutive`` (the window shifted inside
+    the video). Random clips are drawn once, here, from ``seed`` and the DDP ``rank``, so every
+    epoch and every rebuild (a resumed run) sees the same clips, and ranks draw differently.
+    Frames are resized to ``size`` = (H, W) (bilinear; masks nearest; None keeps the native
+    size) and zero-padded on both sides (centred) to a multiple of ``pad_multiple``. Masks are
+    binarised: labels from ``Annotations_unsupervised`` (what the original trained on) count
+    any non-zero id as foreground, void (255) included, as the original does; labels from
+    ``Annotations`` count objects 1..254 (void is background, as the DAVIS metric reads them).
 
     A sample is a dict: ``frames`` float32 3×T×H×W in [0, 1], ``masks`` float32 1×T×H×W in
-    {0, 1}, ``sequence`` (str) and ``frame_ids`` (list of int). Nothing here is random:
-    shuffling is the DataLoader's job. Decoded frames are kept in a bounded per-instance cache,
-    so small (synthetic) sets are decoded once.
+    {0, 1}, ``sequence`` (str) and ``frame_ids`` (list of int). The order of samples is not
+    random: shuffling is the DataLoader's job. Decoded frames are kept in a bounded
+    per-instance cache, so small (synthetic) sets are decoded once.
     """
 
     def __init__(
@@ -78,6 +85,9 @@ class TrainClips(Dataset):
         pad_multiple: int = 32,
         mask_folder: str = "auto",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        clip_sampling: str = "random-sorted",
+        seed: int = 0,
+        rank: int = 0,
     ) -> None:
         check_clip_window(clip_len, window)
         if size is not None and (len(size) != 2 or min(size) < 1):
@@ -90,20 +100,29 @@ class TrainClips(Dataset):
         self.window = window
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.pad_multiple = pad_multiple
+        self.clip_sampling = clip_sampling
         self._sequences = [
-            _Sequence(
-                name,
-                tuple(frame_paths(self.root, name)),
-                tuple(mask_paths(self.root, name, mask_folder)),
-            )
-            for name in list_sequences(self.root, imageset)
+            self._sequence(name, mask_folder) for name in list_sequences(self.root, imageset)
         ]
         self._samples = [
             (seq_index, frame)
             for seq_index, sequence in enumerate(self._sequences)
             for frame in range(len(sequence.frames))
         ]
+        lengths = [len(sequence.frames) for sequence in self._sequences]
+        self._clips = draw_clips(lengths, clip_sampling, seed, rank, clip_len, window)
         self._cache = _FrameCache(cache_bytes)
+
+    def _sequence(self, name: str, mask_folder: str) -> _Sequence:
+        masks = tuple(mask_paths(self.root, name, mask_folder))
+        unsupervised = masks[0].parent.parent == self.root / UNSUPERVISED_DIR
+        return _Sequence(name, tuple(frame_paths(self.root, name)), masks, unsupervised)
+
+    def frame_ids(self, index: int) -> list[int]:
+        """The frames of sample ``index``'s clip, without decoding anything."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        return list(self._clips[index])
 
     @property
     def sequences(self) -> list[str]:
@@ -121,9 +140,9 @@ class TrainClips(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"sample {index} out of range for {len(self)} samples")
-        seq_index, frame = self._samples[index]
+        seq_index, _ = self._samples[index]
         sequence = self._sequences[seq_index]
-        ids = clip_frame_ids(frame, len(sequence.frames), self.clip_len, self.window)
+        ids = list(self._clips[index])
         pairs = [self._load(seq_index, frame_id) for frame_id in ids]
         frames = torch.from_numpy(np.stack([rgb for rgb, _ in pairs]))  # T×H×W×3 uint8
         masks = torch.from_numpy(np.stack([mask for _, mask in pairs]))  # T×H×W uint8
@@ -151,7 +170,7 @@ class TrainClips(Dataset):
                 f"{sequence.masks[frame]}: size {ids.shape[0]}×{ids.shape[1]} differs from "
                 f"{rgb.shape[0]}×{rgb.shape[1]} of frame {sequence.frames[frame]}"
             )
-        mask = foreground(ids)
+        mask = nonzero_foreground(ids) if sequence.unsupervised else foreground(ids)
         if self.size is not None and self.size != rgb.shape[:2]:
             target = (self.size[1], self.size[0])  # Pillow takes (W, H)
             rgb = np.asarray(Image.fromarray(rgb).resize(target, Image.Resampling.BILINEAR))

@@ -115,9 +115,11 @@ def train_cell(
     show_progress: bool,
 ) -> dict[str, Any]:
     from ..data import TrainClips
+    from .distributed import DistContext
     from .trainer import Trainer
 
     data = config.data
+    rank = DistContext.from_environment(device).rank  # each torchrun rank draws its own clips
     dataset = TrainClips(
         data.root,
         imageset=data.train_set,
@@ -125,8 +127,17 @@ def train_cell(
         window=data.window,
         size=data.train_size,
         pad_multiple=data.pad_multiple,
+        clip_sampling=data.clip_sampling,
+        seed=config.train.seed,
+        rank=rank,
     )
-    log.info("training on %d clips of %s (%s)", len(dataset), data.train_set, data.root)
+    log.info(
+        "training on %d %s clips of %s (%s)",
+        len(dataset),
+        data.clip_sampling,
+        data.train_set,
+        data.root,
+    )
     trainer = Trainer(
         config,
         model,
@@ -250,7 +261,8 @@ def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellCo
     from .inference import plan_clips
 
     clip_len, gap = config.infer.clip_len, config.infer.gap
-    clips = [list(clip.frames) for clip in plan_clips(len(frames), clip_len, gap)]
+    plan = plan_clips(len(frames), clip_len, gap, starts=config.infer.clip_starts)
+    clips = [list(clip.frames) for clip in plan]
     metadata = {"sequence": sequence, "clip_len": clip_len, "gap": gap, "clips": clips,
                 "variant": config.model.variant}  # fmt: skip
     step = max(1, -(-max(frames.shape[1:3]) // 320))

@@ -40,9 +40,13 @@ class DistContext:
         return self.rank == 0
 
     def wrap(self, model: nn.Module) -> nn.Module:
+        """DDP around ``model`` (BatchNorm made synchronous first, see :func:`sync_batchnorm`)."""
         if self.world_size <= 1:
             return model
-        device_ids = [self.local_rank] if next(model.parameters()).is_cuda else None
+        on_cuda = next(model.parameters()).is_cuda
+        if on_cuda:
+            model = sync_batchnorm(model)
+        device_ids = [self.local_rank] if on_cuda else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     def shard(self, global_batch: list[int]) -> list[int]:
@@ -52,6 +56,18 @@ class DistContext:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Every trainable BatchNorm (the ASPP blocks') as SyncBatchNorm, as the original does under
+    DDP: with two clips per GPU, per-rank batch statistics would come from two samples.
+
+    The network is changed in place (a new object only if its root is a BatchNorm); the frozen
+    encoder BN is not a BatchNorm module and stays. Parameters and buffers are the same objects,
+    so an optimiser built before stays valid and state-dict keys do not change. CUDA only:
+    PyTorch's SyncBatchNorm has no CPU (Gloo) kernel, so CPU DDP keeps per-rank statistics.
+    """
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,12 +1,19 @@
-"""Clip inference: overlapping clips, averaged per-frame probabilities, DAVIS result PNGs.
+"""Clip inference: overlapping clips, averaged per-frame logits, DAVIS result PNGs.
 
-A video of T frames is cut into clips of ``clip_len`` frames starting every ``gap`` frames
-(0, gap, 2·gap, … < T). A clip that runs past the last frame is filled by repeating the last
-frame (so the clip stays in temporal order), but those repeats do not vote: each frame's
-probability is the mean over the clips that really contain it. This fixes two bugs of the
-original (seed-facts §5): out-of-order border windows and repeated end frames all voting for the
-last frame. Frames are zero-padded to a multiple of 32 and the prediction is cropped back to the
-native size.
+The original's protocol (seed-facts §4), with its two bugs of §5 fixed:
+
+- A video of T frames is cut into clips of ``clip_len`` frames starting at every multiple of
+  ``gap`` below T (0, gap, 2·gap, … < T; ``InferConfig.clip_starts="every-gap"``, as released).
+  ``"until-end"`` stops after the first clip that reaches the last frame instead.
+- A clip that runs past the last frame is filled by repeating the last frame, so it stays in
+  temporal order (the original padded border windows out of order: bug 2 of §5). Those repeats
+  do not vote (the original let them all vote for the last frame: bug 3 of §5); with
+  ``padded_frames_vote=True`` they do, as released.
+- Each frame's score is the mean of the LOGITS of the clips that vote for it, then the sigmoid
+  (``average="logits"``, as released; the paper's text says probabilities, ``"probabilities"``).
+  The mask is that probability above the threshold (0.5: a mean logit above 0).
+- Frames are zero-padded on both sides (centred) to a multiple of 32 and the prediction is
+  cropped back to the native size.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..config import InferConfig
+from ..data.padding import pad_to_multiple
 
 #: The DAVIS results palette: 0 black (background), 1 red (the object).
 _PALETTE = [0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254
@@ -39,8 +47,25 @@ class Clip:
     votes: tuple[bool, ...]
 
 
-def plan_clips(num_frames: int, clip_len: int, gap: int) -> list[Clip]:
-    """The clips covering a video of ``num_frames`` frames (see the module docstring)."""
+def plan_clips(
+    num_frames: int,
+    clip_len: int,
+    gap: int,
+    *,
+    starts: str = "every-gap",
+    padded_frames_vote: bool = False,
+) -> list[Clip]:
+    """The clips covering a video of ``num_frames`` frames (see the module docstring).
+
+    ``starts="every-gap"`` (as released) starts a clip at every multiple of ``gap`` below the
+    length; ``"until-end"`` stops after the first clip that reaches the end (no clip then
+    consists of repeats only). Neither choice is a bug of seed-facts §5 on its own: the extra
+    tail clips of ``every-gap`` only matter when ``padded_frames_vote`` lets their repeats vote.
+    """
+    if starts not in ("every-gap", "until-end"):
+        raise ValueError(
+            f"infer.clip_starts: unknown value {starts!r}; allowed: every-gap, until-end"
+        )
     if num_frames < 1:
         raise ValueError("a video needs at least one frame")
     if clip_len < 1 or gap < 1:
@@ -54,31 +79,45 @@ def plan_clips(num_frames: int, clip_len: int, gap: int) -> list[Clip]:
     for start in range(0, num_frames, gap):
         positions = range(start, start + clip_len)
         frames = tuple(min(p, num_frames - 1) for p in positions)
-        votes = tuple(p < num_frames for p in positions)
+        votes = tuple(padded_frames_vote or p < num_frames for p in positions)
         clips.append(Clip(frames, votes))
-        if start + clip_len >= num_frames:
+        if starts == "until-end" and start + clip_len >= num_frames:
             break
     return clips
 
 
-def stitch_probabilities(
-    clip_probabilities: Sequence[np.ndarray], clips: Sequence[Clip], num_frames: int
+def plan_video(num_frames: int, cfg: InferConfig) -> list[Clip]:
+    """:func:`plan_clips` under the settings of ``cfg``."""
+    return plan_clips(
+        num_frames,
+        cfg.clip_len,
+        cfg.gap,
+        starts=cfg.clip_starts,
+        padded_frames_vote=cfg.padded_frames_vote,
+    )
+
+
+def stitch_scores(
+    clip_scores: Sequence[np.ndarray], clips: Sequence[Clip], num_frames: int
 ) -> np.ndarray:
-    """Average per-frame probabilities over the clips that cover each frame (float32 T×H×W)."""
-    if len(clip_probabilities) != len(clips):
-        raise ValueError("one probability volume per clip is needed")
-    first = clip_probabilities[0]
+    """Mean per-frame score (logit or probability) over the votes of the clips (float64 T×H×W).
+
+    A frame's votes are the positions of the clips that read it and vote (see :class:`Clip`).
+    """
+    if len(clip_scores) != len(clips):
+        raise ValueError("one score volume per clip is needed")
+    first = clip_scores[0]
     total = np.zeros((num_frames, *first.shape[1:]), dtype=np.float64)
     count = np.zeros(num_frames, dtype=np.int64)
-    for probabilities, clip in zip(clip_probabilities, clips, strict=True):
+    for scores, clip in zip(clip_scores, clips, strict=True):
         for position, (frame, votes) in enumerate(zip(clip.frames, clip.votes, strict=True)):
             if votes:
-                total[frame] += probabilities[position]
+                total[frame] += scores[position]
                 count[frame] += 1
     if (count == 0).any():
         missing = np.flatnonzero(count == 0).tolist()
         raise ValueError(f"frames {missing} are covered by no clip")
-    return (total / count[:, None, None]).astype(np.float32)
+    return total / count[:, None, None]
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -87,15 +126,6 @@ def autocast_context(device: torch.device, precision: str):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return nullcontext()
-
-
-def _pad(volume: Tensor, multiple: int) -> Tensor:
-    height, width = volume.shape[-2:]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return volume
-    return torch.nn.functional.pad(volume, (0, pad_w, 0, pad_h))
 
 
 def _batches(clips: list[Clip], batch_size: int) -> Iterator[list[Clip]]:
@@ -115,29 +145,35 @@ def predict_video(
 ) -> np.ndarray:
     """Foreground probability per frame (float32 T×H×W) of a uint8 T×H×W×3 video.
 
-    ``forward`` replaces ``model`` as the callable applied to each B×3×L×H×W batch (a timing
-    wrapper, for instance); the model is put in eval mode either way.
+    Under ``cfg.average="logits"`` it is the sigmoid of the mean logit (see the module
+    docstring). ``forward`` replaces ``model`` as the callable applied to each B×3×L×H×W batch
+    (a timing wrapper, for instance); the model is put in eval mode either way.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 T×H×W×3; got {frames.dtype} {frames.shape}")
     device = torch.device(device)
     model.eval()
     apply = forward or model
-    num_frames, height, width = frames.shape[:3]
-    clips = plan_clips(num_frames, cfg.clip_len, cfg.gap)
+    num_frames = frames.shape[0]
+    clips = plan_video(num_frames, cfg)
     video = torch.from_numpy(frames).to(device).permute(3, 0, 1, 2)  # 3×T×H×W uint8
     outputs: list[np.ndarray] = []
     for batch in _batches(clips, cfg.batch_size):
         index = torch.tensor([c.frames for c in batch], device=device)  # B×L
         x = video[:, index].permute(1, 0, 2, 3, 4).float().div_(255.0)  # B×3×L×H×W
-        x = _pad(x, PAD_MULTIPLE)
+        x, box = pad_to_multiple(x, PAD_MULTIPLE)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with autocast_context(device, cfg.precision):
             logits = apply(x)
-        probabilities = torch.sigmoid(logits.float())[:, 0, :, :height, :width]
-        outputs.extend(p.cpu().numpy() for p in probabilities)
-    return stitch_probabilities(outputs, clips, num_frames)
+        scores = box.crop(logits.float()[:, 0])
+        if cfg.average == "probabilities":
+            scores = torch.sigmoid(scores)
+        outputs.extend(score.cpu().numpy() for score in scores)
+    mean = stitch_scores(outputs, clips, num_frames)
+    if cfg.average == "logits":
+        mean = torch.sigmoid(torch.from_numpy(mean)).numpy()  # float64, no overflow
+    return mean.astype(np.float32)
 
 
 def write_masks(

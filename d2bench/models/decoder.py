@@ -19,10 +19,19 @@ REFINEMENT_BLOCKS: tuple[str, ...] = ("rf3", "rf2", "rf1")
 
 
 def upsample_to(x: Tensor, size: tuple[int, ...] | list[int]) -> Tensor:
-    """Trilinear resize to ``size`` (T, H, W) with ``align_corners=True``, as in the paper."""
+    """Trilinear resize to ``size`` (T, H, W) with ``align_corners=True``, as the original's
+    refinement blocks do."""
     if tuple(x.shape[-3:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="trilinear", align_corners=True)
+
+
+def upsample_logits(logits: Tensor, size: tuple[int, ...] | list[int]) -> Tensor:
+    """The head's final trilinear ×(1, 4, 4) resize to ``size`` (T, H, W), with
+    ``align_corners=False``: the original calls ``F.interpolate`` there with the default."""
+    if tuple(logits.shape[-3:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="trilinear", align_corners=False)
 
 
 class ConvReluNorm(nn.Sequential):
@@ -84,7 +93,7 @@ class Decoder3d(nn.Module):
     """GC3d on e4 → residual pair of 3×3×3 convs → rf3(e3) → rf2(e2) → rf1(e1) → 1 logit.
 
     The logit is predicted at 1/4 scale (from ReLU of the last state, as in the original) and
-    upsampled trilinearly to the clip size.
+    upsampled trilinearly to the clip size (:func:`upsample_logits`, align_corners=False).
     """
 
     def __init__(self, encoder_channels: tuple[int, int, int, int], channels: int = 256) -> None:
@@ -109,4 +118,4 @@ class Decoder3d(nn.Module):
         m = self.rf2(e2, m)
         m = self.rf1(e1, m)
         logits = self.pred(F.relu(m))
-        return upsample_to(logits, out_size)
+        return upsample_logits(logits, out_size)

@@ -19,6 +19,15 @@ from .driver import evaluate
 from .errors import EvalError
 from .protocols import PROTOCOLS, Protocol
 from .statistics import GLOBAL_KEYS
-from .table import format_table
+from .table import format_table, per_sequence_csv, per_sequence_rows
 
-__all__ = ["GLOBAL_KEYS", "PROTOCOLS", "EvalError", "Protocol", "evaluate", "format_table"]
+__all__ = [
+    "GLOBAL_KEYS",
+    "PROTOCOLS",
+    "EvalError",
+    "Protocol",
+    "evaluate",
+    "format_table",
+    "per_sequence_csv",
+    "per_sequence_rows",
+]

@@ -90,11 +90,15 @@ def evaluate(
     sequences in parallel (default: one per available CPU, at most one per sequence).
 
     The dict holds ``global`` (``J&F-Mean``, ``J-Mean``, ``J-Recall``, ``J-Decay``, ``F-Mean``,
-    ``F-Recall``, ``F-Decay``, fractions), ``per_object`` keyed ``<sequence>_<k>`` (object k of
-    the ground truth, with its per-frame ``J`` and ``F`` and their statistics; under
-    ``unsupervised`` also the matched ``proposal``, None for an empty padding proposal),
-    ``per_sequence`` (frames scored, objects, proposals) and the settings. The global values are
-    averages over objects in the official tool's order, so they match it bit for bit.
+    ``F-Recall``, ``F-Decay``, fractions), ``per_object`` keyed ``<sequence>_<k>`` in the
+    official tool's row order and naming (its per-sequence CSV, row for row): under ``davis16``
+    and ``semi`` row k is ground-truth object k; under ``unsupervised`` it is the k-th matched
+    (proposal, object) pair in proposal order, whichever object that proposal matched. Each entry
+    holds the ground-truth ``object``, its per-frame ``J`` and ``F`` and their statistics; under
+    ``unsupervised`` also the matched ``proposal`` (None for an empty padding proposal).
+    ``per_sequence`` has the frames scored, objects, proposals; then the settings. The global
+    values are averages over the rows in that order, so they match the official tool bit for
+    bit.
     Raises :class:`EvalError` for bad input, naming the sequence and the frame.
     """
     started = time.perf_counter()
@@ -132,8 +136,10 @@ def evaluate(
             for index in range(len(scores.objects))
         ]
         pooled.extend(entries)  # official order: by proposal under unsupervised
-        for entry in sorted(entries, key=lambda e: e["object"]):
-            per_object[f"{scores.sequence}_{entry['object']}"] = entry
+        # the official tool names row k of a sequence ``<sequence>_<k>`` after its position:
+        # object k without matching, the k-th matched pair in proposal order with it
+        for position, entry in enumerate(entries, start=1):
+            per_object[f"{scores.sequence}_{position}"] = entry
     return {
         "protocol": chosen.to_dict(),
         "davis_root": str(root),

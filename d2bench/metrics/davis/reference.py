@@ -143,7 +143,8 @@ def _one_hot(frame: np.ndarray, count: int) -> np.ndarray:
 
 def _sequence_reference(
     root: Path, results: Path, sequence: str, protocol_name: str
-) -> tuple[list[str], list[tuple[int, np.ndarray, np.ndarray]]]:
+) -> tuple[list[str], list[tuple[int, int | None, np.ndarray, np.ndarray]]]:
+    """The scored frames and, per official row, (object id, proposal id, J per frame, F)."""
     protocol = get_protocol(protocol_name)
     frames = list_frames(root, protocol.annotations, sequence)
     gt_folder = root / protocol.annotations / RESOLUTION / sequence
@@ -167,6 +168,7 @@ def _sequence_reference(
             gts.append(_one_hot(gt, count))
             preds.append(pred)
             voids.append(void if protocol.use_void else None)
+    proposals = None
     if not protocol.binary:
         proposals = int(max(np.max(p) for p in preds))
         preds = [_one_hot(p, max(proposals, count)) for p in preds]
@@ -184,11 +186,16 @@ def _sequence_reference(
                 f_res[j, k, t] = reference_f(gts[t][k], preds[t][j], voids[t])
     if protocol.match_proposals:
         means = (np.mean(j_res, axis=2) + np.mean(f_res, axis=2)) / 2
-        rows, cols = linear_sum_assignment(-means)
+        rows, cols = linear_sum_assignment(-means)  # rows ascending: proposal order
         pairs = list(zip(rows, cols, strict=True))
     else:
         pairs = [(k, k) for k in range(count)]
-    objects = [(int(col) + 1, j_res[row, col], f_res[row, col]) for row, col in pairs]
+    objects = []
+    for row, col in pairs:
+        proposal = None
+        if protocol.match_proposals and proposals is not None and row < proposals:
+            proposal = int(row) + 1
+        objects.append((int(col) + 1, proposal, j_res[row, col], f_res[row, col]))
     return scored, objects
 
 
@@ -199,7 +206,12 @@ def evaluate_reference(
     imageset: str = "2016/val",
     sequences: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The slow path: ``global`` and ``per_object`` like :func:`~.driver.evaluate`'s."""
+    """The slow path: ``global`` and ``per_object`` like :func:`~.driver.evaluate`'s.
+
+    Rows are named as the official tool names them: ``<sequence>_<k>`` for the k-th row of the
+    sequence (object k, or under matching the k-th matched pair in proposal order).
+    """
+    matched = get_protocol(protocol).match_proposals
     root = resolve_root(davis_root)
     names = read_imageset(root, imageset)
     if sequences is not None:
@@ -208,12 +220,14 @@ def evaluate_reference(
     per_object: dict[str, dict[str, Any]] = {}
     for name in names:
         frames, objects = _sequence_reference(root, Path(results_dir), name, protocol)
-        for object_id, j_values, f_values in objects:
+        for position, (object_id, proposal, j_values, f_values) in enumerate(objects, start=1):
             jm, jr, jd = reference_statistics(j_values)
             fm, fr, fd = reference_statistics(f_values)
             for key, value in zip(stats, (jm, jr, jd, fm, fr, fd), strict=True):
                 stats[key].append(value)
-            per_object[f"{name}_{object_id}"] = {
+            per_object[f"{name}_{position}"] = {
+                "object": object_id,
+                **({"proposal": proposal} if matched else {}),
                 "J-Mean": jm,
                 "J-Recall": jr,
                 "J-Decay": jd,

@@ -36,15 +36,31 @@ def format_table(result: dict[str, Any]) -> str:
     )
     lines.append("")
     matched = protocol == "unsupervised"
-    header = ["Object", *_OBJECT_KEYS, *(["Proposal"] if matched else [])]
+    header = ["Object", *_OBJECT_KEYS, *(["Proposal", "GT object"] if matched else [])]
     rows = []
     for name, entry in result["per_object"].items():
         cells = [name, *(f"{100 * entry[key]:.3f}" for key in _OBJECT_KEYS)]
-        if matched:
+        if matched:  # row k is the k-th matched proposal: say which object it matched
             proposal = entry.get("proposal")
             cells.append("-" if proposal is None else str(proposal))
+            cells.append(str(entry["object"]))
         rows.append(cells)
     widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
     lines.append(_row(header, widths))
     lines.extend(_row(cells, widths) for cells in rows)
     return "\n".join(lines)
+
+
+def per_sequence_rows(result: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(name, J-Mean, F-Mean) per row, in order: the official per-sequence CSV, row for row."""
+    return [
+        (name, float(entry["J-Mean"]), float(entry["F-Mean"]))
+        for name, entry in result["per_object"].items()
+    ]
+
+
+def per_sequence_csv(result: dict[str, Any]) -> str:
+    """The official per-sequence CSV's text: ``Sequence,J-Mean,F-Mean``, fractions to 3 places."""
+    lines = ["Sequence,J-Mean,F-Mean"]
+    lines += [f"{name},{j:.3f},{f:.3f}" for name, j, f in per_sequence_rows(result)]
+    return "\n".join(lines) + "\n"
