@@ -55,7 +55,8 @@ MACHINE_LOCAL_KEYS: tuple[MachineLocalKey, ...] = (
     MachineLocalKey(
         "data.num_workers",
         "how many loader processes this machine spares: it changes how fast the batches come, "
-        "not which (the clips are drawn once from the seed when the data set is built, and their order is seeded)",
+        "not which (the clips are drawn from the seed when the data set is built, and their "
+        "order is seeded)",
     ),
     MachineLocalKey(
         "model.weights",
