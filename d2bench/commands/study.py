@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -28,8 +29,6 @@ def _tracker(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..cli import UsageError
     from ..launch import launch_study, make_backend
     from ..launch.profiles import ProfileError
@@ -51,11 +50,13 @@ def _run(args: argparse.Namespace) -> int:
         )
     except (ProfileError, ValueError) as error:
         raise UsageError(str(error)) from None
+    runs_dir = Path(args.runs_dir) if args.runs_dir else study.runs_dir
+    _preflight(backend, study, runs_dir, args.tracking_uri)
     summary = launch_study(
         study,
         backend,
         _tracker(args),
-        runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+        runs_dir=runs_dir,
         retry_failed=args.retry_failed,
         force_rows=args.force,
         dry_run=args.dry_run,
@@ -67,6 +68,22 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return summary.exit_code
+
+
+def _preflight(backend: Any, study: Any, runs_dir: Path, tracking_uri: str | None) -> None:
+    """The backend's own checks (a Ray cluster's reach), before the store or any run exists."""
+    from ..cli import UsageError
+    from ..launch.base import CheckedBackend, PreflightError
+    from ..tracking import resolve_tracking_uri
+
+    if not isinstance(backend, CheckedBackend):
+        return
+    try:
+        warnings = backend.preflight(study.resources, runs_dir, resolve_tracking_uri(tracking_uri))
+    except PreflightError as error:
+        raise UsageError(str(error)) from None
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _plan(args: argparse.Namespace) -> int:
