@@ -135,20 +135,12 @@ def alive_nodes() -> list[RayNode]:
     ]
 
 
-def _marker_matches(path: str, token: str) -> bool:
-    """Runs on a node: does it see the marker the driver wrote, with the driver's token?"""
-    try:
-        return Path(path).read_text() == token
-    except OSError:
-        return False
-
-
 def probe_runs_dir(
     runs_dir: Path, nodes: Sequence[RayNode], timeout: float = PROBE_TIMEOUT_S
 ) -> list[tuple[RayNode, bool | None]]:
     """Write a marker under ``runs_dir`` and ask a task pinned to each node whether it sees it;
-    None for a node that did not answer in time. Leaves nothing behind (the marker, and the
-    runs folder too when the probe created it)."""
+    None for a node that did not answer in time (or could not run the probe). Leaves nothing
+    behind (the marker, and the runs folder too when the probe created it)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -157,8 +149,18 @@ def probe_runs_dir(
     token = uuid.uuid4().hex
     marker = runs_dir / f".d2bench-probe-{token}"
     marker.write_text(token)
+
+    def marker_matches(path: str, expected: str) -> bool:
+        """On a node: does it see the driver's marker? Nested, so that Ray ships it by value
+        and the probe tests the storage alone, not whether d2bench is installed there."""
+        try:
+            with open(path) as handle:
+                return handle.read() == expected
+        except OSError:
+            return False
+
     try:
-        sees = ray.remote(num_cpus=0, max_retries=0)(_marker_matches)
+        sees = ray.remote(num_cpus=0, max_retries=0)(marker_matches)
         refs = [
             sees.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
@@ -169,7 +171,7 @@ def probe_runs_dir(
         done = set(ready)
         answers: list[tuple[RayNode, bool | None]] = []
         for node, ref in zip(nodes, refs, strict=True):
-            answers.append((node, bool(ray.get(ref)) if ref in done else None))
+            answers.append((node, _answer(ref) if ref in done else None))
         for ref in refs:
             if ref not in done:
                 ray.cancel(ref, force=True)
@@ -178,6 +180,16 @@ def probe_runs_dir(
         marker.unlink(missing_ok=True)
         for folder in reversed(created):
             _remove_if_empty(folder)
+
+
+def _answer(ref: object) -> bool | None:
+    """A probe's verdict; None when the task itself failed (the node could not run it)."""
+    import ray
+
+    try:
+        return bool(ray.get(ref))
+    except ray.exceptions.RayError:
+        return None
 
 
 def _missing_parents(path: Path) -> list[Path]:
