@@ -64,13 +64,14 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _skipped_failed(plan: Plan, chosen: list[PlannedCell]) -> int:
+def skipped_failed_count(plan: Plan, chosen: list[PlannedCell]) -> int:
     """Failed cells this launch leaves alone (they rerun only with ``--retry-failed``)."""
     chosen_keys = {item.cell.key for item in chosen}
     return sum(item.cell.key not in chosen_keys for item in plan.with_state(CellState.FAILED))
 
 
-def _retry_hint(skipped_failed: int) -> str:
+def retry_hint(skipped_failed: int) -> str:
+    """A suffix for the scheduling line: which failed cells wait for ``--retry-failed``."""
     if not skipped_failed:
         return ""
     return f"; skipping {skipped_failed} failed cell(s) (rerun them with --retry-failed)"
@@ -162,10 +163,10 @@ def launch_study(
         chosen = plan.to_schedule(retry_failed=retry_failed, force_rows=force_rows)
         summary = LaunchSummary(scheduled=len(chosen), plan=plan)
         echo(format_plan(plan))
-        skipped_failed = _skipped_failed(plan, chosen)
+        skipped_failed = skipped_failed_count(plan, chosen)
         if dry_run:
             would = f"dry run: would schedule {len(chosen)} cell(s) on {backend.name}"
-            echo(would + _retry_hint(skipped_failed))
+            echo(would + retry_hint(skipped_failed))
             return summary
         if not chosen:
             echo(nothing_to_do_line(plan, skipped_failed))
@@ -181,7 +182,7 @@ def launch_study(
         study.name, study.resources, runs_dir / "_backend" / study.name,
         study.backend.max_concurrent,
     )  # fmt: skip
-    echo(f"scheduling {len(tasks)} cell(s) on {backend.name}" + _retry_hint(skipped_failed))
+    echo(f"scheduling {len(tasks)} cell(s) on {backend.name}" + retry_hint(skipped_failed))
     labels = {item.cell.key: item.cell.label for item in chosen}
 
     reported: list[str] = []
