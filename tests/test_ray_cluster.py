@@ -61,6 +61,8 @@ def test_sqlite_is_refused_only_when_cells_can_land_on_another_host() -> None:
     assert problem is not None and "\n" not in problem
     assert "gpu-07" in problem and uri in problem and "--tracking-uri http://" in problem
     assert tracking_problem("http://mlflow:5000", other_hosts(two_hosts, HERE)) is None
+    assert other_hosts([node("a", f"{HERE}.cluster.example.org")], HERE) == []
+    assert other_hosts([node("a", "10.0.0.5")], "10.0.0.7") == ["10.0.0.5"]
 
 
 def test_a_head_that_cannot_hold_a_cell_does_not_count_as_a_place_cells_run() -> None:

@@ -82,7 +82,17 @@ def candidate_nodes(nodes: Sequence[RayNode], request: Mapping[str, float]) -> l
 
 
 def other_hosts(nodes: Iterable[RayNode], this_host: str) -> list[str]:
-    return sorted({node.hostname for node in nodes if node.hostname != this_host})
+    """Hosts of ``nodes`` other than this one (``gpu-07`` and ``gpu-07.cluster`` are one host:
+    Ray may report the full name where ``socket.gethostname()`` gives the short one)."""
+    here = _short(this_host)
+    return sorted({node.hostname for node in nodes if _short(node.hostname) != here})
+
+
+def _short(hostname: str) -> str:
+    """The host's name without its domain (an IP address stays whole)."""
+    if hostname.replace(".", "").isdigit() or ":" in hostname:
+        return hostname
+    return hostname.split(".", 1)[0].lower()
 
 
 def is_local_store(tracking_uri: str) -> bool:
