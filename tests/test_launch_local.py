@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,11 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from kill_helpers import only_cell_dir, slow_study, wait_for, worker_pid
 from study_helpers import d2bench, write_study
 
+from d2bench.engine.checkpoint import list_checkpoints
 from d2bench.launch.task import FAULT_ROWS_ENV, FAULT_TRAIN_SET
 from d2bench.study import expand_cells, load_study
 from d2bench.tracking import Tracker
+from d2bench.tracking.tracker import TAG_ERROR, TAG_ROW, TAG_WORKER
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +42,9 @@ def test_failure_is_recorded_the_rest_finish_and_retry_failed_reruns_only_it(
     assert len(tracker.metric_history([runs.loc["baseline", "run_id"]], "train/loss")) >= 1
 
     again = d2bench("run", str(study), *args, cwd=tmp_path, check=True)
-    assert "nothing to do" in again.stdout
+    assert (
+        "nothing to do: 1 done, 1 failed (rerun failed cells with --retry-failed)" in again.stdout
+    )
 
     retry = d2bench("run", str(study), "--retry-failed", *args, cwd=tmp_path, check=True)
     assert "scheduling 1 cell(s)" in retry.stdout and "dcnv1 (seed 0): FINISHED" in retry.stdout
@@ -99,3 +105,80 @@ def test_two_drivers_started_together_run_each_cell_once(
     assert Counter(r.key for r in records) == Counter({key: 1 for key in keys})
     assert {r.status for r in records} == {"FINISHED"}
     assert sum("nothing to do" in output for output in outputs) == 1
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_and_the_cell_resumes_from_the_older_one(
+    tmp_path: Path,
+) -> None:
+    """The worker dies (SIGKILL) in its third epoch and its newest checkpoint is then cut short:
+    a plain re-run names --retry-failed, which resumes from the checkpoint before the damaged
+    one, names the skipped file in cell.log and moves it aside."""
+    study = slow_study(tmp_path, "local-truncated", epochs=3)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    args = ("--tracking-uri", uri)
+    d2bench("plan", str(study), *args, cwd=tmp_path, check=True)  # the store, before polling it
+    checkpoints = only_cell_dir(study) / "checkpoints"
+    command = [sys.executable, "-m", "d2bench.cli", "run", str(study), *args]
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    tracker = Tracker(uri)
+    try:
+        pid = wait_for(lambda: worker_pid(tracker, "local-truncated"), 240, "the cell", driver)
+        wait_for(lambda: len(list_checkpoints(checkpoints)) >= 2, 240, "two checkpoints", driver)
+        os.kill(pid, signal.SIGKILL)
+        output = driver.communicate(timeout=120)[0]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 1, output
+    (failed,) = tracker.cell_records("local-truncated")
+    assert failed.status == "FAILED"
+
+    again = d2bench("run", str(study), *args, cwd=tmp_path, check=True)
+    assert "nothing to do: 1 failed (rerun failed cells with --retry-failed)" in again.stdout
+
+    *_, older, newest = list_checkpoints(checkpoints)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    retry = d2bench("run", str(study), "--retry-failed", *args, cwd=tmp_path, check=True)
+    assert "baseline (seed 0): FINISHED" in retry.stdout
+    log = (checkpoints.parent / "cell.log").read_text()
+    assert f"skipped checkpoint {newest.name}: it does not load" in log
+    assert f"resumed from {older.name}" in log
+    assert newest.with_name(newest.name + ".corrupt").exists()
+    statuses = Counter(r.status for r in tracker.cell_records("local-truncated"))
+    assert statuses == Counter({"FAILED": 1, "FINISHED": 1})
+
+
+def test_plan_shows_the_never_started_cells_of_a_killed_driver_as_stale_and_run_closes_them(
+    tmp_path: Path, synthetic_data: Path
+) -> None:
+    study = write_study(tmp_path, "local-stale")
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    args = ("--tracking-uri", uri)
+    d2bench("plan", str(study), *args, cwd=tmp_path, check=True)  # the store, before polling it
+    command = [sys.executable, "-m", "d2bench.cli", "run", str(study), *args]
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    tracker = Tracker(uri)
+    try:
+        wait_for(lambda: worker_pid(tracker, "local-stale"), 240, "the first cell", driver)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    never_started = [r for r in tracker.cell_records("local-stale") if not r.tag(TAG_WORKER)]
+    assert len(never_started) == 1 and never_started[0].status == "RUNNING"
+    stale_row = never_started[0].tag(TAG_ROW)
+
+    plan = d2bench("plan", str(study), *args, cwd=tmp_path, check=True).stdout
+    states = {line.split()[0]: line.split()[-1] for line in plan.splitlines()[1:-1]}
+    assert states[stale_row] == "stale", plan
+    status = d2bench("status", str(study), *args, cwd=tmp_path).stdout
+    assert f"{stale_row}" in status and "stale" in status
+
+    d2bench("run", str(study), *args, cwd=tmp_path, check=True)
+    closed = tracker.client.get_run(never_started[0].run_id)
+    assert closed.info.status == "KILLED" and "stale" in closed.data.tags[TAG_ERROR]
+    keys = {cell.key for cell in expand_cells(load_study(study))}
+    finished = Counter(r.key for r in tracker.cell_records("local-stale") if r.status == "FINISHED")
+    assert finished == Counter({key: 1 for key in keys})

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from kill_helpers import (
+    STEPS_PER_EPOCH,
+    only_cell_dir,
+    pid_alive,
+    slow_study,
+    trained_steps,
+    wait_for,
+    worker_pid,
+)
 from study_helpers import d2bench, write_study
 
 from d2bench.tracking import Tracker
+from d2bench.tracking.tracker import TAG_WORKER
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +44,44 @@ def test_ray_runs_a_study_and_a_second_run_schedules_nothing(
 
     second = d2bench("run", str(study), *args, cwd=tmp_path)
     assert second.returncode == 0 and "nothing to do" in second.stdout
+
+
+def test_a_ray_worker_killed_mid_epoch_is_retried_and_resumes_from_its_checkpoint(
+    tmp_path: Path, ray_address: str
+) -> None:
+    """SIGKILL the process running the trial during the second epoch: Tune retries the trial,
+    the retry resumes from the first epoch's checkpoint, and the cell ends FINISHED once."""
+    study = slow_study(tmp_path, "ray-kill", epochs=2)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    d2bench("plan", str(study), "--tracking-uri", uri, cwd=tmp_path, check=True)  # the store
+    cell_dir = only_cell_dir(study)
+    command = [sys.executable, "-m", "d2bench.cli", "run", str(study), "--backend", "ray",
+               "--ray-address", ray_address, "--tracking-uri", uri]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    tracker = Tracker(uri)
+    try:
+        pid = wait_for(lambda: worker_pid(tracker, "ray-kill"), 240, "the trial to start", driver)
+        first_epoch = cell_dir / "checkpoints" / "ckpt-e0001-b000000.pt"
+        wait_for(
+            lambda: first_epoch.exists() and trained_steps(cell_dir) > STEPS_PER_EPOCH,
+            240,
+            "a step of the second epoch",
+            driver,
+        )
+        assert not (cell_dir / "checkpoints" / "ckpt-e0002-b000000.pt").exists()
+        os.kill(pid, signal.SIGKILL)
+        output = driver.communicate(timeout=400)[0]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 0, output
+    assert not pid_alive(pid)
+    assert "resumed from ckpt-e0001-b000000.pt" in (cell_dir / "cell.log").read_text()
+    (record,) = tracker.cell_records("ray-kill")
+    assert record.status == "FINISHED"
+    assert record.tag(TAG_WORKER).rpartition(":")[2] != str(pid)  # the retry ran elsewhere
 
 
 def _job_tags(uri: str, study: str) -> list[str]:

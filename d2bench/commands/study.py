@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -76,6 +77,7 @@ def _checked_launch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         raise UsageError(f"{key}: {error}") from None
     except ValueError as error:  # PreflightError, StudyError, a malformed profile
         raise UsageError(str(error)) from None
+    _preflight(backend, study, runs_dir, args.tracking_uri)
     return study, backend, runs_dir
 
 
@@ -99,6 +101,23 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return summary.exit_code
+
+
+def _preflight(backend: Any, study: Any, runs_dir: Path, tracking_uri: str | None) -> None:
+    """The backend's own checks (a Ray cluster's reach), before the store or any run exists."""
+    from ..cli import UsageError
+    from ..launch.base import CheckedBackend
+    from ..launch.preflight import PreflightError
+    from ..tracking import resolve_tracking_uri
+
+    if not isinstance(backend, CheckedBackend):
+        return
+    try:
+        warnings = backend.preflight(study.resources, runs_dir, resolve_tracking_uri(tracking_uri))
+    except PreflightError as error:
+        raise UsageError(str(error)) from None
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -3,13 +3,17 @@
 A checkpoint is written to a temporary file in the same folder and renamed over its final name
 (atomic on POSIX), so a run killed mid-write leaves the previous checkpoint intact. Names carry
 the position in training (epoch and batches done in it) so that "the newest" is unambiguous.
+A checkpoint damaged anyway (a full disk, a copy cut short) is skipped on resume in favour of the
+newest one that loads, and moved aside as ``*.corrupt``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,10 @@ import torch
 
 _NAME = re.compile(r"^ckpt-e(\d{4})-b(\d{6})\.pt$")
 KEEP = 2
+CORRUPT_SUFFIX = ".corrupt"
+
+#: A child of the cell runner's logger, so that skipped checkpoints are named in ``cell.log``.
+log = logging.getLogger("d2bench.cell.checkpoint")
 
 
 def checkpoint_name(epoch: int, batches_done: int) -> str:
@@ -61,6 +69,64 @@ def save_checkpoint(folder: Path, state: dict[str, Any], epoch: int, batches_don
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load on CPU; our checkpoints hold RNG states and plain Python values besides tensors."""
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_newest_intact(
+    folder: Path, required: Iterable[str] = (), quarantine: bool = True
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``folder`` that loads and holds the ``required`` keys, with
+    its state; None when there is none.
+
+    Each newer one that does not load is skipped with a warning naming it and why, and (with
+    ``quarantine``; only one process of a data-parallel run should) renamed to ``*.corrupt``, so
+    that later attempts neither retry it nor prune the good ones in its favour.
+
+    When none loads, the caller starts from the beginning, with a warning naming the files.
+    Failing the cell instead would gain nothing: a cell is a pure function of its config and
+    seed, so training again from the start reaches the result the lost checkpoints would have,
+    while a failure only makes the user delete the files by hand before ``--retry-failed`` does
+    exactly that. The damaged files stay (as ``*.corrupt``) for inspection. Storage that cannot
+    be read at all (permission denied, an I/O error) is different: that error is raised, naming
+    the file, since starting over on such storage would lose the work again.
+    """
+    skipped: list[str] = []
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            state = load_checkpoint(path)
+        except FileNotFoundError:
+            continue  # moved aside by another rank of this run meanwhile
+        except OSError as error:
+            raise OSError(f"cannot read checkpoint {path}: {error}") from error
+        except Exception as error:
+            _skip(path, f"it does not load ({type(error).__name__}: {error})", quarantine)
+            skipped.append(path.name)
+            continue
+        missing = [key for key in required if not isinstance(state, dict) or key not in state]
+        if missing:
+            _skip(path, f"it lacks {', '.join(missing)}", quarantine)
+            skipped.append(path.name)
+            continue
+        return path, state
+    if skipped:
+        log.warning(
+            "no checkpoint in %s loads (skipped %s): training starts from the beginning",
+            folder,
+            ", ".join(skipped),
+        )
+    return None
+
+
+def _skip(path: Path, reason: str, quarantine: bool) -> None:
+    reason = " ".join(reason.split())[:300]
+    if not quarantine:
+        log.warning("skipped checkpoint %s: %s", path.name, reason)
+        return
+    moved = path.with_name(path.name + CORRUPT_SUFFIX)
+    try:
+        os.replace(path, moved)
+    except FileNotFoundError:
+        return
+    log.warning("skipped checkpoint %s: %s; moved aside to %s", path.name, reason, moved.name)
 
 
 def rng_state() -> dict[str, Any]:

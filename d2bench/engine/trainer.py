@@ -25,8 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import CellConfig
 from ..metrics.lovasz import lovasz_hinge
 from .checkpoint import (
-    load_checkpoint,
-    newest_checkpoint,
+    load_newest_intact,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -38,6 +37,10 @@ from .progress import Progress
 from .signals import CellInterrupted, StopFlag
 
 MetricsCallback = Callable[[dict[str, float], int], None]
+
+#: What :meth:`Trainer._resume` reads from a checkpoint (one without them cannot be resumed).
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "batches_done",
+               "epoch_losses", "steps")  # fmt: skip
 
 
 @dataclass
@@ -144,10 +147,13 @@ class Trainer:
         return path
 
     def _resume(self, summary: TrainSummary) -> tuple[int, int]:
-        path = newest_checkpoint(self.checkpoint_dir)
-        if path is None:
+        """Continue from the newest checkpoint that loads (damaged newer ones are skipped)."""
+        found = load_newest_intact(
+            self.checkpoint_dir, required=RESUME_KEYS, quarantine=self.dist.is_main
+        )
+        if found is None:
             return 0, 0
-        state = load_checkpoint(path)
+        path, state = found
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

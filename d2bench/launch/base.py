@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..study.spec import Resources
 from .task import CellTask, Outcome
@@ -32,4 +32,13 @@ class Backend(Protocol):
         self, tasks: Sequence[CellTask], context: LaunchContext, on_outcome: OnOutcome
     ) -> dict[str, Outcome | str]:
         """Run the tasks; return ``{cell key: outcome}`` ("SUBMITTED" when detached)."""
+        ...
+
+
+@runtime_checkable
+class CheckedBackend(Protocol):
+    """A backend that can tell, before anything is written, whether it can run the cells."""
+
+    def preflight(self, resources: Resources, runs_dir: Path, tracking_uri: str) -> list[str]:
+        """Raise :class:`~d2bench.launch.preflight.PreflightError`, or return warnings to show."""
         ...

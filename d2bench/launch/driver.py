@@ -64,6 +64,32 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def skipped_failed_count(plan: Plan, chosen: list[PlannedCell]) -> int:
+    """Failed cells this launch leaves alone (they rerun only with ``--retry-failed``)."""
+    chosen_keys = {item.cell.key for item in chosen}
+    return sum(item.cell.key not in chosen_keys for item in plan.with_state(CellState.FAILED))
+
+
+def retry_hint(skipped_failed: int) -> str:
+    """A suffix for the scheduling line: which failed cells wait for ``--retry-failed``."""
+    if not skipped_failed:
+        return ""
+    return f"; skipping {skipped_failed} failed cell(s) (rerun them with --retry-failed)"
+
+
+def nothing_to_do_line(plan: Plan, skipped_failed: int) -> str:
+    """Why nothing is scheduled, counting what is done, running and failed: a plain re-run
+    after a failure must not read as if every cell were fine."""
+    counts = plan.counts()
+    shown = (CellState.DONE, CellState.RUNNING, CellState.FAILED)
+    parts = ", ".join(f"{counts[state.value]} {state.value}" for state in shown
+                      if counts.get(state.value))  # fmt: skip
+    line = f"nothing to do: {parts or 'the study has no cells'}"
+    if skipped_failed:
+        line += " (rerun failed cells with --retry-failed)"
+    return line
+
+
 def wait_for_orphans(
     study: Study, tracker: Tracker, records: list[CellRecord], timeout: float, echo: Printer
 ) -> None:
@@ -137,11 +163,13 @@ def launch_study(
         chosen = plan.to_schedule(retry_failed=retry_failed, force_rows=force_rows)
         summary = LaunchSummary(scheduled=len(chosen), plan=plan)
         echo(format_plan(plan))
+        skipped_failed = skipped_failed_count(plan, chosen)
         if dry_run:
-            echo(f"dry run: would schedule {len(chosen)} cell(s) on {backend.name}")
+            would = f"dry run: would schedule {len(chosen)} cell(s) on {backend.name}"
+            echo(would + retry_hint(skipped_failed))
             return summary
         if not chosen:
-            echo("nothing to do: every cell is done or running")
+            echo(nothing_to_do_line(plan, skipped_failed))
             return summary
 
         prepare_data(study, echo)
@@ -154,7 +182,7 @@ def launch_study(
         study.name, study.resources, runs_dir / "_backend" / study.name,
         study.backend.max_concurrent,
     )  # fmt: skip
-    echo(f"scheduling {len(tasks)} cell(s) on {backend.name}")
+    echo(f"scheduling {len(tasks)} cell(s) on {backend.name}" + retry_hint(skipped_failed))
     labels = {item.cell.key: item.cell.label for item in chosen}
 
     reported: list[str] = []

@@ -1,17 +1,24 @@
 """The Ray backend: every cell a Ray Tune trial, on a local instance or an existing cluster.
 
-Concurrency follows from the per-cell resources (``tune.with_resources``) and the cluster's
-size. A trial whose worker dies (node lost, OOM kill) is retried by Tune up to ``max_failures``
-times, and the retry resumes from the cell's own checkpoint on disk. An exception inside a cell
-is *not* retried: it is recorded as a FAILED run and the trial ends normally.
+Concurrency follows from the per-cell resources (CPUs, GPUs and memory, reserved through
+``tune.with_resources``) and the cluster's size. Before anything is scheduled,
+:meth:`RayBackend.preflight` checks that the cluster can run the cells at all (see
+:mod:`.ray_cluster`). A trial whose worker dies (node lost, OOM kill) is retried by Tune up to
+``max_failures`` times, and the retry resumes from the cell's own checkpoint on disk. An
+exception inside a cell is *not* retried: it is recorded as a FAILED run and the trial ends
+normally.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from ..study.spec import Resources
 from .base import LaunchContext, OnOutcome
 from .task import CellTask, Outcome
 
@@ -54,26 +61,74 @@ class RayBackend:
     def __init__(self, address: str | None = None, max_failures: int = 2) -> None:
         self.address = address
         self.max_failures = max_failures
+        self._connected_here = False
+
+    def _connect(self) -> None:
+        """Join the cluster at ``address`` (or start a local instance), once per backend."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        # Ray's distributed tqdm replaces builtins.print once a worker's log reaches the driver;
+        # Tune then fails to pickle its callbacks, whose progress lines hold the original print.
+        os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
+        ray.init(
+            address=self.address,
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            log_to_driver=True,
+            logging_level="WARNING",
+        )
+        self._connected_here = True
+
+    def _disconnect(self) -> None:
+        if self._connected_here:
+            import ray
+
+            ray.shutdown()
+            self._connected_here = False
+
+    def preflight(self, resources: Resources, runs_dir: Path, tracking_uri: str) -> list[str]:
+        """With an address: connect, and check that the cluster can run cells of ``resources``
+        that report to ``tracking_uri`` and write under ``runs_dir``; :class:`ClusterError` if
+        not, else the warnings to show. The connection stays open for :meth:`run`."""
+        import socket
+
+        from .ray_cluster import ClusterError, check_cluster
+
+        if self.address is None:
+            return []  # a local instance: one node, this host, which sees what the driver sees
+        try:
+            self._connect()
+        except Exception as error:  # ConnectionError, an authentication error, a bad address
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ClusterError(
+                f"--ray-address {self.address}: cannot connect ({first_line[:300]}); if the "
+                "cluster requires a token, set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or "
+                "RAY_AUTH_TOKEN_PATH here"
+            ) from None
+        try:
+            return check_cluster(resources, runs_dir, tracking_uri, socket.gethostname())
+        except ClusterError:
+            self._disconnect()
+            raise
 
     def run(
         self, tasks: Sequence[CellTask], context: LaunchContext, on_outcome: OnOutcome
     ) -> dict[str, Outcome | str]:
-        import ray
         from ray import tune
+
+        from .ray_cluster import alive_nodes, cell_request, fit_to_local_node
 
         if not tasks:
             return {}
-        started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(
-                address=self.address,
-                include_dashboard=False,
-                ignore_reinit_error=True,
-                log_to_driver=True,
-                logging_level="WARNING",
-            )
-        resources = {"cpu": context.resources.cpus, "gpu": context.resources.gpus}
-        trainable = tune.with_resources(_trial, resources)
+        self._connect()
+        request = cell_request(context.resources)
+        if self.address is None:
+            request, warnings = fit_to_local_node(request, alive_nodes())
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        trainable = tune.with_resources(_trial, tune.PlacementGroupFactory([request]))
         reported: set[str] = set()
         storage = context.work_dir / "ray"
         storage.mkdir(parents=True, exist_ok=True)
@@ -94,8 +149,7 @@ class RayBackend:
         try:
             results = tuner.fit()
         finally:
-            if started_here:
-                ray.shutdown()
+            self._disconnect()
         by_key = {task.key: task for task in tasks}
         outcomes: dict[str, Outcome | str] = {}
         for result in results:
