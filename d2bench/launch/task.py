@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 Outcome = Literal["FINISHED", "FAILED", "KILLED"]
+#: What :func:`execute_cell` returns when the cell stopped at a checkpoint on the scheduler's
+#: warning signal and the caller is to requeue it (its run is left RUNNING for the next job).
+PREEMPTED = "PREEMPTED"
 
 #: Comma-separated row names whose cells get a broken config at run time (failure drills).
 FAULT_ROWS_ENV = "D2BENCH_FAULT_ROWS"
@@ -69,12 +72,19 @@ def inject_faults(config: dict[str, Any], row: str) -> dict[str, Any]:
 
 
 def execute_cell(
-    task: CellTask, *, handle_signals: bool = True, job_id: str | None = None
-) -> Outcome:
+    task: CellTask,
+    *,
+    handle_signals: bool = True,
+    job_id: str | None = None,
+    requeue_on_warning: bool = False,
+) -> Outcome | Literal["PREEMPTED"]:
     """Run one attempt and record it: FINISHED, FAILED (with traceback) or KILLED (stopped).
 
     Exceptions from the cell are recorded, not raised, so that one bad cell never stops the
-    others; only a stop request (Ctrl-C) propagates after being recorded.
+    others; only a stop request (Ctrl-C) propagates after being recorded. With
+    ``requeue_on_warning`` (SLURM), a cell stopped by the scheduler's warning signal returns
+    :data:`PREEMPTED` instead of KILLED: its checkpoint and curve are written, its run stays
+    RUNNING, and the caller requeues it; the requeued attempt continues the same run.
     """
     from ..config import CellConfig
     from ..engine.signals import CellInterrupted
@@ -92,6 +102,7 @@ def execute_cell(
             config,
             cell_dir,
             on_metrics=logger.log_metrics,
+            on_commit=logger.flush,
             handle_signals=handle_signals,
             show_progress=False,
         )
@@ -99,6 +110,9 @@ def execute_cell(
         logger.interrupted("interrupted (Ctrl-C)")
         raise
     except CellInterrupted as stopped:
+        if requeue_on_warning and stopped.is_warning:
+            logger.preempted(f"{stopped}; requeued")
+            return PREEMPTED
         logger.interrupted(str(stopped))
         return "KILLED"
     except Exception:
