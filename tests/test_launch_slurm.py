@@ -23,6 +23,21 @@ from d2bench.tracking.tracker import JOB_END_ARTIFACT, TAG_ERROR, TAG_JOB, TAG_J
 pytestmark = pytest.mark.slow
 
 
+#: A training set of 24 clips (2 sequences of 12 frames), one step each: a signal lands mid-epoch.
+LONG_SYNTH = {"sequences": 3, "val_sequences": 1, "frames": 12, "frame_jitter": 0,
+              "height": 32, "width": 48, "distractors": 0}  # fmt: skip
+STEPS_PER_EPOCH = 24
+
+
+def _long_study(folder: Path, name: str, epochs: int = 2) -> Path:
+    """One baseline cell with :data:`STEPS_PER_EPOCH` steps per epoch, on its own synthetic set."""
+    base = copy.deepcopy(TINY_BASE)
+    base["data"]["root"] = str(folder / "davis-long")
+    base["train"]["max_steps_per_epoch"] = None
+    rows = [{"name": "baseline", "model": {"variant": "baseline"}, "train": {"epochs": epochs}}]
+    return write_study(folder, name, rows=rows, base=base, synthetic_data=LONG_SYNTH)
+
+
 def test_slurm_runs_a_study_as_a_job_array_and_a_second_run_schedules_nothing(
     tmp_path: Path, synthetic_data: Path, slurm_cluster: str
 ) -> None:
@@ -46,9 +61,7 @@ def test_slurm_runs_a_study_as_a_job_array_and_a_second_run_schedules_nothing(
 def test_requeued_cell_resumes_from_its_checkpoint(
     tmp_path: Path, synthetic_data: Path, slurm_cluster: str
 ) -> None:
-    rows = [{"name": "baseline", "model": {"variant": "baseline"}, "train": {"epochs": 100,
-             "max_steps_per_epoch": None}}]  # fmt: skip
-    study = write_study(tmp_path, "slurm-requeue", rows=rows)
+    study = _long_study(tmp_path, "slurm-requeue", epochs=3)
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     args = ("--slurm-profile", slurm_cluster, "--tracking-uri", uri)
     submitted = d2bench("run", str(study), "--backend", "slurm", "--detach", *args, cwd=tmp_path)
@@ -84,6 +97,10 @@ def test_requeued_cell_resumes_from_its_checkpoint(
     assert status.returncode == 0, status.stdout + status.stderr
     records = tracker.cell_records("slurm-requeue")
     assert [record.status for record in records] == ["FINISHED"], status.stdout
+    # SLURM's SIGTERM of the requeue stopped it at a checkpoint, leaving its run RUNNING
+    # (not KILLED: the same job comes back to it).
+    stop = tracker.client.get_run(records[0].run_id).data.tags[TAG_STOP]
+    assert "SIGTERM" in stop and "requeued by SLURM" in stop, stop
     log = (cell.cell_dir(tmp_path / "runs") / "cell.log").read_text()
     assert "resumed from" in log
     assert "nothing to do" in d2bench("run", str(study), "--backend", "slurm", *args,
@@ -122,23 +139,6 @@ def _start_pending(job: str, deadline: float) -> None:
                 f"scontrol {' '.join(command)}: {done.stderr}"
             )
         time.sleep(3)
-
-
-#: A training set of 24 clips (2 sequences of 12 frames), one step each: a signal lands mid-epoch.
-LONG_SYNTH = {"sequences": 3, "val_sequences": 1, "frames": 12, "frame_jitter": 0,
-              "height": 32, "width": 48, "distractors": 0}  # fmt: skip
-
-
-STEPS_PER_EPOCH = 24
-
-
-def _long_study(folder: Path, name: str, epochs: int = 2) -> Path:
-    """One baseline cell with :data:`STEPS_PER_EPOCH` steps per epoch, on its own synthetic set."""
-    base = copy.deepcopy(TINY_BASE)
-    base["data"]["root"] = str(folder / "davis-long")
-    base["train"]["max_steps_per_epoch"] = None
-    rows = [{"name": "baseline", "model": {"variant": "baseline"}, "train": {"epochs": epochs}}]
-    return write_study(folder, name, rows=rows, base=base, synthetic_data=LONG_SYNTH)
 
 
 def _submit(study: Path, tmp_path: Path, uri: str, profile: str) -> tuple[Path, str]:

@@ -12,7 +12,10 @@ Each cell is one array task running :func:`execute_cell`. How a running cell sto
   closed as KILLED with submitit's reason. Outside training (loading, inference) submitit's
   handler acts at once: the requeued job redoes that stage.
 - ``scancel`` (SIGTERM, SIGKILL ``KillWait`` seconds later): a clean stop at the next step,
-  checkpointed, recorded as KILLED with the reason; not requeued.
+  checkpointed, recorded as KILLED with the reason; not requeued. SIGTERM also comes when SLURM
+  requeues the job itself (``scontrol requeue``, preemption in requeue mode); the job's restart
+  count, read from ``scontrol`` at the start and at the stop, tells the two apart: a requeued
+  cell leaves its run RUNNING and exits without a result, like a warned one.
 - Deaths the cell cannot see (OOM kill, a node failure, ``scancel`` before training): the run
   stays RUNNING with its job gone; :mod:`d2bench.launch.job_end` finds out why for whoever
   notices (this driver when attached, ``d2bench status`` or the next ``d2bench run``).
@@ -22,7 +25,11 @@ With ``detach`` the driver returns after submission; ``d2bench status`` reattach
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +37,7 @@ from typing import Any
 
 from .base import LaunchContext, OnOutcome
 from .profiles import SlurmProfile
-from .task import PREEMPTED, CellTask, Outcome
+from .task import PREEMPTED, REQUEUED, CellTask, Outcome
 
 #: The signal submitit asks SLURM for (``--signal=USR2@delay``) and handles in the job.
 WARNING_SIGNAL = signal.SIGUSR2
@@ -54,12 +61,40 @@ class CellJob(_Checkpointable):  # type: ignore[misc,valid-type]
         # own handler stands in for it while training and puts it back afterwards.
         requeue = signal.getsignal(WARNING_SIGNAL)
         job_id = submitit.JobEnvironment().job_id
+        slurm_job = os.environ.get("SLURM_JOB_ID", "")
+        restarts = job_restarts(slurm_job)
+
+        def being_requeued() -> bool:
+            now = job_restarts(slurm_job)
+            return restarts is not None and now is not None and now > restarts
+
         outcome = execute_cell(
-            task, handle_signals=True, job_id=job_id, requeue_on_warning=callable(requeue)
+            task,
+            handle_signals=True,
+            job_id=job_id,
+            requeue_on_warning=callable(requeue),
+            being_requeued=being_requeued,
         )
         if outcome == PREEMPTED and callable(requeue):
             requeue_through_submitit(task, requeue)
+        if outcome == REQUEUED:
+            sys.exit(-1)  # as submitit does: no result, so the job counts as not done
         return outcome
+
+
+def job_restarts(slurm_job_id: str) -> int | None:
+    """How many times SLURM has requeued the job so far (``Restarts`` of ``scontrol show job``);
+    None where that cannot be read."""
+    if not slurm_job_id:
+        return None
+    try:
+        done = subprocess.run(
+            ["scontrol", "show", "job", slurm_job_id], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"\bRestarts=(\d+)", done.stdout)
+    return int(found.group(1)) if done.returncode == 0 and found else None
 
 
 def requeue_through_submitit(task: CellTask, handler: Callable[[int, Any], Any]) -> None:

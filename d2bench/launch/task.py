@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,9 @@ Outcome = Literal["FINISHED", "FAILED", "KILLED"]
 #: What :func:`execute_cell` returns when the cell stopped at a checkpoint on the scheduler's
 #: warning signal and the caller is to requeue it (its run is left RUNNING for the next job).
 PREEMPTED = "PREEMPTED"
+#: ... when it stopped because the scheduler itself is requeueing the job (``scontrol requeue``,
+#: a preemption in requeue mode: SIGTERM, then the same job again); its run is left RUNNING.
+REQUEUED = "REQUEUED"
 
 #: Comma-separated row names whose cells get a broken config at run time (failure drills).
 FAULT_ROWS_ENV = "D2BENCH_FAULT_ROWS"
@@ -77,14 +81,17 @@ def execute_cell(
     handle_signals: bool = True,
     job_id: str | None = None,
     requeue_on_warning: bool = False,
-) -> Outcome | Literal["PREEMPTED"]:
+    being_requeued: Callable[[], bool] | None = None,
+) -> Outcome | Literal["PREEMPTED", "REQUEUED"]:
     """Run one attempt and record it: FINISHED, FAILED (with traceback) or KILLED (stopped).
 
     Exceptions from the cell are recorded, not raised, so that one bad cell never stops the
     others; only a stop request (Ctrl-C) propagates after being recorded. With
     ``requeue_on_warning`` (SLURM), a cell stopped by the scheduler's warning signal returns
     :data:`PREEMPTED` instead of KILLED: its checkpoint and curve are written, its run stays
-    RUNNING, and the caller requeues it; the requeued attempt continues the same run.
+    RUNNING, and the caller requeues it; the requeued attempt continues the same run. A stop
+    for which ``being_requeued()`` says the scheduler requeues the job anyway returns
+    :data:`REQUEUED`, the run left RUNNING likewise; any other stop is KILLED.
     """
     from ..config import CellConfig
     from ..engine.signals import CellInterrupted
@@ -113,6 +120,9 @@ def execute_cell(
         if requeue_on_warning and stopped.is_warning:
             logger.preempted(f"{stopped}; requeued")
             return PREEMPTED
+        if being_requeued is not None and being_requeued():
+            logger.preempted(f"{stopped}; the job is being requeued by SLURM")
+            return REQUEUED
         logger.interrupted(str(stopped))
         return "KILLED"
     except Exception:
