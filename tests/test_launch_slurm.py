@@ -16,9 +16,17 @@ from study_helpers import TINY_BASE, d2bench, write_study
 
 from d2bench.engine.cell import read_result
 from d2bench.engine.checkpoint import list_checkpoints
+from d2bench.launch.liveness import pid_alive
 from d2bench.study import expand_cells, load_study
 from d2bench.tracking import Tracker
-from d2bench.tracking.tracker import JOB_END_ARTIFACT, TAG_ERROR, TAG_JOB, TAG_JOB_END, TAG_STOP
+from d2bench.tracking.tracker import (
+    JOB_END_ARTIFACT,
+    TAG_ERROR,
+    TAG_JOB,
+    TAG_JOB_END,
+    TAG_STOP,
+    TAG_WORKER,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -97,10 +105,6 @@ def test_requeued_cell_resumes_from_its_checkpoint(
     assert status.returncode == 0, status.stdout + status.stderr
     records = tracker.cell_records("slurm-requeue")
     assert [record.status for record in records] == ["FINISHED"], status.stdout
-    # SLURM's SIGTERM of the requeue stopped it at a checkpoint, leaving its run RUNNING
-    # (not KILLED: the same job comes back to it).
-    stop = tracker.client.get_run(records[0].run_id).data.tags[TAG_STOP]
-    assert "SIGTERM" in stop and "requeued by SLURM" in stop, stop
     log = (cell.cell_dir(tmp_path / "runs") / "cell.log").read_text()
     assert "resumed from" in log
     assert "nothing to do" in d2bench("run", str(study), "--backend", "slurm", *args,
@@ -167,19 +171,36 @@ def _wait_until_gone(job: str, deadline: float) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.parametrize(
+    ("how", "stop_says"),
+    [
+        # What SLURM sends signal_delay_s before the time limit (--signal=USR2@delay) to the
+        # job's steps; the cell checkpoints, then submitit requeues it.
+        (("scancel", "--signal=USR2"), "SIGUSR2"),
+        # SLURM requeueing the job itself (as a preemption in requeue mode does): SIGTERM.
+        (("scontrol", "requeue"), "requeued by SLURM"),
+    ],
+    ids=["warning-signal", "scontrol-requeue"],
+)
 def test_a_cell_preempted_mid_epoch_is_requeued_and_logs_each_step_once(
-    tmp_path: Path, synthetic_data: Path, slurm_cluster: str
+    tmp_path: Path, synthetic_data: Path, slurm_cluster: str, how: tuple[str, str], stop_says: str
 ) -> None:
     study = _long_study(tmp_path, "slurm-preempt")
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     cell_dir, job = _submit(study, tmp_path, uri, slurm_cluster)
     deadline = time.monotonic() + 240
     _wait_for_second_epoch(cell_dir, job, deadline)
-    # What SLURM sends signal_delay_s before the time limit (--signal=USR2@delay): the job's steps.
-    _scancel("--signal=USR2", job)
-    while _job_state(job) != "PENDING":  # checkpointed, then requeued by submitit
+    worker = Tracker(uri).cell_records("slurm-preempt")[0].tag(TAG_WORKER)
+    done = subprocess.run([*how, job], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    while _job_state(job) != "PENDING":  # checkpointed, then requeued
         assert time.monotonic() < deadline, f"job {job} was not requeued ({_job_state(job)})"
         time.sleep(0.5)
+    # Started again before the old process is gone, SLURM kills the job ("credential revoked").
+    while pid_alive(int(worker.rpartition(":")[2])):
+        assert time.monotonic() < deadline, f"the first attempt of job {job} did not exit"
+        time.sleep(0.5)
+    time.sleep(3)
     _start_pending(job, deadline=time.monotonic() + 180)
 
     status = d2bench("status", str(study), "--wait", "--poll", "2", "--tracking-uri", uri,
@@ -189,7 +210,7 @@ def test_a_cell_preempted_mid_epoch_is_requeued_and_logs_each_step_once(
     records = tracker.cell_records("slurm-preempt")
     assert [record.status for record in records] == ["FINISHED"], status.stdout  # one run
     run = tracker.client.get_run(records[0].run_id)
-    assert "SIGUSR2" in run.data.tags[TAG_STOP]
+    assert stop_says in run.data.tags[TAG_STOP]
     log = (cell_dir / "cell.log").read_text()
     resumed = re.search(r"resumed from ckpt-e(\d{4})-b(\d{6})", log)
     assert resumed is not None and int(resumed.group(2)) > 0, log  # mid-epoch
