@@ -134,6 +134,7 @@ def _status(args: argparse.Namespace) -> int:
     import time
 
     from ..launch import format_plan, plan_study
+    from ..launch.job_end import explain_stale
     from ..launch.liveness import slurm_job_states
     from ..study import CellState
     from ..tracking.tracker import TAG_JOB
@@ -151,6 +152,10 @@ def _status(args: argparse.Namespace) -> int:
         for job in slurm_jobs:
             state = (states or {}).get(job, "unknown")
             print(f"  job {job}: {state} ({jobs[job].cell.label})")
+        for item in plan.with_state(CellState.STALE):
+            why = explain_stale(tracker, item.record) if item.record else None
+            if why:
+                print(f"  {item.cell.label}: {why}")
         if not args.wait or not running:
             break
         time.sleep(args.poll)

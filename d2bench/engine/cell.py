@@ -7,7 +7,8 @@ with its data elsewhere) is returned at once, and training resumes from the newe
 
     config.yaml        the resolved config
     cell.log           stage-by-stage log
-    metrics.jsonl      the training curve, one JSON object per optimiser step / epoch
+    metrics.jsonl      the training curve, one JSON object per optimiser step / epoch, up to
+                       the newest checkpoint (each step once, across resumes: engine.journal)
     checkpoints/       ckpt-eEEEE-bBBBBBB.pt (the newest two)
     masks/<seq>/*.png  predictions in the DAVIS results layout
     eval.json          J&F per object and global (d2bench.metrics.davis)
@@ -36,9 +37,11 @@ from typing import Any
 import yaml
 
 from ..config import CellConfig, config_to_dict, load_cell_config
+from .journal import MetricsCallback, MetricsJournal
 from .signals import CellInterrupted
 
-MetricsCallback = Callable[[dict[str, float], int], None]
+#: Called after a checkpoint's metrics were handed over (so the sink sends them on now).
+CommitCallback = Callable[[], None]
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -91,20 +94,6 @@ def _cell_log(cell_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-class _CurveWriter:
-    """Appends each metrics event to ``metrics.jsonl`` and forwards it to the caller."""
-
-    def __init__(self, path: Path, forward: MetricsCallback | None) -> None:
-        self.path = path
-        self.forward = forward
-
-    def __call__(self, metrics: dict[str, float], step: int) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps({"step": step, **metrics}) + "\n")
-        if self.forward is not None:
-            self.forward(metrics, step)
-
-
 def train_cell(
     config: CellConfig,
     cell_dir: Path,
@@ -113,7 +102,12 @@ def train_cell(
     on_metrics: MetricsCallback | None,
     handle_signals: bool,
     show_progress: bool,
+    *,
+    on_commit: CommitCallback | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
+    """Train (or resume) the cell; ``on_metrics`` gets the curve as it is committed, that is
+    each time a checkpoint is written (see :mod:`d2bench.engine.journal`)."""
     from ..data import TrainClips
     from .distributed import DistContext
     from .trainer import Trainer
@@ -144,11 +138,16 @@ def train_cell(
         dataset,
         cell_dir / CHECKPOINT_DIR,
         device,
-        on_metrics=_CurveWriter(cell_dir / METRICS_FILE, on_metrics),
+        journal=MetricsJournal(cell_dir / METRICS_FILE, on_metrics, on_commit),
         handle_signals=handle_signals,
         show_progress=show_progress,
+        checkpoint_every_s=checkpoint_every_s,
     )
-    summary = trainer.fit()
+    try:
+        summary = trainer.fit()
+    except CellInterrupted as stopped:
+        log.info("%s", stopped)
+        raise
     if summary.resumed_from:
         log.info("resumed from %s", summary.resumed_from)
     return {
@@ -160,9 +159,17 @@ def train_cell(
 
 
 def _train_with_torchrun(
-    config: CellConfig, cell_dir: Path, model: Any, on_metrics: MetricsCallback | None
+    config: CellConfig,
+    cell_dir: Path,
+    model: Any,
+    on_metrics: MetricsCallback | None,
+    on_commit: CommitCallback | None = None,
 ) -> dict[str, Any]:
-    """Several GPUs: train in ``torchrun`` ranks, replay their curve, load the final weights."""
+    """Several GPUs: train in ``torchrun`` ranks, replay their curve, load the final weights.
+
+    Rank 0 commits the curve to ``metrics.jsonl`` with each checkpoint; this process forwards
+    the lines as they appear. A resuming rank 0 may rewrite the file shorter: then everything is
+    forwarded again, and the sink (the MLflow logger) drops the points it already holds."""
     from .checkpoint import load_checkpoint, newest_checkpoint
 
     command = [
@@ -177,18 +184,24 @@ def _train_with_torchrun(
     ]
     log.info("training data-parallel on %d GPUs: %s", config.train.gpus, " ".join(command))
     curve = cell_dir / METRICS_FILE
-    seen = len(curve.read_text().splitlines()) if curve.exists() else 0
+    seen = 0
     started = time.perf_counter()
     process = subprocess.Popen(command)
     while True:
         finished = process.poll() is not None
         if curve.exists() and on_metrics is not None:
-            lines = curve.read_text().splitlines()
-            for line in lines[seen:]:
+            text = curve.read_text()
+            lines = text.splitlines()
+            if len(lines) < seen:
+                seen = 0
+            complete = lines[seen:] if text.endswith("\n") else lines[seen:-1]
+            for line in complete:
                 event = json.loads(line)
                 step = event.pop("step")
                 on_metrics(event, step)
-            seen = len(lines)
+            seen += len(complete)
+            if complete and on_commit is not None:
+                on_commit()
         if finished:
             break
         time.sleep(2.0)
@@ -345,14 +358,18 @@ def run_cell(
     *,
     key: str | None = None,
     on_metrics: MetricsCallback | None = None,
+    on_commit: CommitCallback | None = None,
     handle_signals: bool = True,
     show_progress: bool = True,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
     """Run (or finish, or just return) one cell; see the module docstring for the layout.
 
     ``key`` is the study's cell key, recorded in ``result.json``: a finished result with the
     same key is returned although its config differs in machine-local keys only (the data
     moved, another card): the key holds everything else, the data and weights by digest.
+    ``on_metrics`` receives the training curve as it is committed (with each checkpoint), and
+    ``on_commit`` is called after each commit's last event.
     """
     from ..bench.environment import collect_environment
     from .distributed import DistContext, resolve_device
@@ -378,12 +395,13 @@ def run_cell(
         if config.train.epochs > 0:
             distributed = config.train.gpus > 1 and "WORLD_SIZE" not in os.environ
             if distributed:
-                metrics |= _train_with_torchrun(config, cell_dir, model, on_metrics)
+                metrics |= _train_with_torchrun(config, cell_dir, model, on_metrics, on_commit)
                 model.to(device)
             else:
                 trained = train_cell(
-                    config, cell_dir, device, model, on_metrics, handle_signals, show_progress
-                )
+                    config, cell_dir, device, model, on_metrics, handle_signals, show_progress,
+                    on_commit=on_commit, checkpoint_every_s=checkpoint_every_s,
+                )  # fmt: skip
                 trained.pop("resumed_from")
                 metrics |= trained
             if not DistContext.from_environment(device).is_main:

@@ -2,6 +2,10 @@
 
 The handler only sets a flag; the training loop checks it between steps, writes a checkpoint and
 raises :class:`CellInterrupted`, so nothing is lost and the next attempt resumes exactly there.
+What happens next depends on the signal: SIGUSR2 is the warning SLURM sends before a time limit
+or a preemption (submitit's ``--signal=USR2@delay``), after which a SLURM cell is requeued to
+continue; SIGTERM (``scancel``, Ctrl-C of the driver) is a stop, recorded as KILLED. When both
+arrive (a preemption may send SIGTERM first), the warning wins: the job is meant to come back.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import threading
 from types import FrameType, TracebackType
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR2)
+#: SLURM's warning before a time limit or preemption (submitit's default ``USR2``).
+WARNING_SIGNAL = signal.SIGUSR2
 
 
 class CellInterrupted(Exception):
@@ -21,6 +27,11 @@ class CellInterrupted(Exception):
         super().__init__(f"stopped by {name} after writing checkpoint {checkpoint}")
         self.signal_number = signal_number
         self.checkpoint = checkpoint
+
+    @property
+    def is_warning(self) -> bool:
+        """Stopped by the scheduler's warning signal (to be requeued), not by a stop request."""
+        return self.signal_number == WARNING_SIGNAL
 
 
 class StopFlag:
@@ -39,10 +50,11 @@ class StopFlag:
         return self.received is not None
 
     def set(self, signal_number: int = signal.SIGTERM) -> None:
-        self.received = signal_number
+        if self.received != WARNING_SIGNAL:  # the warning wins (see the module docstring)
+            self.received = signal_number
 
     def _handle(self, signal_number: int, frame: FrameType | None) -> None:
-        self.received = signal_number
+        self.set(signal_number)
 
     def __enter__(self) -> StopFlag:
         if self.enabled and threading.current_thread() is threading.main_thread():

@@ -7,13 +7,23 @@ and the batches done in it plus every RNG state, so a run killed and resumed fro
 checkpoint produces the same weights as one that never stopped (on deterministic kernels).
 Under ``torchrun`` it trains data-parallel (DDP): each rank takes its slice of every global batch
 and rank 0 alone writes checkpoints and reports metrics.
+
+What a mid-epoch resume needs, and where it comes from: the epoch's batch order is recomputed
+from (seed, epoch) and its first ``batches_done`` batches skipped; model, optimiser, scheduler,
+scaler and the global RNG states come from the checkpoint. The DataLoader draws its workers' base
+seed from a generator of its own, seeded by (seed, epoch), not from the global RNG: otherwise the
+resumed epoch's new loader would consume one extra draw and every RNG state after it would
+differ from an uninterrupted run's. The curve is committed with each checkpoint (see
+:mod:`d2bench.engine.journal`), which is why single-process training also checkpoints every
+``checkpoint_every_s`` seconds mid-epoch: the live curve lags by that much at most.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +43,32 @@ from .checkpoint import (
 )
 from .distributed import DistContext
 from .inference import autocast_context
+from .journal import MetricsJournal
 from .progress import Progress
 from .signals import CellInterrupted, StopFlag
 
-MetricsCallback = Callable[[dict[str, float], int], None]
+#: Seconds of training between mid-epoch checkpoints (the most the committed curve lags behind).
+DEFAULT_CHECKPOINT_EVERY_S = 300.0
+#: Environment override of :data:`DEFAULT_CHECKPOINT_EVERY_S` (an operator's knob, not the
+#: experiment's: it changes when checkpoints are written, never what is trained).
+CHECKPOINT_EVERY_ENV = "D2BENCH_CHECKPOINT_EVERY_S"
+
+
+def checkpoint_interval(seconds: float | None = None) -> float:
+    """``seconds``, else ``$D2BENCH_CHECKPOINT_EVERY_S``, else the default."""
+    if seconds is not None:
+        return float(seconds)
+    text = os.environ.get(CHECKPOINT_EVERY_ENV, "").strip()
+    try:
+        value = float(text) if text else DEFAULT_CHECKPOINT_EVERY_S
+    except ValueError:
+        raise ValueError(
+            f"{CHECKPOINT_EVERY_ENV}={text!r}: expected a number of seconds > 0"
+        ) from None
+    if not value > 0:
+        raise ValueError(f"{CHECKPOINT_EVERY_ENV}={text!r}: expected a number of seconds > 0")
+    return value
+
 
 #: What :meth:`Trainer._resume` reads from a checkpoint (one without them cannot be resumed).
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "batches_done",
@@ -89,16 +121,18 @@ class Trainer:
         checkpoint_dir: Path,
         device: torch.device,
         *,
-        on_metrics: MetricsCallback | None = None,
+        journal: MetricsJournal | None = None,
         handle_signals: bool = True,
         show_progress: bool = True,
+        checkpoint_every_s: float | None = None,
     ) -> None:
         self.config = config
         self.train_cfg = config.train
         self.dataset = dataset
         self.checkpoint_dir = checkpoint_dir
         self.device = device
-        self.on_metrics = on_metrics
+        self.journal = journal or MetricsJournal()
+        self.checkpoint_every_s = checkpoint_interval(checkpoint_every_s)
         self.handle_signals = handle_signals
         self.show_progress = show_progress
         self.dist = DistContext.from_environment(device)
@@ -136,13 +170,17 @@ class Trainer:
             "epoch_losses": list(summary.epoch_losses),
             "steps": summary.steps,
             "partial_epoch_loss": list(self._epoch_losses),
+            "curve": self.journal.state(),
         }
 
     def _save(self, epoch: int, batches_done: int, summary: TrainSummary) -> Path | None:
+        """Checkpoint, then commit the curve up to here (in that order: see the journal)."""
         path = None
         if self.dist.is_main:
             state = self._state(epoch, batches_done, summary)
             path = save_checkpoint(self.checkpoint_dir, state, epoch, batches_done)
+            self.journal.commit()
+        self._last_save = time.monotonic()
         self.dist.barrier()
         return path
 
@@ -152,8 +190,12 @@ class Trainer:
             self.checkpoint_dir, required=RESUME_KEYS, quarantine=self.dist.is_main
         )
         if found is None:
+            if self.dist.is_main:
+                self.journal.restore(None)
             return 0, 0
         path, state = found
+        if self.dist.is_main and "curve" in state:  # older checkpoints: leave the curve as is
+            self.journal.restore(state["curve"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -185,12 +227,20 @@ class Trainer:
         return float(loss.detach())
 
     def _emit(self, metrics: dict[str, float], step: int) -> None:
-        if self.on_metrics is not None and self.dist.is_main:
-            self.on_metrics(metrics, step)
+        if self.dist.is_main:
+            self.journal.record(metrics, step)
 
-    def _loader(self, batches: list[list[int]]) -> DataLoader:
+    def _checkpoint_due(self) -> bool:
+        """Time for a mid-epoch checkpoint? Single-process only: under DDP the ranks' clocks
+        would disagree on when, and rank 0 would wait alone at the barrier."""
+        if self.dist.world_size > 1:
+            return False
+        return time.monotonic() - self._last_save >= self.checkpoint_every_s
+
+    def _loader(self, batches: list[list[int]], epoch: int) -> DataLoader:
         shards = [self.dist.shard(batch) for batch in batches]
         workers = self.config.data.num_workers
+        seeds = torch.Generator().manual_seed(self.train_cfg.seed * 100_003 + epoch)
         return DataLoader(
             self.dataset,
             batch_sampler=shards,
@@ -198,6 +248,7 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            generator=seeds,  # keeps the global RNG untouched (see the module docstring)
         )
 
     def fit(self) -> TrainSummary:
@@ -206,6 +257,7 @@ class Trainer:
         self._epoch_losses: list[float] = []
         start_epoch, skip = self._resume(summary)
         started = time.perf_counter()
+        self._last_save = time.monotonic()
         global_batch = self.train_cfg.batch_size * self.dist.world_size
         with StopFlag(self.handle_signals) as stop:
             for epoch in range(start_epoch, self.train_cfg.epochs):
@@ -225,7 +277,7 @@ class Trainer:
                 if skip == 0:
                     self._epoch_losses = []
                 tick = time.perf_counter()
-                for index, batch in enumerate(self._loader(batches[skip:]), start=skip):
+                for index, batch in enumerate(self._loader(batches[skip:], epoch), start=skip):
                     loss = self._step(batch)
                     summary.steps += 1
                     self._epoch_losses.append(loss)
@@ -238,9 +290,13 @@ class Trainer:
                         summary.steps,
                     )
                     progress.update(index + 1, loss=loss, lr=lr, clips_per_s=clips_per_s)
-                    if stop and index + 1 < len(batches):
+                    if index + 1 == len(batches):
+                        continue  # the epoch's end checkpoints below
+                    if stop:
                         path = self._save(epoch, index + 1, summary)
                         raise CellInterrupted(stop.received or 0, str(path))
+                    if self._checkpoint_due():
+                        self._save(epoch, index + 1, summary)
                 skip = 0
                 self.scheduler.step()
                 mean_loss = sum(self._epoch_losses) / max(len(self._epoch_losses), 1)

@@ -22,6 +22,7 @@ from ..study.planner import CellRecord, CellState, Plan, PlannedCell, make_plan
 from ..study.spec import Study
 from ..tracking import Tracker, git_revision
 from .base import Backend, LaunchContext
+from .job_end import explain_stale
 from .liveness import make_liveness, orphaned_workers
 from .task import CellTask
 
@@ -216,7 +217,8 @@ def _new_attempt(
 ) -> CellTask:
     cell = item.cell
     if item.state == CellState.STALE and item.record is not None:
-        tracker.terminate(item.record.run_id, "KILLED", "stale: its driver or job is gone")
+        why = explain_stale(tracker, item.record) or "its driver or job is gone"
+        tracker.terminate(item.record.run_id, "KILLED", f"stale: {why}")
     cell_dir = cell.cell_dir(runs_dir)
     if force and item.state == CellState.DONE and cell_dir.exists():
         shutil.rmtree(cell_dir)  # --force: recompute, do not return the old result

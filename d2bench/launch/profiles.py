@@ -42,6 +42,9 @@ class SlurmProfile(BaseModel):
     setup: list[str] = Field(default_factory=list)
     #: Seconds of warning (SIGUSR2) before the time limit, for a checkpoint and a requeue.
     signal_delay_s: int = Field(120, ge=0)
+    #: How many times a cell may be requeued after reaching its time limit (submitit's
+    #: ``max_num_timeout``); preemptions do not count. Past it the run ends KILLED.
+    max_num_timeout: int = Field(3, ge=0)
     #: How many cells of one array may run at once.
     array_parallelism: int = Field(256, ge=1)
     #: Any other sbatch option, as submitit's ``slurm_additional_parameters``.

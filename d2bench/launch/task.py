@@ -12,11 +12,18 @@ import dataclasses
 import json
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 Outcome = Literal["FINISHED", "FAILED", "KILLED"]
+#: What :func:`execute_cell` returns when the cell stopped at a checkpoint on the scheduler's
+#: warning signal and the caller is to requeue it (its run is left RUNNING for the next job).
+PREEMPTED = "PREEMPTED"
+#: ... when it stopped because the scheduler itself is requeueing the job (``scontrol requeue``,
+#: a preemption in requeue mode: SIGTERM, then the same job again); its run is left RUNNING.
+REQUEUED = "REQUEUED"
 
 #: Comma-separated row names whose cells get a broken config at run time (failure drills).
 FAULT_ROWS_ENV = "D2BENCH_FAULT_ROWS"
@@ -69,12 +76,22 @@ def inject_faults(config: dict[str, Any], row: str) -> dict[str, Any]:
 
 
 def execute_cell(
-    task: CellTask, *, handle_signals: bool = True, job_id: str | None = None
-) -> Outcome:
+    task: CellTask,
+    *,
+    handle_signals: bool = True,
+    job_id: str | None = None,
+    requeue_on_warning: bool = False,
+    being_requeued: Callable[[], bool] | None = None,
+) -> Outcome | Literal["PREEMPTED", "REQUEUED"]:
     """Run one attempt and record it: FINISHED, FAILED (with traceback) or KILLED (stopped).
 
     Exceptions from the cell are recorded, not raised, so that one bad cell never stops the
-    others; only a stop request (Ctrl-C) propagates after being recorded.
+    others; only a stop request (Ctrl-C) propagates after being recorded. With
+    ``requeue_on_warning`` (SLURM), a cell stopped by the scheduler's warning signal returns
+    :data:`PREEMPTED` instead of KILLED: its checkpoint and curve are written, its run stays
+    RUNNING, and the caller requeues it; the requeued attempt continues the same run. A stop
+    for which ``being_requeued()`` says the scheduler requeues the job anyway returns
+    :data:`REQUEUED`, the run left RUNNING likewise; any other stop is KILLED.
     """
     from ..config import CellConfig
     from ..engine.signals import CellInterrupted
@@ -93,6 +110,7 @@ def execute_cell(
             cell_dir,
             key=task.key,
             on_metrics=logger.log_metrics,
+            on_commit=logger.flush,
             handle_signals=handle_signals,
             show_progress=False,
         )
@@ -100,6 +118,12 @@ def execute_cell(
         logger.interrupted("interrupted (Ctrl-C)")
         raise
     except CellInterrupted as stopped:
+        if requeue_on_warning and stopped.is_warning:
+            logger.preempted(f"{stopped}; requeued")
+            return PREEMPTED
+        if being_requeued is not None and being_requeued():
+            logger.preempted(f"{stopped}; the job is being requeued by SLURM")
+            return REQUEUED
         logger.interrupted(str(stopped))
         return "KILLED"
     except Exception:

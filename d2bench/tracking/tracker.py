@@ -42,11 +42,16 @@ TAG_VARIANT = "d2bench.variant"
 TAG_ACTIVATION = "d2bench.activation"
 TAG_BACKEND = "d2bench.backend"
 TAG_JOB = "d2bench.job_id"
+TAG_JOB_LOGS = "d2bench.job_logs"  # the folder of the SLURM job's submitit logs
 TAG_GIT = "d2bench.git_revision"
 TAG_CELL_DIR = "d2bench.cell_dir"
 TAG_DRIVER = "d2bench.driver"  # host:pid of the process that scheduled the attempt
 TAG_WORKER = "d2bench.worker"  # host:pid of the process running it
 TAG_ERROR = "d2bench.error"
+TAG_STOP = "d2bench.stop"  # why the last attempt of a run that continues stopped (preemption)
+TAG_JOB_END = "d2bench.job_end"  # how a job that died unobserved ended (SLURM accounting, logs)
+#: The artifact holding the evidence behind :data:`TAG_JOB_END`.
+JOB_END_ARTIFACT = "job_end.txt"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 
@@ -438,7 +443,9 @@ class CellRunLogger:
     """What a worker writes into its cell's run: curves as they come, then the outcome.
 
     Training curves are buffered and sent in batches (every few seconds) so that a store shared
-    by many cells sees a few writes per cell per minute, not one per optimiser step.
+    by many cells sees a few writes per cell per minute, not one per optimiser step. A point
+    whose (key, step) the run already holds is dropped: a requeued SLURM job continues the same
+    run, and the cell may hand over again the last commit before its kill (engine.journal).
     """
 
     def __init__(self, tracker: Tracker, run_id: str, flush_seconds: float = 5.0) -> None:
@@ -447,6 +454,7 @@ class CellRunLogger:
         self.flush_seconds = flush_seconds
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
+        self._logged: dict[str, set[int]] | None = None
 
     @property
     def client(self) -> MlflowClient:
@@ -465,11 +473,27 @@ class CellRunLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        logged = self._logged_steps()
         for key, value in metrics.items():
-            if isinstance(value, int | float) and math.isfinite(value):
-                self._pending.append(Metric(key, float(value), now, int(step)))
+            if not (isinstance(value, int | float) and math.isfinite(value)):
+                continue
+            steps = logged.setdefault(key, set())
+            if int(step) in steps:
+                continue
+            steps.add(int(step))
+            self._pending.append(Metric(key, float(value), now, int(step)))
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
+
+    def _logged_steps(self) -> dict[str, set[int]]:
+        """The steps the run holds per metric, read once (a fresh run holds none)."""
+        if self._logged is None:
+            run = with_retries(lambda: self.client.get_run(self.run_id))
+            self._logged = {}
+            for key in run.data.metrics:
+                history = with_retries(lambda k=key: self.client.get_metric_history(self.run_id, k))
+                self._logged[key] = {metric.step for metric in history}
+        return self._logged
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -508,6 +532,19 @@ class CellRunLogger:
         """Stopped on request (Ctrl-C, scancel): KILLED, to be scheduled again."""
         self.flush()
         self.tracker.terminate(self.run_id, "KILLED", reason)
+
+    def preempted(self, reason: str) -> None:
+        """Checkpointed on the scheduler's warning and about to be requeued: the next job
+        continues this run, so it stays RUNNING; the curve so far is sent now."""
+        self.flush()
+        with_retries(lambda: self.client.set_tag(self.run_id, TAG_STOP, reason[:5000]))
+
+    def job_ended(self, summary: str, evidence: str) -> None:
+        """Why the run's job died without recording anything (tag and artifact); the run's
+        status is left to the planner (stale) and the next driver."""
+        with_retries(lambda: self.client.log_text(self.run_id, evidence, JOB_END_ARTIFACT))
+        for key in (TAG_JOB_END, TAG_ERROR):
+            with_retries(lambda k=key: self.client.set_tag(self.run_id, k, summary[:5000]))
 
     def log_cell_files(self, cell_dir: Path, names: Iterable[str] = CELL_ARTIFACTS) -> None:
         for name in names:

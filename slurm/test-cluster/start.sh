@@ -31,7 +31,11 @@ if ! pgrep -x munged >/dev/null; then
         munged --force
     fi
 fi
-pgrep -x slurmctld >/dev/null || slurmctld
+if pgrep -x slurmctld >/dev/null; then
+    scontrol reconfigure >/dev/null 2>&1 || true  # a running cluster takes the regenerated conf
+else
+    slurmctld
+fi
 pgrep -x slurmd >/dev/null || slurmd
 
 for _ in $(seq 1 60); do
