@@ -16,6 +16,7 @@ from study_helpers import TINY_BASE, d2bench, write_study
 
 from d2bench.engine.cell import read_result
 from d2bench.engine.checkpoint import list_checkpoints
+from d2bench.engine.trainer import CHECKPOINT_EVERY_ENV
 from d2bench.launch.liveness import pid_alive
 from d2bench.study import expand_cells, load_study
 from d2bench.tracking import Tracker
@@ -146,23 +147,28 @@ def _start_pending(job: str, deadline: float) -> None:
 
 
 def _submit(study: Path, tmp_path: Path, uri: str, profile: str) -> tuple[Path, str]:
-    """Submit the study's one cell detached: its folder and its job id."""
+    """Submit the study's one cell detached, checkpointing every 0.1 s mid-epoch (to see where
+    training is): its folder and its job id."""
     args = ("--slurm-profile", profile, "--tracking-uri", uri)
-    submitted = d2bench("run", str(study), "--backend", "slurm", "--detach", *args, cwd=tmp_path)
+    submitted = d2bench("run", str(study), "--backend", "slurm", "--detach", *args, cwd=tmp_path,
+                        env={CHECKPOINT_EVERY_ENV: "0.1"})  # fmt: skip
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     cell = expand_cells(load_study(study))[0]
     name = load_study(study).name
     return cell.cell_dir(tmp_path / "runs"), Tracker(uri).cell_records(name)[0].tag(TAG_JOB)
 
 
-def _wait_for_second_epoch(cell_dir: Path, job: str, deadline: float) -> None:
-    """Until the cell trains its second epoch: the first one's curve is committed (after its
-    checkpoint), and a moment more for the next step to be under way."""
-    curve = cell_dir / "metrics.jsonl"
-    while not (curve.exists() and '"epoch/loss"' in curve.read_text()):
-        assert time.monotonic() < deadline, f"no epoch committed; job {job}: {_job_state(job)}"
-        time.sleep(0.2)
-    time.sleep(1.0)
+def _wait_for_first_half_of_an_epoch(cell_dir: Path, job: str, deadline: float) -> None:
+    """Until a mid-epoch checkpoint in the first half of an epoch appears: a signal sent now
+    stops the cell mid-epoch, however fast or slow this machine trains."""
+    half = STEPS_PER_EPOCH // 2
+    while True:
+        names = [path.name for path in list_checkpoints(cell_dir / "checkpoints")]
+        if any(1 <= int(name[-9:-3]) <= half for name in names[-1:]):
+            return
+        assert read_result(cell_dir) is None, "the cell finished before it could be stopped"
+        assert time.monotonic() < deadline, f"no mid-epoch checkpoint; job {job}: {_job_state(job)}"
+        time.sleep(0.02)
 
 
 def _wait_until_gone(job: str, deadline: float) -> None:
@@ -189,7 +195,7 @@ def test_a_cell_preempted_mid_epoch_is_requeued_and_logs_each_step_once(
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     cell_dir, job = _submit(study, tmp_path, uri, slurm_cluster)
     deadline = time.monotonic() + 240
-    _wait_for_second_epoch(cell_dir, job, deadline)
+    _wait_for_first_half_of_an_epoch(cell_dir, job, deadline)
     worker = Tracker(uri).cell_records("slurm-preempt")[0].tag(TAG_WORKER)
     done = subprocess.run([*how, job], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -229,7 +235,7 @@ def test_scancel_stops_a_training_cell_killed_and_the_next_run_resumes_it(
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     cell_dir, job = _submit(study, tmp_path, uri, slurm_cluster)
     deadline = time.monotonic() + 240
-    _wait_for_second_epoch(cell_dir, job, deadline)
+    _wait_for_first_half_of_an_epoch(cell_dir, job, deadline)
     _scancel(job)
     _wait_until_gone(job, deadline)
     tracker = Tracker(uri)
