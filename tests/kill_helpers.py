@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -95,3 +96,18 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def mid_epoch_checkpoint_in_first_half(cell_dir: Path, epoch: int) -> str | None:
+    """The newest checkpoint's name when it was written in the first half of ``epoch``
+    (0-based; needs mid-epoch checkpoints every fraction of a second): a kill or a signal sent
+    now lands mid-epoch, however fast or slow this machine trains."""
+    from d2bench.engine.checkpoint import list_checkpoints
+
+    names = [path.name for path in list_checkpoints(cell_dir / "checkpoints")]
+    if not names:
+        return None
+    match = re.fullmatch(r"ckpt-e(\d{4})-b(\d{6})\.pt", names[-1])
+    if match and int(match.group(1)) == epoch and 1 <= int(match.group(2)) <= STEPS_PER_EPOCH // 2:
+        return names[-1]
+    return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,15 +13,16 @@ from pathlib import Path
 import pytest
 from kill_helpers import (
     STEPS_PER_EPOCH,
+    mid_epoch_checkpoint_in_first_half,
     only_cell_dir,
     pid_alive,
     slow_study,
-    trained_steps,
     wait_for,
     worker_pid,
 )
 from study_helpers import d2bench, write_study
 
+from d2bench.engine.trainer import CHECKPOINT_EVERY_ENV
 from d2bench.tracking import Tracker
 from d2bench.tracking.tracker import TAG_WORKER
 
@@ -49,27 +52,29 @@ def test_ray_runs_a_study_and_a_second_run_schedules_nothing(
 def test_a_ray_worker_killed_mid_epoch_is_retried_and_resumes_from_its_checkpoint(
     tmp_path: Path, ray_address: str
 ) -> None:
-    """SIGKILL the process running the trial during the second epoch: Tune retries the trial,
-    the retry resumes from the first epoch's checkpoint, and the cell ends FINISHED once."""
+    """SIGKILL the process running the trial in the first half of the second epoch: Tune
+    retries the trial, the retry resumes mid-epoch from the cell's newest checkpoint (written
+    every 0.1 s here, a setting the driver forwards to Ray's workers), and the cell ends
+    FINISHED once."""
     study = slow_study(tmp_path, "ray-kill", epochs=2)
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     d2bench("plan", str(study), "--tracking-uri", uri, cwd=tmp_path, check=True)  # the store
     cell_dir = only_cell_dir(study)
     command = [sys.executable, "-m", "d2bench.cli", "run", str(study), "--backend", "ray",
                "--ray-address", ray_address, "--tracking-uri", uri]  # fmt: skip
+    env = {**os.environ, CHECKPOINT_EVERY_ENV: "0.1"}
     driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                              stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
     tracker = Tracker(uri)
     try:
         pid = wait_for(lambda: worker_pid(tracker, "ray-kill"), 240, "the trial to start", driver)
-        first_epoch = cell_dir / "checkpoints" / "ckpt-e0001-b000000.pt"
         wait_for(
-            lambda: first_epoch.exists() and trained_steps(cell_dir) > STEPS_PER_EPOCH,
+            lambda: mid_epoch_checkpoint_in_first_half(cell_dir, epoch=1),
             240,
-            "a step of the second epoch",
+            "a checkpoint in the first half of the second epoch",
             driver,
+            poll=0.01,
         )
-        assert not (cell_dir / "checkpoints" / "ckpt-e0002-b000000.pt").exists()
         os.kill(pid, signal.SIGKILL)
         output = driver.communicate(timeout=400)[0]
     finally:
@@ -78,10 +83,16 @@ def test_a_ray_worker_killed_mid_epoch_is_retried_and_resumes_from_its_checkpoin
             driver.wait()
     assert driver.returncode == 0, output
     assert not pid_alive(pid)
-    assert "resumed from ckpt-e0001-b000000.pt" in (cell_dir / "cell.log").read_text()
+    log = (cell_dir / "cell.log").read_text()
+    resumed = re.search(r"resumed from ckpt-e(\d{4})-b(\d{6})", log)
+    assert resumed is not None and resumed.group(1) == "0001", log
+    assert int(resumed.group(2)) > 0, log  # mid-epoch: the forwarded interval took effect
     (record,) = tracker.cell_records("ray-kill")
     assert record.status == "FINISHED"
     assert record.tag(TAG_WORKER).rpartition(":")[2] != str(pid)  # the retry ran elsewhere
+    steps = [json.loads(line)["step"] for line in (cell_dir / "metrics.jsonl").read_text()
+             .splitlines() if "train/loss" in line]  # fmt: skip
+    assert steps == list(range(1, 2 * STEPS_PER_EPOCH + 1))  # each step once
 
 
 def _job_tags(uri: str, study: str) -> list[str]:

@@ -126,8 +126,9 @@ def test_a_one_node_instance_here_passes_sqlite_and_a_local_runs_folder_and_warn
     tmp_path: Path, synthetic_data: Path, ray_address: str
 ) -> None:
     """On a one-node instance on this host, SQLite and a local runs folder pass the checks."""
+    # 4096 GB: the most a study may ask for per cell, and more than any node here has.
     study = write_study(tmp_path, "ray-check", resources={"gpus": 0, "cpus": 1,
-                        "memory_gb": 100000, "time_min": 10})  # fmt: skip
+                        "memory_gb": 4096, "time_min": 10})  # fmt: skip
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     done = d2bench("run", str(study), "--backend", "ray", "--ray-address", ray_address,
                    "--tracking-uri", uri, "--dry-run", cwd=tmp_path)  # fmt: skip

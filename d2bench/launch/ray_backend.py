@@ -23,6 +23,21 @@ from .base import LaunchContext, OnOutcome
 from .task import CellTask, Outcome
 
 STATUS_METRIC = "d2bench_status"
+#: Settings of this driver that mean nothing on another host (the local backend's parent check).
+DRIVER_ONLY_ENV = frozenset({"D2BENCH_DRIVER_PID"})
+
+
+def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The driver's ``D2BENCH_*`` settings (checkpoint interval, ...) for the cells' workers:
+    Ray starts workers from the raylet's environment, not the driver's, so without this a
+    setting made where ``d2bench run`` is typed would silently not apply on the cluster (sbatch
+    exports it to SLURM jobs)."""
+    environ = dict(os.environ if environ is None else environ)
+    return {
+        name: value
+        for name, value in environ.items()
+        if name.startswith("D2BENCH_") and name not in DRIVER_ONLY_ENV
+    }
 
 
 def _trial(config: dict[str, Any]) -> None:
@@ -78,6 +93,7 @@ class RayBackend:
             ignore_reinit_error=True,
             log_to_driver=True,
             logging_level="WARNING",
+            runtime_env={"env_vars": forwarded_environment()},
         )
         self._connected_here = True
 
