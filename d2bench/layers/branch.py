@@ -21,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..ops.geometry import IntOr3, triple
 from .conv_settings import conv_settings
-from .spec import VariantSpec
+from .spec import SAMPLING_PRECISIONS, SamplingPrecision, VariantSpec
 
 #: What a branch predicts: the op's geometry argument and its optional modulation.
 Deformation = tuple[Tensor, Tensor | None]
@@ -65,6 +65,16 @@ class SampledConv3d(nn.Module, ABC):
 
     Subclasses say how many channels the branch predicts, how its raw output becomes the
     operator's arguments, and which operator runs.
+
+    Precision under autocast: the branch always computes in float32 (or wider) and the sampling
+    coordinates and modulation reach the operator in float32, and our operators accumulate the
+    products in float32 whatever the input dtype. ``sampling_precision`` decides only the dtype
+    of the sampled input, the weight and the output: ``"autocast"`` runs the operator in the
+    autocast dtype like ``nn.Conv3d`` (half the bytes to read); ``"fp32"`` casts the input,
+    weight and bias to float32 (at least), samples with autocast off and casts the result back
+    to the dtype the ``"autocast"`` path returns, so the rest of the network sees the same
+    dtypes. ``"fp32"`` is what the original did: its deformable operator had no half kernel and
+    upcast every argument to float32 (seed-facts §4).
     """
 
     kind: ClassVar[str]
@@ -82,10 +92,17 @@ class SampledConv3d(nn.Module, ABC):
         dilation: IntOr3 = 1,
         bias: bool = True,
         checkpoint_branch: bool = False,
+        sampling_precision: SamplingPrecision = "autocast",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if sampling_precision not in SAMPLING_PRECISIONS:
+            raise ValueError(
+                f"sampling_precision must be one of {', '.join(SAMPLING_PRECISIONS)}; "
+                f"got {sampling_precision!r}"
+            )
+        self.sampling_precision: SamplingPrecision = sampling_precision
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -138,6 +155,7 @@ class SampledConv3d(nn.Module, ABC):
             dilation=settings.dilation,
             bias=conv.bias is not None,
             checkpoint_branch=spec.checkpoint_branch,
+            sampling_precision=spec.sampling_precision,
             device=conv.weight.device,
             dtype=conv.weight.dtype,
             **cls.spec_options(spec),
@@ -170,7 +188,8 @@ class SampledConv3d(nn.Module, ABC):
 
     @abstractmethod
     def matches(self, spec: VariantSpec) -> bool:
-        """Whether this layer already is what ``spec`` asks for (``checkpoint_branch`` aside)."""
+        """Whether this layer already is what ``spec`` asks for (``checkpoint_branch`` and
+        ``sampling_precision`` aside: they change no weight)."""
 
     @abstractmethod
     def deformation_from_branch(self, h: Tensor) -> Deformation:
@@ -199,6 +218,8 @@ class SampledConv3d(nn.Module, ABC):
             deformation = checkpoint(self.predict, x, use_reentrant=False)
         else:
             deformation = self.predict(x)
+        if self.sampling_precision == "fp32":
+            return self._sample_in_float32(x, deformation)
         # The weights take the input's dtype (as autocast does for nn.Conv3d). The sampling
         # arguments stay float32 for a float16/bfloat16 input (the operators accept that, and a
         # bf16 coordinate is off by up to 0.4 px at width 108); otherwise they match the input.
@@ -209,6 +230,21 @@ class SampledConv3d(nn.Module, ABC):
         for hook in tuple(self._sampling_hooks.values()):
             hook(self, x, *cast)
         return self.sample(x, cast, _kernel_weight(self.weight, x), _cast(self.bias, dtype))
+
+    def _sample_in_float32(self, x: Tensor, deformation: Deformation) -> Tensor:
+        """The operator on float32 (or wider) arguments with autocast off; the result in the
+        dtype the ``"autocast"`` path would return (see the class docstring)."""
+        out_dtype = _autocast_output_dtype(x)
+        dtype = branch_dtype(x)
+        geometry, modulation = deformation
+        with autocast_off(x):
+            wide = x.to(dtype)
+            cast = (geometry.to(dtype).contiguous(), _cast(modulation, dtype))
+            for hook in tuple(self._sampling_hooks.values()):
+                hook(self, wide, *cast)
+            weight = _kernel_weight(self.weight, wide)
+            out = self.sample(wide, cast, weight, _cast(self.bias, dtype))
+        return out.to(out_dtype)
 
     def extra_repr(self) -> str:
         parts = [
@@ -221,6 +257,8 @@ class SampledConv3d(nn.Module, ABC):
         ]
         if self.checkpoint_branch:
             parts.append("checkpoint_branch=True")
+        if self.sampling_precision != "autocast":
+            parts.append(f"sampling_precision={self.sampling_precision!r}")
         return ", ".join(parts)
 
 
@@ -231,6 +269,15 @@ def _sampling_layout(x: Tensor) -> Tensor:
     if x.is_cuda and x.dim() == 5 and not x.is_contiguous(memory_format=torch.channels_last_3d):
         return x.contiguous(memory_format=torch.channels_last_3d)
     return x
+
+
+def _autocast_output_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a convolution returns for ``x`` here: the autocast dtype where autocast is on
+    for ``x``'s device (as for ``nn.Conv3d``), else ``x``'s own."""
+    device = x.device.type
+    if device in ("cuda", "cpu") and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
 
 
 def _kernel_weight(weight: Tensor, x: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from .. import ops
 from ..ops.geometry import KERNEL_TAPS, IntOr3
 from .activations import DEFAULT_ACTIVATION, apply_activation, canonical_activation
 from .branch import Deformation, SampledConv3d
-from .spec import DILATION_CHANNELS, VariantSpec
+from .spec import DILATION_CHANNELS, SamplingPrecision, VariantSpec
 
 
 class D2Conv3d(SampledConv3d):
@@ -42,6 +42,7 @@ class D2Conv3d(SampledConv3d):
         dilation: IntOr3 = 1,
         bias: bool = True,
         checkpoint_branch: bool = False,
+        sampling_precision: SamplingPrecision = "autocast",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -61,6 +62,7 @@ class D2Conv3d(SampledConv3d):
             dilation=dilation,
             bias=bias,
             checkpoint_branch=checkpoint_branch,
+            sampling_precision=sampling_precision,
             device=device,
             dtype=dtype,
         )

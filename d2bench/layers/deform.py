@@ -10,7 +10,7 @@ from torch import Tensor
 from .. import ops
 from ..ops.geometry import KERNEL_TAPS, IntOr3
 from .branch import Deformation, SampledConv3d
-from .spec import OFFSET_CHANNELS, VariantSpec
+from .spec import OFFSET_CHANNELS, SamplingPrecision, VariantSpec
 
 
 class DeformConv3d(SampledConv3d):
@@ -34,6 +34,7 @@ class DeformConv3d(SampledConv3d):
         dilation: IntOr3 = 1,
         bias: bool = True,
         checkpoint_branch: bool = False,
+        sampling_precision: SamplingPrecision = "autocast",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -47,6 +48,7 @@ class DeformConv3d(SampledConv3d):
             dilation=dilation,
             bias=bias,
             checkpoint_branch=checkpoint_branch,
+            sampling_precision=sampling_precision,
             device=device,
             dtype=dtype,
         )

@@ -16,9 +16,12 @@ from .activations import canonical_activation
 
 VariantKind = Literal["conv", "aspp", "dcn", "d2"]
 DilationAxes = Literal["", "s", "yx", "tyx"]
+#: The dtype the sampling operator runs in under autocast (see :class:`.SampledConv3d`).
+SamplingPrecision = Literal["autocast", "fp32"]
 
 KINDS: tuple[str, ...] = ("conv", "aspp", "dcn", "d2")
 DILATION_AXES: tuple[str, ...] = ("", "s", "yx", "tyx")
+SAMPLING_PRECISIONS: tuple[str, ...] = ("autocast", "fp32")
 
 #: Number of predicted dilation channels per axes setting: one shared spatial value,
 #: separate y and x, or separate t, y and x.
@@ -48,6 +51,10 @@ class VariantSpec:
         blocks: dotted names of the sub-modules to convert; None = the whole module given.
         checkpoint_branch: recompute the deformation branch in backward instead of storing its
             activations (training only; ignored by kinds without a branch).
+        sampling_precision: ``autocast`` runs the sampling operator in the autocast dtype (as
+            ``nn.Conv3d``), ``fp32`` in float32 as the original's operator did (``dcn`` and
+            ``d2`` only; ignored by the other kinds). A runtime setting, like
+            ``checkpoint_branch``: it changes no weight.
     """
 
     name: str
@@ -57,6 +64,7 @@ class VariantSpec:
     activation: str = ""
     blocks: tuple[str, ...] | None = None
     checkpoint_branch: bool = False
+    sampling_precision: SamplingPrecision = "autocast"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -69,6 +77,9 @@ class VariantSpec:
             _fail("modulation", f"False for kind {self.kind!r} (no deformation branch)", True)
         if not isinstance(self.checkpoint_branch, bool):
             _fail("checkpoint_branch", "a bool", self.checkpoint_branch)
+        if self.sampling_precision not in SAMPLING_PRECISIONS:
+            allowed = f"one of {', '.join(SAMPLING_PRECISIONS)}"
+            _fail("sampling_precision", allowed, self.sampling_precision)
         self._check_d2_fields()
         self._normalise_blocks()
 

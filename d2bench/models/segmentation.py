@@ -126,17 +126,20 @@ def _use_block_rates(decoder: Decoder3d, name: str) -> None:
 
 
 def variant_spec(cfg: ModelConfig) -> VariantSpec:
-    """The layer spec of ``cfg``: variant, activation (D² variants only), branch checkpointing."""
-    spec = get_variant(cfg.variant, checkpoint_branch=cfg.checkpoint_branch)
+    """The layer spec of ``cfg``: variant, activation (D² variants only), branch checkpointing,
+    sampling precision."""
+    runtime = {
+        "checkpoint_branch": cfg.checkpoint_branch,
+        "sampling_precision": cfg.sampling_precision,
+    }
+    spec = get_variant(cfg.variant, **runtime)
     if cfg.activation is not None:
         if spec.kind != "d2":
             raise ValueError(
                 f"activation={cfg.activation!r} applies only to the D²Conv3D variants "
                 f"(d2conv3d_i..iv); variant {spec.name!r} has no dilation activation"
             )
-        spec = get_variant(
-            cfg.variant, activation=cfg.activation, checkpoint_branch=cfg.checkpoint_branch
-        )
+        spec = get_variant(cfg.variant, activation=cfg.activation, **runtime)
     return spec
 
 
