@@ -32,6 +32,8 @@ from .names import canonical_activation, canonical_variant_name
 from .yaml_files import YamlFileError, read_yaml_file
 
 Precision = Literal["fp32", "bf16", "fp16"]
+#: The dtype of the sampling operator under autocast (d2bench.layers.SampledConv3d).
+SamplingPrecision = Literal["fp32", "autocast"]
 #: How a training clip is drawn from its window (d2bench.data.windows): the original's first.
 ClipSampling = Literal["random-sorted", "consecutive"]
 #: Where inference clips start: every multiple of gap (the original's) or until one reaches the end.
@@ -85,6 +87,11 @@ class ModelConfig(_Strict):
     weights: str = "none"
     #: Recompute the deformation branch in backward (saves memory, as the original did).
     checkpoint_branch: StrictBool = True
+    #: Under autocast (train/infer precision fp16 or bf16), the DCN/D² sampling operator runs
+    #: in "fp32" (as released: the original's operator upcast its inputs to float32) or in the
+    #: autocast dtype ("autocast", half the bytes to read). Coordinates, modulation and the
+    #: operator's accumulation are float32 either way. No effect at fp32 or on other variants.
+    sampling_precision: SamplingPrecision = "fp32"
 
     @field_validator("replace_blocks")
     @classmethod
@@ -156,7 +163,12 @@ class DataConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Optimisation (seed-facts §4): Adam, StepLR, clipping, AMP."""
+    """Optimisation (seed-facts §4): Adam, StepLR, clipping, AMP.
+
+    ``precision``: "fp16" (as released: float16 autocast with a GradScaler), "bf16" (bfloat16
+    autocast, no scaler) or "fp32". Reduced precisions apply on CUDA; on a CPU the cell runs in
+    float32 and logs a warning (our CPU operators compute in float32/float64 only).
+    """
 
     epochs: Int = Field(20, ge=0, le=10_000)
     batch_size: Int = Field(2, ge=1, le=4096)
@@ -165,7 +177,7 @@ class TrainConfig(_Strict):
     lr_step_epochs: Int = Field(10, ge=1, le=10_000)
     lr_gamma: Real = Field(0.1, gt=0, le=1)
     clip_grad_norm: Real | None = Field(10.0, gt=0, le=1e6)
-    precision: Precision = "bf16"
+    precision: Precision = "fp16"
     #: Cap on optimiser steps per epoch (None = one pass over the training clips).
     max_steps_per_epoch: Int | None = Field(None, ge=1, le=10_000_000)
     channels_last: StrictBool = True
@@ -180,7 +192,8 @@ class InferConfig(_Strict):
     clip_len: Int = Field(8, ge=1, le=256)
     gap: Int = Field(5, ge=1, le=256)
     threshold: Real = Field(0.5, gt=0, lt=1)
-    precision: Precision = "bf16"
+    #: As train.precision: "fp16" as released (float16 autocast at test time too).
+    precision: Precision = "fp16"
     batch_size: Int = Field(1, ge=1, le=4096)
     #: "every-gap" (as released): clips start at 0, gap, 2·gap, … < T; "until-end": the last
     #: clip is the first that reaches the end (fewer tail clips). It avoids no bug of seed-facts

@@ -14,12 +14,13 @@ The original's protocol (seed-facts §4), with its two bugs of §5 fixed:
   The mask is that probability above the threshold (0.5: a mean logit above 0).
 - Frames are zero-padded on both sides (centred) to a multiple of 32 and the prediction is
   cropped back to the native size.
+- ``infer.precision`` "fp16" (as released) runs the forward under float16 autocast on CUDA (see
+  :mod:`d2bench.engine.amp`); the scores are averaged in float64 either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from ..config import InferConfig
 from ..data.padding import pad_to_multiple
+from .amp import autocast_context, warn_if_full_precision
 
 #: The DAVIS results palette: 0 black (background), 1 red (the object).
 _PALETTE = [0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254
@@ -120,14 +122,6 @@ def stitch_scores(
     return total / count[:, None, None]
 
 
-def autocast_context(device: torch.device, precision: str):
-    """Autocast for bf16/fp16 on CUDA; full precision elsewhere (CPU runs fp32)."""
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return nullcontext()
-
-
 def _batches(clips: list[Clip], batch_size: int) -> Iterator[list[Clip]]:
     for start in range(0, len(clips), batch_size):
         yield clips[start : start + batch_size]
@@ -152,6 +146,7 @@ def predict_video(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 T×H×W×3; got {frames.dtype} {frames.shape}")
     device = torch.device(device)
+    warn_if_full_precision(device, cfg.precision, "infer.precision")
     model.eval()
     apply = forward or model
     num_frames = frames.shape[0]

@@ -1,7 +1,8 @@
 """The training loop of one cell (seed-facts §4), resumable to the exact step.
 
 Adam, StepLR per epoch, the Lovász hinge per clip, gradient-norm clipping at every precision (the
-original skipped it at fp32), autocast bf16/fp16 on CUDA (a GradScaler for fp16 only). The
+original skipped it at fp32), autocast bf16/fp16 on CUDA (a GradScaler for fp16 only; what a step
+the scaler skips means for the curve and the LR schedule: :mod:`d2bench.engine.amp`). The
 order of training clips is a pure function of (seed, epoch), and checkpoints record the epoch
 and the batches done in it plus every RNG state, so a run killed and resumed from its newest
 checkpoint produces the same weights as one that never stopped (on deterministic kernels).
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import CellConfig
 from ..metrics.lovasz import lovasz_hinge
+from .amp import Amp
 from .checkpoint import (
     load_newest_intact,
     restore_rng_state,
@@ -42,7 +44,6 @@ from .checkpoint import (
     seed_everything,
 )
 from .distributed import DistContext
-from .inference import autocast_context
 from .journal import MetricsJournal
 from .progress import Progress
 from .signals import CellInterrupted, StopFlag
@@ -125,7 +126,10 @@ class Trainer:
         handle_signals: bool = True,
         show_progress: bool = True,
         checkpoint_every_s: float | None = None,
+        amp: Amp | None = None,
     ) -> None:
+        """``amp`` replaces the mixed-precision policy of ``train.precision`` on ``device``
+        (tests use it to run the fp16 GradScaler on a CPU)."""
         self.config = config
         self.train_cfg = config.train
         self.dataset = dataset
@@ -152,8 +156,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=self.train_cfg.lr_step_epochs, gamma=self.train_cfg.lr_gamma
         )
-        use_scaler = device.type == "cuda" and self.train_cfg.precision == "fp16"
-        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.amp = amp or Amp.for_training(device, self.train_cfg.precision)
         self.network = self.dist.wrap(model)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -163,7 +166,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.amp.state_dict(),
             "rng": rng_state(),
             "epoch": epoch,
             "batches_done": batches_done,
@@ -199,7 +202,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.amp.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         summary.epoch_losses = list(state["epoch_losses"])
         summary.steps = int(state["steps"])
@@ -209,22 +212,22 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _step(self, batch: dict[str, Any]) -> float:
+    def _step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimiser step; its metrics (loss, and under fp16 the scale and whether the
+        scaler skipped the step)."""
         frames = batch["frames"].to(self.device, non_blocking=True)
         masks = batch["masks"].to(self.device, non_blocking=True)
         if self.channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last_3d)
-        with autocast_context(self.device, self.train_cfg.precision):
+        with self.amp.autocast():
             logits = self.network(frames)
         loss = lovasz_hinge(logits.float(), masks)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        if self.train_cfg.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.parameters, self.train_cfg.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return float(loss.detach())
+        result = self.amp.step(loss, self.optimizer, self.parameters, self.train_cfg.clip_grad_norm)
+        metrics = {"train/loss": float(loss.detach())}
+        if self.amp.scaling:
+            metrics["train/loss_scale"] = result.scale
+            metrics["train/skipped_step"] = 0.0 if result.applied else 1.0
+        return metrics
 
     def _emit(self, metrics: dict[str, float], step: int) -> None:
         if self.dist.is_main:
@@ -278,7 +281,8 @@ class Trainer:
                     self._epoch_losses = []
                 tick = time.perf_counter()
                 for index, batch in enumerate(self._loader(batches[skip:], epoch), start=skip):
-                    loss = self._step(batch)
+                    step_metrics = self._step(batch)
+                    loss = step_metrics["train/loss"]
                     summary.steps += 1
                     self._epoch_losses.append(loss)
                     now = time.perf_counter()
@@ -286,7 +290,7 @@ class Trainer:
                     tick = now
                     lr = self.optimizer.param_groups[0]["lr"]
                     self._emit(
-                        {"train/loss": loss, "train/lr": lr, "train/clips_per_s": clips_per_s},
+                        {**step_metrics, "train/lr": lr, "train/clips_per_s": clips_per_s},
                         summary.steps,
                     )
                     progress.update(index + 1, loss=loss, lr=lr, clips_per_s=clips_per_s)
