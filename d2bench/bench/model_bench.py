@@ -61,6 +61,7 @@ PAPER_FPS_MEMORY: dict[str, tuple[float, float]] = {
 #: the FPS ratios are judged.
 DRIFT_LIMIT = 0.10
 PRECISIONS = ("bf16", "fp16", "fp32")
+SAMPLING_PRECISIONS = ("autocast", "fp32")
 BRANCH_INITS = ("random", "zero")
 
 
@@ -96,6 +97,9 @@ class Settings:
     native_width: int = 854  # the video frames of the protocol run, padded to ``width``
     batch_size: int = 1
     precision: str = "bf16"
+    #: The DCN/D² sampling operator under autocast: "autocast" (its dtype) or "fp32" (as
+    #: released). A run measures one choice; run it once per choice to see what fp32 costs.
+    sampling_precision: str = "autocast"
     repeats: int = 30
     warmup: int = 5
     videos: int = 2
@@ -128,6 +132,7 @@ def model_config(settings: Settings, variant: str) -> ModelConfig:
         decoder_channels=settings.decoder_channels,
         variant=variant,
         weights="none",
+        sampling_precision=settings.sampling_precision,  # type: ignore[arg-type]
     )
 
 
@@ -347,7 +352,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"d2bench revision {revision_text}",
         f"- Network: {protocol['backbone']} backbone, decoder {protocol['decoder_channels']} "
         f"channels, random weights (deformation branches: {protocol['branch_init']}); "
-        f"dtype {protocol['dtype']}; batch {protocol['batch_size']}",
+        f"dtype {protocol['dtype']} (sampling operator: "
+        f"{protocol.get('sampling_precision', 'autocast')}); batch {protocol['batch_size']}",
         f"- Clip level: input {protocol['batch_size']}×3×{protocol['clip_len']}×"
         f"{protocol['height']}×{protocol['width']}, median of {protocol['repeats']} individually "
         f"timed forwards ({protocol['timer']}) after {protocol['warmup']} warm-up calls; peak "
@@ -425,13 +431,16 @@ def run_model_benchmark(
     warmup: int | None = None,
     videos: int | None = None,
     branch_init: str | None = None,
+    sampling_precision: str | None = None,
     device: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Measure ``variants`` (default: all of Table 1) and write ``model-<gpu>.json``/``.md``.
 
     ``quick``: the tiny model at 8×32×64 in float32 (a smoke run; the files are named
-    ``model-<gpu>-quick.*`` so a smoke run never overwrites a real result). The baseline is
+    ``model-<gpu>-quick.*`` so a smoke run never overwrites a real result; a run with
+    ``sampling_precision="fp32"`` adds ``-sampling-fp32``, so the two choices sit side by side).
+    The baseline is
     always measured (first), because every figure is relative to it. Returns the JSON path.
     """
     started = time.perf_counter()
@@ -445,6 +454,7 @@ def run_model_benchmark(
         "warmup": warmup,
         "videos": videos,
         "branch_init": branch_init,
+        "sampling_precision": sampling_precision,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     _check_settings(settings)
@@ -498,6 +508,8 @@ def run_model_benchmark(
     }
     report = _json_safe(report)
     slug = gpu_slug(environment.get("gpu_name")) + ("-quick" if quick else "")
+    if settings.sampling_precision != "autocast":
+        slug += f"-sampling-{settings.sampling_precision}"
     out_dir = Path(out_dir)
     json_path = out_dir / f"model-{slug}.json"
     markdown = render_markdown(report)
@@ -540,6 +552,11 @@ def _check_settings(settings: Settings) -> None:
     if settings.precision not in PRECISIONS:
         raise ValueError(
             f"dtype must be one of {', '.join(PRECISIONS)}; got {settings.precision!r}"
+        )
+    if settings.sampling_precision not in SAMPLING_PRECISIONS:
+        raise ValueError(
+            f"sampling precision must be one of {', '.join(SAMPLING_PRECISIONS)}; "
+            f"got {settings.sampling_precision!r}"
         )
     if settings.branch_init not in BRANCH_INITS:
         raise ValueError(

@@ -2,9 +2,14 @@
 
 For each variant: the network of the paper (ir-CSN-152 backbone, 256-channel decoder, random
 weights) on random clips of 8×480×864, one optimiser step = forward, Lovász hinge, backward,
-clipping, Adam, under the training precision; then inference forwards. Reports clips/s (median
-step time) and peak memory (``max_memory_allocated`` after a reset) of each phase, with the
-environment, to ``train-<gpu>.json`` and ``.md``.
+clipping, Adam, under the training precision (fp16: with the GradScaler, as a cell trains); then
+inference forwards. Reports clips/s (median step time) and peak memory (``max_memory_allocated``
+after a reset) of each phase, with the environment, to ``train-<gpu>.json`` and ``.md``.
+
+What running the sampling operator in float32 costs (``model.sampling_precision``): with several
+``sampling_precisions`` every DCN/D² variant is measured once per choice, one after the other on
+the same device, and the report gives each time relative to the ``autocast`` row of the same
+variant. Variants without a sampling operator (baseline, ASPP) are measured once.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig
-from ..engine.inference import autocast_context
+from ..engine.amp import Amp, autocast_context, autocast_dtype
 from ..metrics.lovasz import lovasz_hinge
 from .environment import collect_environment
 from .ops_bench import gpu_slug
 
 GB = 1024**3
+SAMPLING_PRECISIONS = ("autocast", "fp32")
+#: The variants whose layers run a sampling operator (the others ignore sampling_precision).
+_SAMPLING_KINDS = ("dcn", "d2")
 
 
 def _sync(device: torch.device) -> None:
@@ -66,6 +74,7 @@ def bench_variant(
     repeats: int,
     tiny_width: int = 16,
     decoder_channels: int = 256,
+    sampling_precision: str = "autocast",
 ) -> dict[str, Any]:
     """Time training steps and inference forwards of one variant; peak memory of each."""
     from ..models import build_model
@@ -77,6 +86,7 @@ def bench_variant(
             variant=variant,
             tiny_width=tiny_width,
             decoder_channels=decoder_channels,
+            sampling_precision=sampling_precision,  # type: ignore[arg-type]
         )
     ).to(device)
     channels_last = device.type == "cuda"
@@ -89,15 +99,13 @@ def bench_variant(
     y = (torch.rand(batch, 1, frames, height, width, device=device) > 0.7).float()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-5)
+    amp = Amp(device.type, autocast_dtype(device, precision))
 
     def train_step() -> None:
-        with autocast_context(device, precision):
+        with amp.autocast():
             logits = model(x)
         loss = lovasz_hinge(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        optimizer.step()
+        amp.step(loss, optimizer, params, 10.0)
 
     @torch.inference_mode()
     def infer() -> None:
@@ -117,6 +125,7 @@ def bench_variant(
     infer_median = statistics.median(infer_times)
     return {
         "variant": variant,
+        "sampling_precision": sampling_precision,
         "train_step_ms": 1000 * train_median,
         "train_clips_per_s": batch / train_median,
         "train_peak_gb": train_peak,
@@ -128,33 +137,68 @@ def bench_variant(
     }
 
 
+def has_sampling_operator(variant: str) -> bool:
+    """Whether ``variant``'s layers run a sampling operator (so sampling_precision matters)."""
+    from ..layers import get_variant
+
+    return get_variant(variant).kind in _SAMPLING_KINDS
+
+
+def _relative(record: dict[str, Any]) -> dict[tuple[str, str], tuple[float, float]]:
+    """(variant, sampling) → (train, inference) time relative to the variant's autocast row."""
+    rows = {
+        (row["variant"], row["sampling_precision"]): row
+        for row in record["results"]
+        if "error" not in row
+    }
+    ratios = {}
+    for (variant, sampling), row in rows.items():
+        base = rows.get((variant, "autocast"))
+        if base is not None and sampling != "autocast":
+            ratios[(variant, sampling)] = (
+                row["train_step_ms"] / base["train_step_ms"],
+                row["infer_ms"] / base["infer_ms"],
+            )
+    return ratios
+
+
 def _markdown(record: dict[str, Any]) -> str:
     env, settings = record["environment"], record["settings"]
     lines = [
         f"# Full-network training step and inference ({env.get('gpu_name') or 'CPU'})",
         "",
         f"{settings['backbone']}, random weights, batch {settings['batch']}, clip "
-        f"{'×'.join(map(str, settings['shape']))}, {settings['precision']}, channels_last_3d "
-        f"on GPU; median of {settings['repeats']} after {settings['warmup']} warm-up. "
+        f"{'×'.join(map(str, settings['shape']))}, {settings['precision']} (computed in "
+        f"{settings.get('dtype', settings['precision'])}), channels_last_3d on GPU; median of "
+        f"{settings['repeats']} after {settings['warmup']} warm-up. "
         f"torch {env.get('torch_version')}, CUDA {env.get('cuda_version')}, "
-        f"revision {env.get('git_revision')}.",
+        f"revision {env.get('git_revision')}. Sampling: the dtype of the DCN/D² sampling "
+        "operator (autocast: the autocast dtype; fp32: float32, as released); ×autocast: time "
+        "relative to the same variant's autocast row.",
         "",
-        "| Variant | train step (ms) | train clips/s | train peak (GB) "
-        "| inference (ms) | inference clips/s | inference peak (GB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| Variant | sampling | train step (ms) | ×autocast | train clips/s | train peak (GB) "
+        "| inference (ms) | ×autocast | inference clips/s | inference peak (GB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def gb(value: float | None) -> str:
         return "–" if value is None else f"{value:.2f}"
 
+    ratios = _relative(record)
     for row in record["results"]:
+        sampling = row.get("sampling_precision", "autocast")
+        if not has_sampling_operator(row["variant"]):
+            sampling = "–"
         if "error" in row:
-            lines.append(f"| {row['variant']} | failed: {row['error']} | | | | | |")
+            lines.append(f"| {row['variant']} | {sampling} | failed: {row['error']} |" + " |" * 7)
             continue
+        ratio = ratios.get((row["variant"], sampling))
+        train_ratio, infer_ratio = (f"{ratio[0]:.3f}", f"{ratio[1]:.3f}") if ratio else ("", "")
         lines.append(
-            f"| {row['variant']} | {row['train_step_ms']:.1f} | {row['train_clips_per_s']:.2f} "
-            f"| {gb(row['train_peak_gb'])} | {row['infer_ms']:.1f} "
-            f"| {row['infer_clips_per_s']:.2f} | {gb(row['infer_peak_gb'])} |"
+            f"| {row['variant']} | {sampling} | {row['train_step_ms']:.1f} | {train_ratio} "
+            f"| {row['train_clips_per_s']:.2f} | {gb(row['train_peak_gb'])} "
+            f"| {row['infer_ms']:.1f} | {infer_ratio} | {row['infer_clips_per_s']:.2f} "
+            f"| {gb(row['infer_peak_gb'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -167,21 +211,42 @@ def run_train_benchmark(
     shape: tuple[int, int, int] = (8, 480, 864),
     batch: int = 1,
     precision: str = "bf16",
+    sampling_precisions: tuple[str, ...] | list[str] = ("autocast",),
     warmup: int = 3,
     repeats: int = 10,
     device: str | None = None,
     quick: bool = False,
 ) -> Path:
-    """Run the benchmark and write ``train-<gpu>.json`` / ``.md``; returns the JSON path."""
+    """Run the benchmark and write ``train-<gpu>.json`` / ``.md``; returns the JSON path.
+
+    On a CPU the precision is fp32 (autocast is CUDA-only, see :mod:`d2bench.engine.amp`), so the
+    sampling precisions then measure the same computation; the run still exercises every path.
+    """
+    for sampling in sampling_precisions:
+        if sampling not in SAMPLING_PRECISIONS:
+            raise ValueError(
+                f"sampling precision {sampling!r}; allowed: {', '.join(SAMPLING_PRECISIONS)}"
+            )
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.backends.cudnn.benchmark = True  # as in training: fixed shapes, fastest algorithms
-    if quick:
-        backbone, shape, warmup, repeats = "tiny", (4, 64, 96), 1, 2
+    tiny_width, decoder_channels = 16, 256
+    if quick:  # a smoke run of every path, seconds on a CPU
+        backbone, shape, warmup, repeats = "tiny", (4, 32, 64), 1, 2
+        tiny_width, decoder_channels = 8, 16
     if dev.type == "cpu":
         precision = "fp32"
+    dtype = autocast_dtype(dev, precision) or torch.float32
+    runs = [
+        (variant, sampling)
+        for variant in variants
+        for sampling in (sampling_precisions if has_sampling_operator(variant) else ["autocast"])
+    ]
     results = []
-    for variant in variants:
-        print(f"bench train: {variant} ({backbone}, {'×'.join(map(str, shape))}, {precision})")
+    for variant, sampling in runs:
+        print(
+            f"bench train: {variant} ({backbone}, {'×'.join(map(str, shape))}, {precision}, "
+            f"sampling {sampling})"
+        )
         try:
             row = bench_variant(
                 variant,
@@ -192,13 +257,20 @@ def run_train_benchmark(
                 device=dev,
                 warmup=warmup,
                 repeats=repeats,
+                sampling_precision=sampling,
+                tiny_width=tiny_width,
+                decoder_channels=decoder_channels,
             )
             print(
                 f"  train {row['train_clips_per_s']:.2f} clips/s, peak {row['train_peak_gb']} GB;"
                 f" inference {row['infer_clips_per_s']:.2f} clips/s, peak {row['infer_peak_gb']}"
             )
         except torch.OutOfMemoryError as error:
-            row = {"variant": variant, "error": f"out of memory: {str(error)[:120]}"}
+            row = {
+                "variant": variant,
+                "sampling_precision": sampling,
+                "error": f"out of memory: {str(error)[:120]}",
+            }
             print(f"  {row['error']}")
         results.append(row)
         if dev.type == "cuda":
@@ -207,9 +279,14 @@ def run_train_benchmark(
     record = {
         "settings": {
             "backbone": backbone,
+            "tiny_width": tiny_width,
+            "decoder_channels": decoder_channels,
             "shape": list(shape),
             "batch": batch,
             "precision": precision,
+            "dtype": str(dtype).removeprefix("torch."),
+            "sampling_precisions": list(sampling_precisions),
+            "grad_scaler": dtype == torch.float16,
             "warmup": warmup,
             "repeats": repeats,
             "quick": quick,

@@ -50,6 +50,7 @@ def _bench_model(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             videos=args.videos,
             branch_init=args.branch_init,
+            sampling_precision=args.sampling_precision,
             device=device,
         )
     except ValueError as error:
@@ -85,6 +86,12 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
         "--branch-init",
         choices=("random", "zero"),
         help="deformation branches: random N(0, 1/fan_in) (default) or zero (no deformation)",
+    )
+    parser.add_argument(
+        "--sampling-precision",
+        choices=("autocast", "fp32"),
+        help="the DCN/D² sampling operator under autocast: its dtype (default) or float32 as "
+        "released; the fp32 run writes model-<gpu>-sampling-fp32.*",
     )
     parser.add_argument("--device", default=None, help="default: cuda if available (quick: cpu)")
     parser.set_defaults(handler=_bench_model)

@@ -17,6 +17,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         batch=args.batch,
         precision=args.precision,
+        sampling_precisions=args.sampling_precision,
         repeats=args.repeats,
         device=args.device,
         quick=args.quick,
@@ -33,7 +34,20 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
     parser.add_argument("--backbone", default="csn152", choices=["csn152", "csn50", "tiny"])
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument(
+        "--precision",
+        default="bf16",
+        choices=["bf16", "fp16", "fp32"],
+        help="autocast dtype on CUDA (fp16 with the GradScaler, as released; default bf16)",
+    )
+    parser.add_argument(
+        "--sampling-precision",
+        nargs="+",
+        default=["autocast"],
+        choices=["autocast", "fp32"],
+        help="dtype(s) of the DCN/D² sampling operator under autocast; give both to measure "
+        "what float32 sampling (as released) costs, relative to autocast",
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default=None, help="default: cuda if available")
     parser.add_argument("--quick", action="store_true", help="tiny model on a small clip")
