@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +72,8 @@ def checkpoint_interval(seconds: float | None = None) -> float:
         raise ValueError(f"{CHECKPOINT_EVERY_ENV}={text!r}: expected a number of seconds > 0")
     return value
 
+
+_SCHEDULER_ORDER_WARNING = re.escape("Detected call of `lr_scheduler.step()` before")
 
 #: What :meth:`Trainer._resume` reads from a checkpoint (one without them cannot be resumed).
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "batches_done",
@@ -302,7 +306,12 @@ class Trainer:
                     if self._checkpoint_due():
                         self._save(epoch, index + 1, summary)
                 skip = 0
-                self.scheduler.step()
+                with warnings.catch_warnings():
+                    # Under fp16 the scaler may have skipped every step of the epoch; the
+                    # per-epoch schedule still moves on (see d2bench.engine.amp), so torch's
+                    # warning about a schedule stepped before the optimiser is noise here.
+                    warnings.filterwarnings("ignore", message=_SCHEDULER_ORDER_WARNING)
+                    self.scheduler.step()
                 mean_loss = sum(self._epoch_losses) / max(len(self._epoch_losses), 1)
                 summary.epoch_losses.append(mean_loss)
                 self._emit({"epoch/loss": mean_loss}, epoch + 1)
