@@ -113,6 +113,22 @@ def test_unknown_sampling_precision_names_the_key_and_the_choices() -> None:
     assert "'fp32'" in message and "'autocast'" in message
 
 
+def test_table_caption_names_the_precision_and_fp32_sampling() -> None:
+    from d2bench.config import config_to_dict
+    from d2bench.report.protocol import protocol_from_configs
+
+    def caption_dtype(**sections: dict) -> str | None:
+        config = parse_cell_config({"data": {"root": "x"}, **sections})
+        return protocol_from_configs([config_to_dict(config)]).dtype
+
+    assert caption_dtype() == "fp16, fp32 sampling"
+    assert caption_dtype(model={"sampling_precision": "autocast"}) == "fp16"
+    assert caption_dtype(train={"precision": "bf16"}, infer={"precision": "fp32"}) == (
+        "bf16 train / fp32 inference, fp32 sampling"
+    )
+    assert caption_dtype(train={"precision": "fp32"}, infer={"precision": "fp32"}) == "fp32"
+
+
 # -- the layer --------------------------------------------------------------------------------
 
 

@@ -108,6 +108,17 @@ def _train_size(config: Mapping[str, Any]) -> Any:
     return _get(config, "data.train_size")
 
 
+def _precision_text(config: Mapping[str, Any]) -> str:
+    """``fp16``, ``bf16 train / fp32 inference``; with ``, fp32 sampling`` where the sampling
+    operator ran in float32 under autocast (the as-released choice)."""
+    train, infer = _get(config, "train.precision"), _get(config, "infer.precision")
+    text = f"{train} train / {infer} inference" if train != infer else str(infer)
+    reduced = {train, infer} - {"fp32", None}
+    if reduced and _get(config, "model.sampling_precision") == "fp32":
+        text += ", fp32 sampling"
+    return text
+
+
 def protocol_from_configs(
     configs: Sequence[Mapping[str, Any]],
     environment: Mapping[str, Any] | None = None,
@@ -120,13 +131,7 @@ def protocol_from_configs(
     if seed_values is None:
         found = {_get(c, "train.seed") for c in configs} - {None}
         seed_values = sorted(found) if found else None
-    dtypes = _merged(
-        f"{_get(c, 'train.precision')} train / {_get(c, 'infer.precision')} inference"
-        if _get(c, "train.precision") != _get(c, "infer.precision")
-        else _get(c, "infer.precision")
-        for c in configs
-        if _get(c, "infer.precision") is not None
-    )
+    dtypes = _merged(_precision_text(c) for c in configs if _get(c, "infer.precision") is not None)
     return Protocol(
         dataset=_merged(_dataset_name(_get(c, "data.root")) for c in configs),
         train_split=_merged(_get(c, "data.train_set") for c in configs),
