@@ -203,23 +203,29 @@ def test_the_figure_draws_both_readings_one_key_and_the_floor(tmp_path: Path) ->
     floors = [OOBFloor(b, v, plain_conv_floor(v)) for b, v in volumes.items()]
     figure = oob_figure(_runs(), floors)
     panels = [ax for ax in figure.axes if ax.get_title()]
-    titles = [ax.get_title() for ax in panels]
+    titles = [ax.get_title().replace("\n", " ") for ax in panels]
     assert titles == [
-        "fully outside, pooled over all sampling locations",
-        "partly outside, pooled over all sampling locations",
-        "fully outside, mean over the sampling layers",
-        "partly outside, mean over the sampling layers",
+        f"{kind}, {reading}"
+        for reading in ("pooled over all sampling locations", "mean over the sampling layers")
+        for kind in ("fully or partly outside", "fully outside", "partly outside")
     ]
     # Same colours in every panel: four measures, each the same colour everywhere.
     colours = [_bar_colours(ax) for ax in panels]
     assert all(len(c) == 4 for c in colours) and all(c == colours[0] for c in colours)
-    # The floor: a vertical line at each floor's share in the fully-outside panels only.
+    # The floor: a vertical line at each floor's share where it bounds the share (fully or
+    # partly outside), and nowhere else.
     for ax in panels:
         lines = sorted(line.get_xdata()[0] for line in ax.lines if line.get_linestyle() != "-")
-        expected = (
-            sorted(100 * f.share for f in floors) if ax.get_title().startswith("fully") else []
-        )
+        bounded = ax.get_title().startswith("fully or partly")
+        expected = sorted(100 * f.share for f in floors) if bounded else []
         assert lines == pytest.approx(expected), ax.get_title()
+    # "Fully or partly" is the sum of the disjoint counts: the widest grey bar of a panel.
+    widths = {
+        ax.get_title().split(",")[0]: max(p.get_width() for p in ax.patches) for ax in panels[:3]
+    }
+    assert widths["fully or partly outside"] == pytest.approx(
+        widths["fully outside"] + widths["partly outside"]
+    )
     key = [ax for ax in figure.axes if not ax.get_title()]
     assert len(key) == 1
     labels = [text.get_text() for legend in key[0].findobj(lambda a: hasattr(a, "get_texts"))

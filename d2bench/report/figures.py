@@ -103,7 +103,13 @@ _OOB_READINGS = (
     ("oob_", "pooled over all sampling locations"),
     ("oob_layer_mean_", "mean over the sampling layers"),
 )
-_OOB_KINDS = (("full", "fully outside"), ("partial", "partly outside"))
+#: Panel columns: "any" = fully + partly (disjoint counts), the share the floor bounds.
+_OOB_KINDS = (
+    ("any", "fully or partly outside"),
+    ("full", "fully outside"),
+    ("partial", "partly outside"),
+)
+_FLOOR_KIND = "fully or partly outside"
 _AXES = ("t", "y", "x")
 #: One meaning per colour in every panel: the overall share, then the share along each axis.
 _OOB_MEASURES = ("any axis", "along t", "along y", "along x")
@@ -130,10 +136,14 @@ def _oob_long(runs: pd.DataFrame) -> pd.DataFrame:
     records = []
     for _, run in runs.iterrows():
         for prefix, reading in _OOB_READINGS:
-            for kind, kind_label in _OOB_KINDS:
-                columns = [f"{prefix}{kind}", *(f"{prefix}{kind}_{axis}" for axis in _AXES)]
-                for column, measure in zip(columns, _OOB_MEASURES, strict=True):
-                    value = run.get(column)
+            for suffix, measure in zip(("", *(f"_{a}" for a in _AXES)), _OOB_MEASURES, strict=True):
+                full = run.get(f"{prefix}full{suffix}")
+                partial = run.get(f"{prefix}partial{suffix}")
+                values = {"full": full, "partial": partial}
+                if pd.notna(full) and pd.notna(partial):  # disjoint: their sum is "any weight"
+                    values["any"] = float(full) + float(partial)
+                for kind, kind_label in _OOB_KINDS:
+                    value = values.get(kind)
                     if pd.notna(value):
                         share = 100.0 * float(value)
                         records.append((run["label"], reading, kind_label, measure, share))
@@ -162,15 +172,18 @@ def _oob_key(ax: Axes, floors: Sequence[OOBFloor], without: Sequence[str]) -> No
         ax.legend(
             handles=lines,
             loc="center",
-            bbox_to_anchor=(0.5, 0.45),
+            bbox_to_anchor=(0.5, 0.55),
             ncol=len(lines),
             frameon=False,
             fontsize=9,
         )
         notes.append(
-            "Floor (red lines, fully-outside panels): the share of a plain 3×3×3 conv's taps "
-            "(zero padding 1, all 27 taps of every output voxel) outside the block's input at "
-            "the study's frame size; partly outside it is 0."
+            "Floor (red lines, left panels): the share of a plain 3×3×3 conv's taps (zero "
+            "padding 1, all 27 per output voxel) outside the block's input at the study's frame "
+            "size.\nEvery variant starts there (s = 1, zero offsets). A D² layer with s > 0 never "
+            "goes below its block's line (its border taps split between fully (s ≥ 1) and partly "
+            "(s < 1) outside);\nthe model's share combines both blocks: pooled, by their voxels; "
+            "mean over layers, equally."
         )
     else:
         notes.append("Floor not drawn: the study's frame size is not known.")
@@ -183,8 +196,8 @@ def _oob_key(ax: Axes, floors: Sequence[OOBFloor], without: Sequence[str]) -> No
 
 def oob_figure(frame: pd.DataFrame, floors: Sequence[OOBFloor] = ()) -> Figure:
     """Share of sampling locations outside the input, per variant: both readings (pooled over
-    all sampling locations; mean over layers) × fully/partly outside, overall and per axis, with
-    the plain conv's floor drawn in the fully-outside panels."""
+    all sampling locations; mean over layers) × fully or partly / fully / partly outside,
+    overall and per axis, with the plain conv's floor drawn where it bounds the share."""
     title = "Out-of-bounds sampling during inference"
     runs, order = labelled_runs(frame)
     data = _oob_long(runs)
@@ -195,9 +208,11 @@ def oob_figure(frame: pd.DataFrame, floors: Sequence[OOBFloor] = ()) -> Figure:
     without = [label for label in order if label not in set(data["label"])]
     order = [label for label in order if label in set(data["label"])]
     panel_height = max(2.6, 0.5 * len(order) + 1.2)
-    key_height = 1.3
-    figure = Figure(figsize=(12.5, 2 * panel_height + key_height), layout="constrained")
-    grid = figure.add_gridspec(3, 2, height_ratios=[panel_height, panel_height, key_height])
+    key_height = 2.0
+    figure = Figure(figsize=(16.5, 2 * panel_height + key_height), layout="constrained")
+    grid = figure.add_gridspec(
+        3, len(_OOB_KINDS), height_ratios=[panel_height, panel_height, key_height]
+    )
     first = figure.add_subplot(grid[0, 0])
     axes = [
         [first if (r, c) == (0, 0) else figure.add_subplot(grid[r, c], sharey=first)
@@ -208,7 +223,7 @@ def oob_figure(frame: pd.DataFrame, floors: Sequence[OOBFloor] = ()) -> Figure:
         for column, (_, kind) in enumerate(_OOB_KINDS):
             ax = axes[row][column]
             part = data[(data["reading"] == reading) & (data["kind"] == kind)]
-            ax.set_title(f"{kind}, {reading}", fontsize=10)
+            ax.set_title(f"{kind},\n{reading}", fontsize=10)
             if part.empty:
                 ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center")
             else:
@@ -225,7 +240,7 @@ def oob_figure(frame: pd.DataFrame, floors: Sequence[OOBFloor] = ()) -> Figure:
                     ax=ax,
                     legend=False,
                 )
-            if kind == "fully outside":
+            if kind == _FLOOR_KIND:
                 for floor, style in zip(floors, _FLOOR_STYLES, strict=False):
                     ax.axvline(100.0 * floor.share, color=_FLOOR_COLOUR, linestyle=style, lw=1.4)
             ax.set_xlabel("sampling locations outside the input (%)")

@@ -53,10 +53,14 @@ _FIGURE_TEXT = {
         "padding. Two readings: *pooled* counts every sampling location of every layer once "
         "(so the T = 4 block, with 8 times the voxels, weighs 8 times the T = 2 one); *mean "
         "over the sampling layers* averages the layers' own shares. Per axis, a location counts "
-        "once for every axis it leaves. The red lines are the plain conv's own floor: the share "
-        "of a size-preserving 3×3×3 conv's taps (zero padding 1) outside each replaced block's "
-        "input volume at the study's frame size (padded to a multiple of 32), the share every "
-        "sampling variant starts from (s = 1, zero offsets); partly outside, the floor is 0. "
+        "once for every axis it leaves; *fully or partly* is their sum (any weight on "
+        "padding). The red lines are the plain conv's own floor: the share of a "
+        "size-preserving 3×3×3 conv's taps (zero padding 1) outside each replaced block's "
+        "input volume (T = 2 and T = 4 for 8-frame clips) at the study's frame size, padded to "
+        "a multiple of 32, computed exactly from that geometry. Every sampling variant starts "
+        "there (s = 1, zero offsets); a D² layer with s > 0 never goes below its block's floor "
+        "in *fully or partly* outside, but its border taps split between *fully* (s ≥ 1) and "
+        "*partly* (s < 1), so those columns have no floor. "
         "Variants without sampling layers (Revised Baseline, ASPP) have no such share. "
         "Definition: `d2bench.metrics.oob`, `d2bench.oob_floor`.",
     ),
