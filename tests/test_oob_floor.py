@@ -237,3 +237,22 @@ def test_the_figure_draws_both_readings_one_key_and_the_floor(tmp_path: Path) ->
     paths = save_figure(figure, tmp_path, "oob")
     assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[0].stat().st_size > 10_000
     np.testing.assert_allclose(floors[0].share, 1 - (4 / 6) * (88 / 90) * (160 / 162))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_d2_layer_with_positive_dilation_never_goes_below_the_floor(seed: int) -> None:
+    """Each tap a plain conv puts outside reads −s·d < 0 (or beyond the end) for any s > 0, so
+    it keeps some weight on padding: fully or partly outside, never back inside."""
+    generator = torch.Generator().manual_seed(seed)
+    layer = D2Conv3d(2, 2, modulation=False)  # 1 + elu: s > 0 everywhere
+    with torch.no_grad():
+        layer.branch.weight.copy_(torch.randn(layer.branch.weight.shape, generator=generator))
+        layer.branch.bias.uniform_(-2.0, 0.5, generator=generator)
+    model = nn.Sequential(layer)
+    size = (2, 5, 6)
+    with record_oob(model) as recorder, torch.no_grad():
+        model(torch.randn(2, 2, *size, generator=generator))
+    layer_summary = recorder.summary()["layers"]["0"]
+    outside = layer_summary["fully_outside_share"] + layer_summary["partly_outside_share"]
+    assert layer_summary["partly_outside"] > 0  # s < 1 somewhere: the split really happens
+    assert outside >= plain_conv_floor(size) - 1e-12
