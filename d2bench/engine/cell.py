@@ -18,7 +18,8 @@ with its data elsewhere) is returned at once, and training resumes from the newe
 
 ``result["metrics"]`` holds flat floats: jf_mean, j_mean, j_recall, j_decay, f_mean, f_recall,
 f_decay, fps, mem_alloc_gb and mem_reserved_gb (GPU) or peak_rss_gb (CPU), oob_full,
-oob_partial, oob_{full,partial}_{t,y,x}, train_loss, train_seconds, epochs.
+oob_partial, oob_{full,partial}_{t,y,x} (pooled over all sampling locations) and the same with
+oob_layer_mean_ (the mean over layers), train_loss, train_seconds, epochs.
 """
 
 from __future__ import annotations
@@ -283,17 +284,19 @@ def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellCo
 
 
 def _oob_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """Flat model-level shares from :meth:`OOBRecorder.summary` (absent when nothing samples)."""
+    """Flat model-level shares from :meth:`OOBRecorder.summary` (absent when nothing samples):
+    ``oob_*`` pooled over all sampling locations, ``oob_layer_mean_*`` the mean over layers."""
     total = summary.get("total", {})
     out: dict[str, float] = {}
-    for kind, word in (("full", "fully"), ("partial", "partly")):
-        share = total.get(f"{word}_outside_share")
-        if share is not None:
-            out[f"oob_{kind}"] = float(share)
-        for axis, values in total.get("per_axis", {}).items():
-            share = values.get(f"{word}_outside_share")
+    for prefix, reading in (("oob_", total), ("oob_layer_mean_", total.get("layer_mean", {}))):
+        for kind, word in (("full", "fully"), ("partial", "partly")):
+            share = reading.get(f"{word}_outside_share")
             if share is not None:
-                out[f"oob_{kind}_{axis}"] = float(share)
+                out[f"{prefix}{kind}"] = float(share)
+            for axis, values in reading.get("per_axis", {}).items():
+                share = values.get(f"{word}_outside_share")
+                if share is not None:
+                    out[f"{prefix}{kind}_{axis}"] = float(share)
     return out
 
 

@@ -39,9 +39,15 @@ locations N · G · 27 · T'·H'·W' (G = offset groups, 1 for every layer here)
   voxel on the first or last row/column/frame reads the zero padding with the taps that point
   away from the volume. That is the share a plain 3×3×3 conv would have; it is the floor
   against which the variants are compared.
-- Per layer, counts are summed over all forward calls (clips, batches, videos); the model's
-  figure is the sum of the layers' counts divided by the sum of their sampling locations, so
-  layers with more output voxels weigh more (count-weighted, not a mean of layer shares).
+- Per layer, counts are summed over all forward calls (clips, batches, videos). The model has
+  two readings: ``total`` pools every sampling location (the sum of the layers' counts divided by
+  the sum of their sampling locations, so layers with more output voxels weigh more: the T = 4
+  block has 8 times the voxels of the T = 2 one); ``total.layer_mean`` is the plain mean of the
+  layers' shares, each layer counting once, however large its input.
+- ``plain_conv_floor_share`` is that floor for the volumes each layer saw (the share a plain
+  3×3×3 conv with the layer's stride, padding and dilation has fully outside; partly outside it
+  is 0), pooled in ``total`` and averaged in ``total.layer_mean`` like the layers' shares
+  (:mod:`d2bench.oob_floor`).
 - The volume is the layer's input feature map: in the network, that of the clip after its
   frames were zero-padded to a multiple of 32, so the padded border rows belong to it.
 - Layers without sampling (the baseline's convs, ASPP's dilated convs) have no entry: a model
@@ -66,6 +72,7 @@ from torch import Tensor, nn
 from ..layers.branch import SampledConv3d
 from ..layers.d2 import D2Conv3d
 from ..layers.deform import DeformConv3d
+from ..oob_floor import plain_conv_outside
 from ..ops.geometry import KERNEL_TAPS, TAPS
 from .sampling_hooks import SamplingHookRecorder
 
@@ -178,11 +185,22 @@ class _LayerCounts:
     calls: int = 0
     samples: int = 0
     counts: Tensor | None = field(default=None, repr=False)
+    #: Taps a plain conv of the same geometry would have outside, and its taps, over all calls.
+    floor_outside: int = 0
+    floor_taps: int = 0
+    #: Input volumes (T, H, W) seen, in first-seen order.
+    input_sizes: list[tuple[int, ...]] = field(default_factory=list)
 
     def add(self, counts: Tensor, samples: int) -> None:
         self.calls += 1
         self.samples += samples
         self.counts = counts if self.counts is None else self.counts + counts
+
+    def add_floor(self, size: tuple[int, ...], outside: int, taps: int) -> None:
+        self.floor_outside += outside
+        self.floor_taps += taps
+        if size not in self.input_sizes:
+            self.input_sizes.append(size)
 
     def values(self) -> dict[str, int]:
         if self.counts is None:
@@ -225,10 +243,15 @@ class OOBRecorder(SamplingHookRecorder):
         def hook(
             layer: SampledConv3d, x: Tensor, geometry: Tensor, modulation: Tensor | None
         ) -> None:
+            size = tuple(int(v) for v in x.shape[2:])
             with torch.no_grad():
                 coords = layer_coordinates(layer, geometry)
-                counts = count_outside(coords, tuple(x.shape[2:]))
-            self._counts[name].add(counts, coords[0].numel())
+                counts = count_outside(coords, size)
+            record = self._counts[name]
+            record.add(counts, coords[0].numel())
+            outside, taps = plain_conv_outside(size, layer.stride, layer.padding, layer.dilation)
+            copies = coords[0].shape[0] * coords[0].shape[1] // KERNEL_TAPS  # batch × groups
+            record.add_floor(size, copies * outside, copies * taps)
 
         return hook
 
@@ -237,23 +260,55 @@ class OOBRecorder(SamplingHookRecorder):
         self._counts = {name: _LayerCounts(kind=c.kind) for name, c in self._counts.items()}
 
     def summary(self) -> dict[str, Any]:
-        """Per layer and in total: sampling locations, fully/partly outside counts and shares."""
+        """Per layer and in total (pooled, and the mean over layers): sampling locations,
+        fully/partly outside counts and shares, and the plain conv's floor."""
         layers: dict[str, Any] = {}
         total = dict.fromkeys(_FIELDS, 0)
-        total_samples = 0
+        total_samples = floor_outside = floor_taps = 0
         for name, counts in self._counts.items():
             values = counts.values()
             layers[name] = {"kind": counts.kind, "calls": counts.calls}
             layers[name].update(_describe(counts.samples, values))
+            layers[name]["input_sizes"] = [list(size) for size in counts.input_sizes]
+            layers[name]["plain_conv_floor_share"] = _share(counts.floor_outside, counts.floor_taps)
             total_samples += counts.samples
+            floor_outside += counts.floor_outside
+            floor_taps += counts.floor_taps
             for key in _FIELDS:
                 total[key] += values[key]
         return {
             "definition": "d2bench.metrics.oob/1",
             "centre_tap_included": True,
             "layers": layers,
-            "total": {"sampling_layers": len(self._counts), **_describe(total_samples, total)},
+            "total": {
+                "sampling_layers": len(self._counts),
+                **_describe(total_samples, total),
+                "plain_conv_floor_share": _share(floor_outside, floor_taps),
+                "layer_mean": layer_mean(layers),
+            },
         }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def layer_mean(layers: dict[str, Any]) -> dict[str, Any]:
+    """The mean over layers of each share in :meth:`OOBRecorder.summary`'s ``layers`` (layers
+    that sampled nothing are left out; every share is None when none sampled)."""
+    counted = [layer for layer in layers.values() if layer["samples"]]
+    out: dict[str, Any] = {"layers": len(counted)}
+    for key in ("fully_outside_share", "partly_outside_share", "plain_conv_floor_share"):
+        out[key] = _mean([layer.get(key) for layer in counted])
+    out["per_axis"] = {
+        axis: {
+            key: _mean([layer["per_axis"][axis][key] for layer in counted])
+            for key in ("fully_outside_share", "partly_outside_share")
+        }
+        for axis in AXES
+    }
+    return out
 
 
 def _kind(layer: SampledConv3d) -> str:

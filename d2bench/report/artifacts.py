@@ -16,8 +16,12 @@ import pandas as pd
 #: Reads one JSON artifact of a run: (run_id, file name) -> parsed mapping, or None.
 FetchJson = Callable[[str, str], Mapping[str, Any] | None]
 
+#: ``oob_*``: pooled over all sampling locations; ``oob_layer_mean_*``: the mean over layers.
 OOB_COLUMNS: tuple[str, ...] = tuple(
-    f"oob_{kind}{suffix}" for kind in ("full", "partial") for suffix in ("", "_t", "_y", "_x")
+    f"{prefix}{kind}{suffix}"
+    for prefix in ("oob_", "oob_layer_mean_")
+    for kind in ("full", "partial")
+    for suffix in ("", "_t", "_y", "_x")
 )
 MEMORY_COLUMNS: tuple[str, ...] = ("mem_alloc_gb", "mem_reserved_gb", "peak_rss_gb")
 #: Memory keys of the FPS/memory protocol's record -> the run's metric column.
@@ -36,25 +40,36 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def oob_shares(summary: Mapping[str, Any]) -> dict[str, float]:
-    """``oob_*`` columns from an ``oob.json`` (its ``total``: overall and per-axis shares)."""
-    total = summary.get("total")
-    if not isinstance(total, Mapping):
+def _reading_shares(reading: Any, prefix: str) -> dict[str, float]:
+    """``{prefix}{full,partial}[_{t,y,x}]`` from one reading of an ``oob.json``."""
+    if not isinstance(reading, Mapping):
         return {}
     out: dict[str, float] = {}
-    per_axis = total.get("per_axis") if isinstance(total.get("per_axis"), Mapping) else {}
+    per_axis = reading.get("per_axis") if isinstance(reading.get("per_axis"), Mapping) else {}
     for kind, word in (("full", "fully"), ("partial", "partly")):
-        value = _number(total.get(f"{word}_outside_share"))
+        value = _number(reading.get(f"{word}_outside_share"))
         if value is not None:
-            out[f"oob_{kind}"] = value
+            out[f"{prefix}{kind}"] = value
         for axis in ("t", "y", "x"):
             shares = per_axis.get(axis)
             if not isinstance(shares, Mapping):
                 continue
             value = _number(shares.get(f"{word}_outside_share"))
             if value is not None:
-                out[f"oob_{kind}_{axis}"] = value
+                out[f"{prefix}{kind}_{axis}"] = value
     return out
+
+
+def oob_shares(summary: Mapping[str, Any]) -> dict[str, float]:
+    """``oob_*`` columns from an ``oob.json``: its ``total`` (pooled) and ``total.layer_mean``
+    (the mean over layers; absent from files written before it existed)."""
+    total = summary.get("total")
+    if not isinstance(total, Mapping):
+        return {}
+    return {
+        **_reading_shares(total, "oob_"),
+        **_reading_shares(total.get("layer_mean"), "oob_layer_mean_"),
+    }
 
 
 def memory_figures(result: Mapping[str, Any]) -> dict[str, float]:

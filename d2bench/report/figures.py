@@ -1,6 +1,7 @@
 """The report's figures (seaborn on matplotlib's Agg canvas; each saved as PNG and PDF).
 
-- out-of-bounds sampling share per variant, overall and per axis (the paper's Fig. 2);
+- out-of-bounds sampling share per variant, pooled and as the mean over layers, overall and
+  per axis, against the plain conv's floor (the paper's Fig. 2);
 - J&F against FPS per variant;
 - training loss curves per variant;
 - one sequence's frames with a replaced layer's dilation and modulation maps (Fig. 4) — see
@@ -14,13 +15,16 @@ recorded is still written, with a panel that says so, so the report page never h
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ..names import ACTIVATION_NAMES, VARIANT_NAMES
@@ -94,26 +98,106 @@ def _palette(order: Sequence[str]) -> dict[str, tuple[float, float, float]]:
 
 # --- Fig. 2: out-of-bounds sampling -------------------------------------------------------------
 
-_OOB_KINDS = (("full", "fully outside"), ("partial", "partly outside"))
+#: (column prefix, panel row title): the two readings of the statistic.
+_OOB_READINGS = (
+    ("oob_", "pooled over all sampling locations"),
+    ("oob_layer_mean_", "mean over the sampling layers"),
+)
+#: Panel columns: "any" = fully + partly (disjoint counts), the share the floor bounds.
+_OOB_KINDS = (
+    ("any", "fully or partly outside"),
+    ("full", "fully outside"),
+    ("partial", "partly outside"),
+)
+_FLOOR_KIND = "fully or partly outside"
 _AXES = ("t", "y", "x")
+#: One meaning per colour in every panel: the overall share, then the share along each axis.
+_OOB_MEASURES = ("any axis", "along t", "along y", "along x")
+_OOB_COLOURS = dict(zip(_OOB_MEASURES, ["0.35", *sns.color_palette("colorblind", 3)], strict=True))
+_FLOOR_COLOUR = "#b2182b"
+_FLOOR_STYLES = ("--", ":", "-.")
+
+
+@dataclass(frozen=True)
+class OOBFloor:
+    """A plain 3×3×3 conv's share of taps outside one decoder block's input (the floor)."""
+
+    block: str
+    #: The block's input T×H×W at inference.
+    volume: tuple[int, int, int]
+    share: float
+
+    def label(self) -> str:
+        t, h, w = self.volume
+        return f"plain 3×3×3 conv, T={t} ({self.block}, {t}×{h}×{w}): {100.0 * self.share:.2f}%"
 
 
 def _oob_long(runs: pd.DataFrame) -> pd.DataFrame:
     records = []
     for _, run in runs.iterrows():
-        for kind, kind_label in _OOB_KINDS:
-            overall = run.get(f"oob_{kind}")
-            if pd.notna(overall):
-                records.append((run["label"], kind_label, "overall", 100.0 * float(overall)))
-            for axis in _AXES:
-                value = run.get(f"oob_{kind}_{axis}")
-                if pd.notna(value):
-                    records.append((run["label"], kind_label, axis, 100.0 * float(value)))
-    return pd.DataFrame.from_records(records, columns=["label", "kind", "axis", "share"])
+        for prefix, reading in _OOB_READINGS:
+            for suffix, measure in zip(("", *(f"_{a}" for a in _AXES)), _OOB_MEASURES, strict=True):
+                full = run.get(f"{prefix}full{suffix}")
+                partial = run.get(f"{prefix}partial{suffix}")
+                values = {"full": full, "partial": partial}
+                if pd.notna(full) and pd.notna(partial):  # disjoint: their sum is "any weight"
+                    values["any"] = float(full) + float(partial)
+                for kind, kind_label in _OOB_KINDS:
+                    value = values.get(kind)
+                    if pd.notna(value):
+                        share = 100.0 * float(value)
+                        records.append((run["label"], reading, kind_label, measure, share))
+    return pd.DataFrame.from_records(
+        records, columns=["label", "reading", "kind", "measure", "share"]
+    )
 
 
-def oob_figure(frame: pd.DataFrame) -> Figure:
-    """Share of sampling locations outside the input, per variant: overall, then per axis."""
+def _oob_key(ax: Axes, floors: Sequence[OOBFloor], without: Sequence[str]) -> None:
+    """The figure's one key, in a strip of its own below the panels: what each colour and line
+    means in every panel, the floor's definition, and the variants left out."""
+    ax.set_axis_off()
+    measures = [
+        Patch(facecolor=_OOB_COLOURS[measure], label=f"outside {measure}")
+        for measure in _OOB_MEASURES
+    ]
+    ax.add_artist(
+        ax.legend(handles=measures, loc="upper center", ncol=len(measures), frameon=False)
+    )
+    notes = []
+    if floors:
+        lines = [
+            Line2D([], [], color=_FLOOR_COLOUR, linestyle=style, label=floor.label())
+            for floor, style in zip(floors, _FLOOR_STYLES, strict=False)
+        ]
+        ax.legend(
+            handles=lines,
+            loc="center",
+            bbox_to_anchor=(0.5, 0.55),
+            ncol=len(lines),
+            frameon=False,
+            fontsize=9,
+        )
+        notes.append(
+            "Floor (red lines, left panels): the share of a plain 3×3×3 conv's taps (zero "
+            "padding 1, all 27 per output voxel) outside the block's input at the study's frame "
+            "size.\nEvery variant starts there (s = 1, zero offsets). A D² layer with s > 0 never "
+            "goes below its block's line (its border taps split between fully (s ≥ 1) and partly "
+            "(s < 1) outside);\nthe model's share combines both blocks: pooled, by their voxels; "
+            "mean over layers, equally."
+        )
+    else:
+        notes.append("Floor not drawn: the study's frame size is not known.")
+    if without:
+        notes.append("Not shown (no sampling layers, or not recorded): " + ", ".join(without) + ".")
+    ax.text(
+        0.5, 0.0, "\n".join(notes), ha="center", va="bottom", fontsize=9, transform=ax.transAxes
+    )
+
+
+def oob_figure(frame: pd.DataFrame, floors: Sequence[OOBFloor] = ()) -> Figure:
+    """Share of sampling locations outside the input, per variant: both readings (pooled over
+    all sampling locations; mean over layers) × fully or partly / fully / partly outside,
+    overall and per axis, with the plain conv's floor drawn where it bounds the share."""
     title = "Out-of-bounds sampling during inference"
     runs, order = labelled_runs(frame)
     data = _oob_long(runs)
@@ -123,62 +207,49 @@ def oob_figure(frame: pd.DataFrame) -> Figure:
         )
     without = [label for label in order if label not in set(data["label"])]
     order = [label for label in order if label in set(data["label"])]
-    height = max(3.0, 0.45 * len(order) + 1.8)
-    figure = Figure(figsize=(13.5, height), layout="constrained")
-    axes = figure.subplots(1, 3, sharey=True)
-    panels = [
-        (data[data["axis"] == "overall"], "kind", ["fully outside", "partly outside"], "overall"),
-        (
-            data[(data["axis"] != "overall") & (data["kind"] == "fully outside")],
-            "axis",
-            list(_AXES),
-            "fully outside, per axis",
-        ),
-        (
-            data[(data["axis"] != "overall") & (data["kind"] == "partly outside")],
-            "axis",
-            list(_AXES),
-            "partly outside, per axis",
-        ),
-    ]
-    for ax, (part, hue, hue_order, panel_title) in zip(axes, panels, strict=True):
-        ax.set_title(panel_title)
-        if part.empty:
-            ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", va="center")
-        else:
-            sns.barplot(
-                data=part,
-                y="label",
-                x="share",
-                hue=hue,
-                order=order,
-                hue_order=hue_order,
-                orient="h",
-                errorbar=SEED_RANGE,
-                ax=ax,
-                palette="colorblind",
-            )
-            ax.legend(
-                title=None if hue == "kind" else "axis",
-                loc="upper center",
-                bbox_to_anchor=(0.5, -0.14 if len(order) > 3 else -0.3),
-                ncol=len(hue_order),
-                frameon=False,
-            )
-        ax.set_xlabel("sampling locations outside the input (%)")
-        ax.set_ylabel("")
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_ylabel("variant")
+    panel_height = max(2.6, 0.5 * len(order) + 1.2)
+    key_height = 2.0
+    figure = Figure(figsize=(16.5, 2 * panel_height + key_height), layout="constrained")
+    grid = figure.add_gridspec(
+        3, len(_OOB_KINDS), height_ratios=[panel_height, panel_height, key_height]
+    )
+    first = figure.add_subplot(grid[0, 0])
+    axes = [
+        [first if (r, c) == (0, 0) else figure.add_subplot(grid[r, c], sharey=first)
+         for c in range(len(_OOB_KINDS))]
+        for r in range(len(_OOB_READINGS))
+    ]  # fmt: skip
+    for row, (_, reading) in enumerate(_OOB_READINGS):
+        for column, (_, kind) in enumerate(_OOB_KINDS):
+            ax = axes[row][column]
+            part = data[(data["reading"] == reading) & (data["kind"] == kind)]
+            ax.set_title(f"{kind},\n{reading}", fontsize=10)
+            if part.empty:
+                ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center")
+            else:
+                sns.barplot(
+                    data=part,
+                    y="label",
+                    x="share",
+                    hue="measure",
+                    order=order,
+                    hue_order=list(_OOB_MEASURES),
+                    palette=_OOB_COLOURS,
+                    orient="h",
+                    errorbar=SEED_RANGE,
+                    ax=ax,
+                    legend=False,
+                )
+            if kind == _FLOOR_KIND:
+                for floor, style in zip(floors, _FLOOR_STYLES, strict=False):
+                    ax.axvline(100.0 * floor.share, color=_FLOOR_COLOUR, linestyle=style, lw=1.4)
+            ax.set_xlabel("sampling locations outside the input (%)")
+            ax.set_ylabel("variant" if column == 0 else "")
+            if column:
+                ax.tick_params(labelleft=False)
+            ax.grid(axis="x", alpha=0.3)
     figure.suptitle(f"{title} (mean; bars: min–max over seeds)")
-    if without:
-        figure.text(
-            0.0,
-            -0.02,
-            "Not shown (no sampling layers, or not recorded): " + ", ".join(without) + ".",
-            ha="left",
-            va="top",
-            fontsize=9,
-        )
+    _oob_key(figure.add_subplot(grid[2, :]), floors, without)
     return figure
 
 

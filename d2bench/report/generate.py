@@ -18,8 +18,10 @@ import pandas as pd
 
 from ..config import config_to_dict
 from ..names import VARIANT_NAMES
+from ..oob_floor import block_volume, plain_conv_floor
 from .artifacts import fill_missing_metrics
 from .figures import (
+    OOBFloor,
     jf_fps_figure,
     oob_figure,
     save_figure,
@@ -46,11 +48,21 @@ _FIGURE_TEXT = {
     "oob": (
         "Out-of-bounds sampling (the paper's Fig. 2)",
         "Share of sampling locations (all 27 taps of every output voxel of every sampling "
-        "layer, summed over the layers) that fall outside the layer's input during inference: "
-        "*fully outside* contributes exactly 0, *partly outside* puts some interpolation "
-        "weight on zero padding. Per axis, a location counts once for every axis it leaves. "
+        "layer) that fall outside the layer's input during inference: *fully outside* "
+        "contributes exactly 0, *partly outside* puts some interpolation weight on zero "
+        "padding. Two readings: *pooled* counts every sampling location of every layer once "
+        "(so the T = 4 block, with 8 times the voxels, weighs 8 times the T = 2 one); *mean "
+        "over the sampling layers* averages the layers' own shares. Per axis, a location counts "
+        "once for every axis it leaves; *fully or partly* is their sum (any weight on "
+        "padding). The red lines are the plain conv's own floor: the share of a "
+        "size-preserving 3×3×3 conv's taps (zero padding 1) outside each replaced block's "
+        "input volume (T = 2 and T = 4 for 8-frame clips) at the study's frame size, padded to "
+        "a multiple of 32, computed exactly from that geometry. Every sampling variant starts "
+        "there (s = 1, zero offsets); a D² layer with s > 0 never goes below its block's floor "
+        "in *fully or partly* outside, but its border taps split between *fully* (s ≥ 1) and "
+        "*partly* (s < 1), so those columns have no floor. "
         "Variants without sampling layers (Revised Baseline, ASPP) have no such share. "
-        "Definition: `d2bench.metrics.oob`.",
+        "Definition: `d2bench.metrics.oob`, `d2bench.oob_floor`.",
     ),
     "jf_fps": (
         "J&F against FPS",
@@ -86,6 +98,8 @@ class ReportData:
     maps_note: str = ""
     #: ``clip_len`` and ``gap`` of the maps run's inference (to place its frames).
     maps_plan: Mapping[str, int] = field(default_factory=dict)
+    #: The plain conv's out-of-bounds floor per replaced block (the OOB figure's red lines).
+    oob_floors: tuple[OOBFloor, ...] = ()
     spec_text: str = ""
     description: str = ""
     environment: Mapping[str, Any] = field(default_factory=dict)
@@ -135,7 +149,7 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
 
     figure_dir = out_dir / "figures"
     drawn = {
-        "oob": oob_figure(data.runs),
+        "oob": oob_figure(data.runs, data.oob_floors),
         "jf_fps": jf_fps_figure(data.runs),
         "training_curves": training_curves_figure(data.runs, dict(data.histories)),
         "maps": maps_figure(data.maps, data.maps_note, dict(data.maps_plan)),
@@ -183,6 +197,31 @@ def _synthetic_size(study: Study) -> str | None:
     if isinstance(synthetic, Mapping) and "height" in synthetic and "width" in synthetic:
         return f"{synthetic['height']}×{synthetic['width']}"
     return None
+
+
+def study_oob_floors(
+    cells: Sequence[Cell], frame_size: Sequence[int] | None
+) -> tuple[OOBFloor, ...]:
+    """The plain conv's floor for each block the cells replace, at their inference clip length
+    and ``frame_size`` (H, W); none when the frame size is not known."""
+    if frame_size is None:
+        return ()
+    floors: dict[tuple[str, tuple[int, int, int]], OOBFloor] = {}
+    for cell in cells:
+        for block in dict.fromkeys(b.split(".", 1)[0] for b in cell.config.model.replace_blocks):
+            volume = block_volume(block, cell.config.infer.clip_len, frame_size)
+            floors.setdefault((block, volume), OOBFloor(block, volume, plain_conv_floor(volume)))
+    return tuple(sorted(floors.values(), key=lambda floor: floor.volume))
+
+
+def _frame_size(study: Study, cells: Sequence[Cell]) -> tuple[int, int] | None:
+    """The frames' H×W at inference: the synthetic set's when the spec states it, else the
+    training size (the paper studies resize to DAVIS 480p's own 480×854); None if unknown."""
+    synthetic = study.spec.synthetic_data
+    if isinstance(synthetic, Mapping) and "height" in synthetic and "width" in synthetic:
+        return int(synthetic["height"]), int(synthetic["width"])
+    sizes = {cell.config.data.train_size for cell in cells} - {None}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _protocols(
@@ -307,6 +346,7 @@ def collect_report_data(study: Study, tracker: Tracker, ui_url: str | None = Non
         maps=maps,
         maps_note=maps_note,
         maps_plan=maps_plan,
+        oob_floors=study_oob_floors(cells, _frame_size(study, cells)),
         spec_text=info.get("spec") or study.text,
         description=description.strip(),
         environment=environment,

@@ -1,8 +1,11 @@
-"""Environment-variable interpolation in study specs: ``${VAR}`` and ``${VAR:-default}``.
+"""Environment variables in study specs: ``${VAR}``, ``${VAR:-default}``, ``${VAR:?hint}``.
 
 A spec names machine-specific things (the DAVIS root, a scratch folder) through variables so that
 one file serves a laptop and a cluster. An unset variable without a default is an error naming
 the key path where it was used, because a silently empty path would schedule broken cells.
+``${VAR:?hint}`` (the shell's form) is such a required variable whose error also says ``hint``:
+what to set it to and how to opt out, where the spec's author knows better than a generic line
+(the paper studies' pretrained weights: unset must not mean "train from random weights").
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}")
 
 
 class InterpolationError(ValueError):
@@ -20,7 +23,7 @@ class InterpolationError(ValueError):
 
 
 def interpolate(value: Any, environ: Mapping[str, str] | None = None, path: str = "") -> Any:
-    """Return ``value`` with every ``${VAR}`` / ``${VAR:-default}`` in its strings replaced."""
+    """Return ``value`` with every ``${VAR}`` / ``${VAR:-default}`` / ``${VAR:?hint}`` replaced."""
     environ = os.environ if environ is None else environ
     if isinstance(value, dict):
         return {
@@ -36,12 +39,16 @@ def interpolate(value: Any, environ: Mapping[str, str] | None = None, path: str 
 
 def _substitute(text: str, environ: Mapping[str, str], path: str) -> str:
     def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
+        name, form, word = match.group(1), match.group(2), match.group(3)
         resolved = environ.get(name)
         if resolved:
             return resolved
-        if default is not None:
-            return default
+        if form == ":-":
+            return word
+        if form == ":?" and word.strip():
+            raise InterpolationError(
+                f"{path or '(top level)'}: environment variable {name} is not set: {word.strip()}"
+            )
         raise InterpolationError(
             f"{path or '(top level)'}: environment variable {name} is not set "
             f"(set it, or write ${{{name}:-default}} to give a default)"
@@ -51,7 +58,7 @@ def _substitute(text: str, environ: Mapping[str, str], path: str) -> str:
     if "${" in result:
         raise InterpolationError(
             f"{path}: malformed variable reference in {text!r}; "
-            "allowed forms are ${NAME} and ${NAME:-default}"
+            "allowed forms are ${NAME}, ${NAME:-default} and ${NAME:?hint}"
         )
     return result
 
