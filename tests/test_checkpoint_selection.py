@@ -162,11 +162,9 @@ def test_the_best_checkpoint_survives_a_resume(
 
 def _validating_study(folder: Path, name: str, select: str) -> Path:
     base = json.loads(json.dumps(TINY_BASE))
-    base["train"].update(epochs=3, lr=1e-2, validate_every_epochs=1)
-    return write_study(folder, name, base=base, select=select, rows=[
-        {"name": "baseline", "table": "table1", "model": {"variant": "baseline"}},
-        {"name": "dcnv1", "table": "table1", "model": {"variant": "dcnv1"}},
-    ])  # fmt: skip
+    base["train"].update(epochs=2, validate_every_epochs=1)
+    rows = [{"name": "baseline", "table": "table1", "model": {"variant": "baseline"}}]
+    return write_study(folder, name, base=base, select=select, rows=rows)
 
 
 def test_select_best_val_needs_validation_and_stays_out_of_the_cell_key(
@@ -191,7 +189,7 @@ def test_a_study_reports_both_checkpoints_and_switching_select_trains_nothing(
     runs = Tracker(uri).study_runs("sel-run")
     assert set(runs["status"]) == {"FINISHED"}
     assert runs["best_val/jf_mean"].notna().all() and runs["jf_mean"].notna().all()
-    assert runs["best_val/epoch"].between(1, 3).all()
+    assert runs["best_val/epoch"].between(1, 2).all()
     assert (runs["best_val/jf_mean"] >= runs["jf_mean"]).all()  # the best includes the last
 
     out = tmp_path / "report-best"

@@ -179,6 +179,7 @@ def train_cell(
         "train_seconds": summary.seconds,
         "epochs": float(len(summary.epoch_losses)),
         "resumed_from": summary.resumed_from,
+        "best_val": summary.best_val,
     }
 
 
@@ -482,6 +483,7 @@ def run_cell(
                     on_commit=on_commit, checkpoint_every_s=checkpoint_every_s,
                 )  # fmt: skip
                 trained.pop("resumed_from")
+                trained.pop("best_val")
                 metrics |= trained
             if not DistContext.from_environment(device).is_main:
                 return {}
