@@ -186,8 +186,11 @@ def test_a_study_reports_both_checkpoints_and_switching_select_trains_nothing(
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     study = _validating_study(tmp_path, "sel-run", "best-val")
     d2bench("run", str(study), "--tracking-uri", uri, cwd=tmp_path, check=True, timeout=600)
-    runs = Tracker(uri).study_runs("sel-run")
+    tracker = Tracker(uri)
+    runs = tracker.study_runs("sel-run")
     assert set(runs["status"]) == {"FINISHED"}
+    curve = tracker.metric_history(list(runs["run_id"]), VAL_JF)
+    assert sorted(curve["step"]) == [1, 2]  # the validation curve, one point per epoch
     assert runs["best_val/jf_mean"].notna().all() and runs["jf_mean"].notna().all()
     assert runs["best_val/epoch"].between(1, 2).all()
     assert (runs["best_val/jf_mean"] >= runs["jf_mean"]).all()  # the best includes the last
