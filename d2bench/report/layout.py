@@ -36,6 +36,8 @@ class MetricColumn:
     decimals: int = 1
     higher_is_better: bool = True
     unit: str = ""
+    #: Whether the paper's value and Δ stand beside ours (in a layout that shows the paper's).
+    compare_paper: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def with_checkpoints(layout: TableLayout, select: str, both: bool) -> TableLayou
     "final") and, with ``both``, the other checkpoint's J&F beside it; the caption says which.
 
     The selected column keeps the name ``jf``, so the paper's value and Δ stand beside it; the
-    other has no paper value (the paper reports one number per row).
+    other is ours alone (the paper reports one number per row).
     """
     if select not in _CHECKPOINT_JF:
         raise ValueError(f"select: unknown value {select!r}; allowed: best-val, final")
@@ -131,7 +133,9 @@ def with_checkpoints(layout: TableLayout, select: str, both: bool) -> TableLayou
         for index, checkpoint in enumerate(shown):
             header, source = _CHECKPOINT_JF[checkpoint]
             name = JF.name if index == 0 else f"{JF.name}_{checkpoint.replace('-', '_')}"
-            columns.append(replace(JF, name=name, header=header, sources=(source,)))
+            columns.append(
+                replace(JF, name=name, header=header, sources=(source,), compare_paper=index == 0)
+            )
     note = "; ".join(_CHECKPOINT_WORDS[checkpoint] for checkpoint in shown) + "."
     if layout.show_paper and select != "best-val" and both:
         note += " The paper's number is most likely of the best-val kind (the original's test "
