@@ -184,6 +184,13 @@ class TrainConfig(_Strict):
     seed: Seed = 0
     #: GPUs for data-parallel training of this cell (torchrun/DDP on one node).
     gpus: Int = Field(1, ge=0, le=64)
+    #: Validate on ``data.val_set`` after every this many epochs (0 = never): the same clip
+    #: inference and J&F as the final evaluation, its curve logged as ``val/*``, and the weights
+    #: with the best validation J&F kept beside the last ones (the original validates after
+    #: every epoch and its test scripts load that best checkpoint: seed-facts §4).
+    validate_every_epochs: Int = Field(0, ge=0, le=10_000)
+    #: Validate on the first this many sequences of ``data.val_set`` only (None = all of them).
+    validate_max_sequences: Int | None = Field(None, ge=1, le=100_000)
 
 
 class InferConfig(_Strict):

@@ -381,7 +381,7 @@ def test_a_study_without_paper_tables_gets_its_own_table():
     assert table.rows[1].cells[0].p_value == pytest.approx(_welch_p([70, 90], [50, 50]))
     assert "row plain" in layout.reference_label and table.rows[0].cells[0].paper is None
     header = to_markdown(table).splitlines()[0]
-    assert header == "| Row | J&F | FPS | Mem (GB) |"  # no paper columns for a study's own rows
+    assert header == "| Row | J&F final | FPS | Mem (GB) |"  # no paper columns for own rows
     _check_latex_structure(to_latex(table), body_rows=2)
 
 

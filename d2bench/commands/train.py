@@ -65,6 +65,12 @@ def _train(args: argparse.Namespace) -> int:
         f"finished: {summary['epochs']:.0f} epochs, final loss {summary['train_loss']:.4f}; "
         f"checkpoint {checkpoint}"
     )
+    best = summary["best_val"]
+    if best is not None:
+        print(
+            f"best validation: epoch {best['epoch']}, J&F {best['jf_mean']:.4f}; "
+            f"checkpoint {out / CHECKPOINT_DIR / best['file']}"
+        )
     print(f"next: d2bench infer {args.config} --checkpoint {checkpoint}")
     return 0
 

@@ -9,9 +9,12 @@ with its data elsewhere) is returned at once, and training resumes from the newe
     cell.log           stage-by-stage log
     metrics.jsonl      the training curve, one JSON object per optimiser step / epoch, up to
                        the newest checkpoint (each step once, across resumes: engine.journal)
-    checkpoints/       ckpt-eEEEE-bBBBBBB.pt (the newest two)
-    masks/<seq>/*.png  predictions in the DAVIS results layout
-    eval.json          J&F per object and global (d2bench.metrics.davis)
+    checkpoints/       ckpt-eEEEE-bBBBBBB.pt (the newest two), best-eEEEE.pt (with validation)
+    masks/<seq>/*.png  predictions of the final weights in the DAVIS results layout
+    eval.json          their J&F per object and global (d2bench.metrics.davis)
+    validation/        the masks of the latest per-epoch validation pass (with validation)
+    masks-best_val/    predictions of the best-validation weights (when they are not the final)
+    eval-best_val.json their J&F
     oob.json           out-of-bounds sampling statistic per layer (when measured)
     maps.npz           dilation/modulation maps of one sequence (when asked for)
     result.json        flat metrics + environment + config + cell key + artifact paths, written last
@@ -20,6 +23,14 @@ with its data elsewhere) is returned at once, and training resumes from the newe
 f_decay, fps, mem_alloc_gb and mem_reserved_gb (GPU) or peak_rss_gb (CPU), oob_full,
 oob_partial, oob_{full,partial}_{t,y,x} (pooled over all sampling locations) and the same with
 oob_layer_mean_ (the mean over layers), train_loss, train_seconds, epochs.
+
+Which checkpoint: the plain J&F keys are those of the final weights (the unbiased choice). With
+``train.validate_every_epochs`` the cell also evaluates the weights that scored best in the
+per-epoch validation (as the original release does) and records their J&F under the same names
+prefixed ``best_val/``, plus ``best_val/epoch``. So one training run fills both, and which of
+the two a table shows is the study's ``select`` (read by the report), not the cell's: a cell
+serves studies that select either (see :mod:`d2bench.study.cells`). OOB shares, maps, FPS and
+memory are measured on the final weights.
 """
 
 from __future__ import annotations
@@ -49,6 +60,13 @@ CONFIG_FILE = "config.yaml"
 LOG_FILE = "cell.log"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+VALIDATION_DIR = "validation"
+MASKS_DIR = "masks"
+EVAL_FILE = "eval.json"
+BEST_VAL_MASKS_DIR = "masks-best_val"
+BEST_VAL_EVAL_FILE = "eval-best_val.json"
+#: The prefix of the best-validation checkpoint's metrics in ``result.json`` and MLflow.
+BEST_VAL_PREFIX = "best_val/"
 
 __all__ = [
     "CellInterrupted",
@@ -112,6 +130,7 @@ def train_cell(
     from ..data import TrainClips
     from .distributed import DistContext
     from .trainer import Trainer
+    from .validation import Validator
 
     data = config.data
     rank = DistContext.from_environment(device).rank  # each torchrun rank draws its own clips
@@ -143,6 +162,11 @@ def train_cell(
         handle_signals=handle_signals,
         show_progress=show_progress,
         checkpoint_every_s=checkpoint_every_s,
+        validator=(
+            Validator(config, cell_dir / VALIDATION_DIR, device)
+            if config.train.validate_every_epochs
+            else None
+        ),
     )
     try:
         summary = trainer.fit()
@@ -156,6 +180,7 @@ def train_cell(
         "train_seconds": summary.seconds,
         "epochs": float(len(summary.epoch_losses)),
         "resumed_from": summary.resumed_from,
+        "best_val": summary.best_val,
     }
 
 
@@ -219,9 +244,17 @@ def _train_with_torchrun(
 
 
 def infer_cell(
-    config: CellConfig, cell_dir: Path, model: Any, device: Any, show_progress: bool
+    config: CellConfig,
+    cell_dir: Path,
+    model: Any,
+    device: Any,
+    show_progress: bool,
+    *,
+    masks_name: str = MASKS_DIR,
+    extras: bool = True,
 ) -> dict[str, Any]:
-    """Masks for every validation sequence, with the OOB statistic and maps when asked."""
+    """Masks for every validation sequence into ``cell_dir/masks_name``; with ``extras``, the
+    OOB statistic and maps when the config asks for them."""
     from ..data import frame_names, list_sequences, read_frames
     from ..metrics.maps import record_maps
     from ..metrics.oob import record_oob
@@ -230,18 +263,19 @@ def infer_cell(
 
     root, infer_cfg = config.data.root, config.infer
     sequences = list_sequences(root, config.data.val_set)
-    masks_dir = cell_dir / "masks"
-    artifacts: dict[str, Any] = {"masks": "masks"}
+    masks_dir = cell_dir / masks_name
+    artifacts: dict[str, Any] = {"masks": masks_name}
     metrics: dict[str, float] = {}
     channels_last = config.train.channels_last and device.type == "cuda"
     progress = Progress("inference", len(sequences), enabled=show_progress)
     with ExitStack() as stack:
-        recorder = stack.enter_context(record_oob(model)) if config.measure.oob else None
+        oob = extras and config.measure.oob
+        recorder = stack.enter_context(record_oob(model)) if oob else None
         for index, sequence in enumerate(sequences):
             frames = read_frames(root, sequence)
             with ExitStack() as per_video:
                 maps = None
-                if infer_cfg.save_maps_for == sequence:
+                if extras and infer_cfg.save_maps_for == sequence:
                     maps = per_video.enter_context(record_maps(model))
                 probabilities = predict_video(
                     model, frames, infer_cfg, device, channels_last=channels_last
@@ -261,7 +295,7 @@ def infer_cell(
             atomic_write_text(cell_dir / "oob.json", json.dumps(summary, indent=1))
             artifacts["oob"] = "oob.json"
             metrics.update(_oob_metrics(summary))
-    if infer_cfg.save_maps_for is not None and infer_cfg.save_maps_for not in sequences:
+    if extras and infer_cfg.save_maps_for is not None and infer_cfg.save_maps_for not in sequences:
         log.warning(
             "save_maps_for=%r is not in %s; no maps saved", infer_cfg.save_maps_for, sequences
         )
@@ -300,16 +334,23 @@ def _oob_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def evaluate_cell(config: CellConfig, cell_dir: Path) -> dict[str, float]:
+def evaluate_cell(
+    config: CellConfig,
+    cell_dir: Path,
+    *,
+    masks_name: str = MASKS_DIR,
+    eval_name: str = EVAL_FILE,
+) -> dict[str, float]:
+    """J&F of the masks in ``cell_dir/masks_name`` (written to ``eval_name``), flat keys."""
     from ..metrics.davis import evaluate
 
     result = evaluate(
         config.data.root,
-        cell_dir / "masks",
+        cell_dir / masks_name,
         protocol=config.measure.protocol,
         imageset=config.data.val_set,
     )
-    atomic_write_text(cell_dir / "eval.json", json.dumps(result, indent=1))
+    atomic_write_text(cell_dir / eval_name, json.dumps(result, indent=1))
     names = {
         "J&F-Mean": "jf_mean",
         "J-Mean": "j_mean",
@@ -320,6 +361,45 @@ def evaluate_cell(config: CellConfig, cell_dir: Path) -> dict[str, float]:
         "F-Decay": "f_decay",
     }
     return {ours: float(result["global"][theirs]) for theirs, ours in names.items()}
+
+
+JF_KEYS: tuple[str, ...] = ("jf_mean", "j_mean", "j_recall", "j_decay", "f_mean", "f_recall",
+                            "f_decay")  # fmt: skip
+
+
+def evaluate_best_val(
+    config: CellConfig,
+    cell_dir: Path,
+    model: Any,
+    device: Any,
+    final: dict[str, float],
+    show_progress: bool,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """``best_val/*`` metrics (and artifacts) of the best-validation weights, if training kept
+    any: their own inference and J&F, or the final J&F when the best epoch is the last one (the
+    same weights). Loads those weights into ``model``: call it after everything that measures
+    the final weights."""
+    from .checkpoint import load_checkpoint, newest_best
+
+    best = newest_best(cell_dir / CHECKPOINT_DIR)
+    if best is None or not config.measure.jf:
+        return {}, {}
+    state = load_checkpoint(best)
+    epoch = int(state["epoch"])
+    metrics = {f"{BEST_VAL_PREFIX}epoch": float(epoch)}
+    if epoch == config.train.epochs:
+        log.info("the best validation is the final epoch's: its J&F is the final J&F")
+        metrics |= {f"{BEST_VAL_PREFIX}{key}": final[key] for key in JF_KEYS if key in final}
+        return metrics, {"best_val_masks": MASKS_DIR, "best_val_eval": EVAL_FILE}
+    log.info("inference and J&F of the best-validation weights (epoch %d, %s)", epoch, best.name)
+    model.load_state_dict(state["model"])
+    infer_cell(config, cell_dir, model, device, show_progress,
+               masks_name=BEST_VAL_MASKS_DIR, extras=False)  # fmt: skip
+    scores = evaluate_cell(
+        config, cell_dir, masks_name=BEST_VAL_MASKS_DIR, eval_name=BEST_VAL_EVAL_FILE
+    )
+    metrics |= {f"{BEST_VAL_PREFIX}{key}": value for key, value in scores.items()}
+    return metrics, {"best_val_masks": BEST_VAL_MASKS_DIR, "best_val_eval": BEST_VAL_EVAL_FILE}
 
 
 def _measure_speed(
@@ -406,6 +486,7 @@ def run_cell(
                     on_commit=on_commit, checkpoint_every_s=checkpoint_every_s,
                 )  # fmt: skip
                 trained.pop("resumed_from")
+                trained.pop("best_val")
                 metrics |= trained
             if not DistContext.from_environment(device).is_main:
                 return {}
@@ -424,6 +505,11 @@ def run_cell(
             log.info("measuring FPS and memory")
             speed_metrics, speed = _measure_speed(config, model, device)
             metrics |= speed_metrics
+        best_metrics, best_artifacts = evaluate_best_val(
+            config, cell_dir, model, device, metrics, show_progress
+        )
+        metrics |= best_metrics
+        artifacts |= best_artifacts
         result = {
             "metrics": metrics,
             "speed": speed,
@@ -439,7 +525,7 @@ def run_cell(
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    keys = ("jf_mean", "j_mean", "f_mean", "fps", "train_loss")
+    keys = ("jf_mean", "j_mean", "f_mean", f"{BEST_VAL_PREFIX}jf_mean", "fps", "train_loss")
     return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
 
 

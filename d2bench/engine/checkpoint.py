@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 _NAME = re.compile(r"^ckpt-e(\d{4})-b(\d{6})\.pt$")
+_BEST_NAME = re.compile(r"^best-e(\d{4})\.pt$")
 KEEP = 2
 CORRUPT_SUFFIX = ".corrupt"
 
@@ -64,6 +65,38 @@ def save_checkpoint(folder: Path, state: dict[str, Any], epoch: int, batches_don
     for old in list_checkpoints(folder)[:-KEEP]:
         old.unlink(missing_ok=True)
     return path
+
+
+def best_checkpoint_name(epochs_done: int) -> str:
+    """``best-e0003.pt``: the weights after 3 epochs, the best validated so far.
+
+    The epoch is in the name so that a new best never overwrites the previous one: the training
+    checkpoint that names the new file is written after it, and until then the previous best is
+    the one a resume continues from (:func:`prune_best` removes the others). The name does not
+    match the training checkpoints' pattern, so "resume from the newest" and the keep-newest-two
+    rule never touch it.
+    """
+    return f"best-e{epochs_done:04d}.pt"
+
+
+def list_best(folder: Path) -> list[Path]:
+    """Best-validation checkpoints in ``folder``, oldest first (one, once training committed)."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _BEST_NAME.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def newest_best(folder: Path) -> Path | None:
+    best = list_best(folder)
+    return best[-1] if best else None
+
+
+def prune_best(folder: Path, keep: str | None) -> None:
+    """Remove every best-validation checkpoint but ``keep`` (a file name; None: remove all)."""
+    for path in list_best(folder):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

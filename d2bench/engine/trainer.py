@@ -17,16 +17,24 @@ resumed epoch's new loader would consume one extra draw and every RNG state afte
 differ from an uninterrupted run's. The curve is committed with each checkpoint (see
 :mod:`d2bench.engine.journal`), which is why single-process training also checkpoints every
 ``checkpoint_every_s`` seconds mid-epoch: the live curve lags by that much at most.
+
+With ``train.validate_every_epochs`` the loop validates at the end of those epochs (see
+:mod:`d2bench.engine.validation`), logs ``val/*`` through the same journal (so once across
+resumes) and keeps the weights with the best validation J&F as ``best-eEEEE.pt`` beside the
+training checkpoints. The best-so-far score and file name live in every training checkpoint, so
+a resumed run compares against the same best as one that never stopped; best files that no
+committed checkpoint names (a lost attempt's) are removed on resume.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +47,10 @@ from ..config import CellConfig
 from ..metrics.lovasz import lovasz_hinge
 from .amp import Amp
 from .checkpoint import (
+    atomic_torch_save,
+    best_checkpoint_name,
     load_newest_intact,
+    prune_best,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -49,6 +60,12 @@ from .distributed import DistContext
 from .journal import MetricsJournal
 from .progress import Progress
 from .signals import CellInterrupted, StopFlag
+from .validation import VAL_F, VAL_J, VAL_JF
+
+#: Scores a model on the validation split: ``val/jf_mean``, ``val/j_mean``, ``val/f_mean``.
+ValidateFn = Callable[[nn.Module], dict[str, float]]
+
+log = logging.getLogger("d2bench.cell.trainer")
 
 #: Seconds of training between mid-epoch checkpoints (the most the committed curve lags behind).
 DEFAULT_CHECKPOINT_EVERY_S = 300.0
@@ -88,6 +105,9 @@ class TrainSummary:
     steps: int = 0
     seconds: float = 0.0
     resumed_from: str | None = None
+    #: The best validation so far: epoch (epochs done), jf_mean, j_mean, f_mean and the file
+    #: name of its weights in the checkpoint folder; None when nothing was validated.
+    best_val: dict[str, Any] | None = None
 
     @property
     def final_loss(self) -> float:
@@ -131,10 +151,12 @@ class Trainer:
         show_progress: bool = True,
         checkpoint_every_s: float | None = None,
         amp: Amp | None = None,
+        validator: ValidateFn | None = None,
     ) -> None:
         """``amp`` replaces the mixed-precision policy of ``train.precision`` on ``device``
         (tests use it to run the fp16 GradScaler on a CPU)."""
         self.config = config
+        self.validator = validator
         self.train_cfg = config.train
         self.dataset = dataset
         self.checkpoint_dir = checkpoint_dir
@@ -178,6 +200,7 @@ class Trainer:
             "steps": summary.steps,
             "partial_epoch_loss": list(self._epoch_losses),
             "curve": self.journal.state(),
+            "best_val": dict(summary.best_val) if summary.best_val else None,
         }
 
     def _save(self, epoch: int, batches_done: int, summary: TrainSummary) -> Path | None:
@@ -187,6 +210,8 @@ class Trainer:
             state = self._state(epoch, batches_done, summary)
             path = save_checkpoint(self.checkpoint_dir, state, epoch, batches_done)
             self.journal.commit()
+            best = summary.best_val
+            prune_best(self.checkpoint_dir, best["file"] if best else None)
         self._last_save = time.monotonic()
         self.dist.barrier()
         return path
@@ -199,6 +224,7 @@ class Trainer:
         if found is None:
             if self.dist.is_main:
                 self.journal.restore(None)
+                prune_best(self.checkpoint_dir, None)  # a lost attempt's, if any
             return 0, 0
         path, state = found
         if self.dist.is_main and "curve" in state:  # older checkpoints: leave the curve as is
@@ -211,8 +237,45 @@ class Trainer:
         summary.epoch_losses = list(state["epoch_losses"])
         summary.steps = int(state["steps"])
         summary.resumed_from = path.name
+        summary.best_val = self._restore_best(state.get("best_val"))
         self._epoch_losses = list(state.get("partial_epoch_loss", []))
         return int(state["epoch"]), int(state["batches_done"])
+
+    def _restore_best(self, best: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The checkpoint's best validation, if its weights file is still there."""
+        if best is not None and not (self.checkpoint_dir / best["file"]).is_file():
+            log.warning(
+                "best-validation weights %s are missing; the best is chosen again from the "
+                "epochs validated from now on",
+                best["file"],
+            )
+            best = None
+        if self.dist.is_main:
+            prune_best(self.checkpoint_dir, best["file"] if best else None)
+        return dict(best) if best else None
+
+    def _validate(self, epochs_done: int, summary: TrainSummary) -> None:
+        """Validate when due; keep the weights when they beat the best so far (strictly)."""
+        every = self.train_cfg.validate_every_epochs
+        if self.validator is None or every == 0 or epochs_done % every:
+            return
+        if not self.dist.is_main:
+            return
+        scores = self.validator(self.model)
+        self._emit(scores, epochs_done)
+        best = summary.best_val
+        if best is not None and scores[VAL_JF] <= best["jf_mean"]:
+            return
+        name = best_checkpoint_name(epochs_done)
+        state = {"model": self.model.state_dict(), "epoch": epochs_done, "val": scores}
+        atomic_torch_save(state, self.checkpoint_dir / name)
+        summary.best_val = {
+            "epoch": epochs_done,
+            "jf_mean": scores[VAL_JF],
+            "j_mean": scores[VAL_J],
+            "f_mean": scores[VAL_F],
+            "file": name,
+        }
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -315,6 +378,7 @@ class Trainer:
                 mean_loss = sum(self._epoch_losses) / max(len(self._epoch_losses), 1)
                 summary.epoch_losses.append(mean_loss)
                 self._emit({"epoch/loss": mean_loss}, epoch + 1)
+                self._validate(epoch + 1, summary)
                 path = self._save(epoch + 1, 0, summary)
                 if stop:
                     raise CellInterrupted(stop.received or 0, str(path))

@@ -66,8 +66,9 @@ _FIGURE_TEXT = {
     ),
     "jf_fps": (
         "J&F against FPS",
-        "Mean over seeds, bars from the lowest to the highest seed; FPS at inference under "
-        "the fixed protocol (warm-up excluded, synchronised timers).",
+        "J&F of the final epoch's weights, mean over seeds, bars from the lowest to the "
+        "highest seed; FPS at inference under the fixed protocol (warm-up excluded, "
+        "synchronised timers).",
     ),
     "training_curves": (
         "Training curves",

@@ -7,7 +7,7 @@ tracker) and the same code renders the paper's Tables 1 and 2 and a custom study
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..names import (
     ACTIVATION_LABELS,
@@ -36,6 +36,8 @@ class MetricColumn:
     decimals: int = 1
     higher_is_better: bool = True
     unit: str = ""
+    #: Whether the paper's value and Δ stand beside ours (in a layout that shows the paper's).
+    compare_paper: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class TableLayout:
     paper_note: str = ""
     #: Whether the paper's value and the difference are shown (False for a study's own rows).
     show_paper: bool = True
+    #: Which checkpoint the J&F columns come from, for the caption (see :func:`with_checkpoints`).
+    checkpoint_note: str = ""
 
     def __post_init__(self) -> None:
         for row in self.rows:
@@ -94,6 +98,50 @@ MEM = MetricColumn(
     higher_is_better=False,
     unit="GB",
 )
+
+#: Header and source of the J&F column of each checkpoint a study can select.
+_CHECKPOINT_JF = {
+    "best-val": ("J&F best-val", "best_val/jf_mean"),
+    "final": ("J&F final", "jf_mean"),
+}
+_CHECKPOINT_WORDS = {
+    "best-val": (
+        "J&F best-val: the weights of the epoch with the best J&F in the per-epoch validation, "
+        "as the original release selects them (model_best_eval.pth); that validation runs on "
+        "the evaluation split itself, so this number is selected on the evaluation set and "
+        "biased upwards"
+    ),
+    "final": "J&F final: the last epoch's weights (unbiased)",
+}
+
+
+def with_checkpoints(layout: TableLayout, select: str, both: bool) -> TableLayout:
+    """``layout`` with its J&F column reading the ``select``-ed checkpoint ("best-val" or
+    "final") and, with ``both``, the other checkpoint's J&F beside it; the caption says which.
+
+    The selected column keeps the name ``jf``, so the paper's value and Δ stand beside it; the
+    other is ours alone (the paper reports one number per row).
+    """
+    if select not in _CHECKPOINT_JF:
+        raise ValueError(f"select: unknown value {select!r}; allowed: best-val, final")
+    shown = [select] + ([other for other in _CHECKPOINT_JF if other != select] if both else [])
+    columns: list[MetricColumn] = []
+    for column in layout.columns:
+        if column.name != JF.name:
+            columns.append(column)
+            continue
+        for index, checkpoint in enumerate(shown):
+            header, source = _CHECKPOINT_JF[checkpoint]
+            name = JF.name if index == 0 else f"{JF.name}_{checkpoint.replace('-', '_')}"
+            columns.append(
+                replace(JF, name=name, header=header, sources=(source,), compare_paper=index == 0)
+            )
+    note = "; ".join(_CHECKPOINT_WORDS[checkpoint] for checkpoint in shown) + "."
+    if layout.show_paper and select != "best-val" and both:
+        note += " The paper's number is most likely of the best-val kind (the original's test "
+        note += "scripts load its best-validation checkpoint)."
+    return replace(layout, columns=tuple(columns), checkpoint_note=note)
+
 
 _MOD_MARK = {True: "✓", False: "✗", None: "–"}
 

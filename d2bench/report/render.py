@@ -18,6 +18,11 @@ _EMPTY_STATES = ("missing", "failed", "running", "not in study")
 _DASH = "–"
 
 
+def _compared(table: Table, column: MetricColumn) -> bool:
+    """Whether ``column`` gets the paper's value and Δ beside ours."""
+    return table.layout.show_paper and column.compare_paper
+
+
 def _number(value: float, column: MetricColumn) -> str:
     return f"{value:.{column.decimals}f}"
 
@@ -84,7 +89,7 @@ def to_markdown(table: Table, caption: bool = True) -> str:
     layout = table.layout
     headers = [layout.row_header, *layout.extra_headers]
     for column in table.columns:
-        if layout.show_paper:
+        if _compared(table, column):
             headers += [f"{column.header} (ours)", f"{column.header} (paper)", "Δ"]
         else:
             headers.append(column.header)
@@ -98,7 +103,7 @@ def to_markdown(table: Table, caption: bool = True) -> str:
         cells = [_md_escape(row.label), *(_md_escape(e) for e in row.extras)]
         for column, cell in zip(table.columns, row.cells, strict=True):
             cells.append(_md_ours(cell, column, row))
-            if layout.show_paper:
+            if _compared(table, column):
                 cells += [_paper_text(cell, column), _diff_text(cell, column)]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
@@ -157,20 +162,25 @@ def to_latex(table: Table, label: str | None = None) -> str:
     """A ``table`` float with a booktabs ``tabular``, ready to ``\\input`` (booktabs, amssymb)."""
     layout = table.layout
     n_text = 1 + len(layout.extra_headers)
-    width = 3 if layout.show_paper else 1
-    n_columns = n_text + width * len(table.columns)
-    spec = "l" * n_text + "r" * (width * len(table.columns))
+    widths = [3 if _compared(table, column) else 1 for column in table.columns]
+    n_columns = n_text + sum(widths)
+    spec = "l" * n_text + "r" * sum(widths)
     header_lines = []
     headers = [latex_escape(layout.row_header), *(latex_escape(h) for h in layout.extra_headers)]
-    if layout.show_paper:
+    if any(width == 3 for width in widths):
         group_row = ["" for _ in range(n_text)]
         rules = []
-        for index, column in enumerate(table.columns):
-            group_row.append(r"\multicolumn{3}{c}{" + latex_escape(column.header) + "}")
-            first = n_text + 3 * index + 1
-            rules.append(rf"\cmidrule(lr){{{first}-{first + 2}}}")
+        first = n_text + 1
+        for column, width in zip(table.columns, widths, strict=True):
+            if width == 3:
+                group_row.append(r"\multicolumn{3}{c}{" + latex_escape(column.header) + "}")
+                rules.append(rf"\cmidrule(lr){{{first}-{first + 2}}}")
+                headers += ["Ours", "Paper", r"$\Delta$"]
+            else:
+                group_row.append("")
+                headers.append(latex_escape(column.header))
+            first += width
         header_lines += [" & ".join(group_row) + r" \\", " ".join(rules)]
-        headers += ["Ours", "Paper", r"$\Delta$"] * len(table.columns)
     else:
         headers += [latex_escape(column.header) for column in table.columns]
     lines = [
@@ -190,7 +200,7 @@ def to_latex(table: Table, label: str | None = None) -> str:
         cells = [latex_escape(row.label), *(latex_escape(e) for e in row.extras)]
         for column, cell in zip(table.columns, row.cells, strict=True):
             cells.append(_tex_ours(cell, column, row))
-            if layout.show_paper:
+            if _compared(table, column):
                 cells.append(latex_escape(_paper_text(cell, column)))
                 cells.append(latex_escape(_diff_text(cell, column)))
         if len(cells) != n_columns:
@@ -221,7 +231,7 @@ def to_frame(table: Table) -> pd.DataFrame:
             record[f"{prefix}_mean"] = cell.mean
             record[f"{prefix}_std"] = cell.std
             record[f"{prefix}_n"] = cell.n
-            if table.layout.show_paper:
+            if _compared(table, column):
                 record[f"{prefix}_paper"] = cell.paper
                 record[f"{prefix}_diff"] = cell.diff
             record[f"{prefix}_p_welch"] = cell.p_value

@@ -17,6 +17,7 @@ from .layout import (
     run_label,
     table1_layout,
     table2_layout,
+    with_checkpoints,
 )
 from .table import normalise_runs, select_runs
 
@@ -123,6 +124,9 @@ def layouts_for_study(study: Study, cells: Sequence[Cell]) -> tuple[TableLayout,
     When a paper row matches several study rows with different settings (e.g. a variant
     crossed with an axis), the paper table shows the first and a table of every study row
     follows, so nothing is hidden.
+
+    Every table's J&F is the study's ``select``-ed checkpoint; the paper tables also show the
+    other one beside it when the study's cells validate per epoch (so both exist).
     """
     layouts: list[TableLayout] = []
     named = [t for t in PAPER_TABLES if t == study.reference or study.rows_of_table(t)]
@@ -136,11 +140,13 @@ def layouts_for_study(study: Study, cells: Sequence[Cell]) -> tuple[TableLayout,
             )
             layout = replace(layout, paper_note=layout.paper_note + note)
         any_ambiguous |= ambiguous
-        layouts.append(layout)
+        layouts.append(with_checkpoints(layout, study.select, both=study.validates))
     others = [cell for cell in cells if not set(tables_of(cell)) & set(PAPER_TABLES)]
     for group in dict.fromkeys(_group(cell) for cell in others):
         group_cells = [cell for cell in others if _group(cell) == group]
-        layouts.append(custom_layout(group or study.name, group_cells))
+        layout = custom_layout(group or study.name, group_cells)
+        layouts.append(with_checkpoints(layout, study.select, both=False))
     if any_ambiguous:
-        layouts.append(custom_layout("all_rows", cells, "All study rows"))
+        layout = custom_layout("all_rows", cells, "All study rows")
+        layouts.append(with_checkpoints(layout, study.select, both=False))
     return tuple(layouts)

@@ -279,6 +279,8 @@ def table_caption(table: Table, protocol: str = "") -> str:
     )
     if notes:
         parts.append(notes.rstrip("; ") + ".")
+    if layout.checkpoint_note:
+        parts.append(layout.checkpoint_note)
     if layout.paper_note:
         parts.append(layout.paper_note)
     if protocol:

@@ -5,6 +5,13 @@ config without where things are on this machine, with digests of the data and we
 and the protocol version, and nothing about where it runs or writes. So the same cell in two
 studies, in two launches of one study, or on two machines sharing one tracking server has the
 same key: re-launching schedules only what is missing, and two studies share finished work.
+
+The study's ``select`` (which checkpoint the tables show: best validation or final) is not in
+the key, and is not a cell config key at all: a cell that validates per epoch records the J&F
+of both checkpoints from its one training run (``best_val/*`` beside the plain, final keys), so
+two studies that differ only in ``select`` share every cell and the report picks the column.
+Whether a cell validates (``train.validate_every_epochs``) is in the key: it decides whether the
+best-validation numbers exist.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ from .interpolate import InterpolationError, empty_references, interpolate
 MEASUREMENTS: tuple[str, ...] = ("jf", "fps", "memory", "oob")
 BACKENDS: tuple[str, ...] = ("local", "ray", "slurm")
 REFERENCE_TABLES: tuple[str, ...] = ("table1", "table2")
+#: Which checkpoint's J&F a study's tables lead with: the best per-epoch validation (as
+#: released; selected on the evaluation split itself) or the final epoch's (unbiased).
+SELECTIONS: tuple[str, ...] = ("best-val", "final")
 #: Keys a row may hold besides the sections of a cell config.
 ROW_FIELDS: tuple[str, ...] = ("name", "table", "label")
 CONFIG_SECTIONS: tuple[str, ...] = tuple(CellConfig.model_fields)
@@ -81,6 +84,10 @@ class StudySpec(_Strict):
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_SEEDS)
     measure: list[Literal["jf", "fps", "memory", "oob"]] | None = None
+    #: The checkpoint whose J&F the tables show first (see :data:`SELECTIONS`). A study-level
+    #: choice, not a cell config key: every cell that validates records the J&F of both
+    #: checkpoints, so switching ``select`` re-reports the same cells and trains nothing.
+    select: Literal["best-val", "final"] = "final"
     resources: Resources = Resources()
     backend: BackendDefaults = BackendDefaults()
     #: Where cell folders go (relative paths: to the working directory).
@@ -167,6 +174,18 @@ class Study:
             return tuple(name for name in MEASUREMENTS if name in self.spec.measure)
         flags = self.row_specs[0].config.measure
         return tuple(name for name in MEASUREMENTS if getattr(flags, name))
+
+    @property
+    def select(self) -> str:
+        return self.spec.select
+
+    @property
+    def validates(self) -> bool:
+        """Whether every row validates per epoch (so its cells record both checkpoints)."""
+        return all(
+            row.config.train.validate_every_epochs > 0 and row.config.train.epochs > 0
+            for row in self.row_specs
+        )
 
     @property
     def resources(self) -> Resources:
@@ -366,7 +385,23 @@ def _expand_rows(spec: StudySpec, context: _Context) -> tuple[StudyRow, ...]:
     if len(set(names)) != len(names):
         raise StudyError(f"{source}: axes: crossing rows with axes gives duplicate row names")
     check_distinct_configs(rows, indices, source)
+    if spec.select == "best-val":
+        _check_rows_validate(rows, indices, source)
     return tuple(rows)
+
+
+def _check_rows_validate(rows: list[StudyRow], indices: list[int], source: str) -> None:
+    """``select: best-val`` needs a validated checkpoint in every cell."""
+    for row, index in zip(rows, indices, strict=True):
+        train = row.config.train
+        if train.validate_every_epochs < 1 or train.epochs < 1:
+            key = "validate_every_epochs" if train.epochs >= 1 else "epochs"
+            raise StudyError(
+                f"{source}: rows[{index}].train.{key}: select: best-val needs per-epoch "
+                f"validation, and row {row.name!r} has train.epochs {train.epochs}, "
+                f"train.validate_every_epochs {train.validate_every_epochs}; set both ≥ 1, "
+                "or select: final"
+            )
 
 
 def _axis_combinations(

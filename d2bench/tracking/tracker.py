@@ -86,6 +86,15 @@ FINAL_METRICS: tuple[str, ...] = (
     "oob_layer_mean_partial_x",
     "train_loss",
     "train_seconds",
+    # the best-validation checkpoint's J&F (d2bench.engine.cell: with per-epoch validation)
+    "best_val/jf_mean",
+    "best_val/j_mean",
+    "best_val/j_recall",
+    "best_val/j_decay",
+    "best_val/f_mean",
+    "best_val/f_recall",
+    "best_val/f_decay",
+    "best_val/epoch",
 )
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -106,6 +115,7 @@ CELL_ARTIFACTS: tuple[str, ...] = (
     "cell.log",
     "result.json",
     "eval.json",
+    "eval-best_val.json",
     "oob.json",
     "metrics.jsonl",
     "maps.npz",
