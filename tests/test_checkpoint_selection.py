@@ -235,7 +235,9 @@ def test_the_paper_table_puts_the_selected_checkpoint_beside_the_papers_number()
 def test_smoke_and_paper_studies_validate_every_epoch_and_select_best_val() -> None:
     repo = Path(__file__).resolve().parents[1]
     for name in ("smoke", "table1", "table2"):
-        study = load_study(repo / "studies" / f"{name}.yaml", environ={})
+        study = load_study(
+            repo / "studies" / f"{name}.yaml", environ={"D2BENCH_CSN_WEIGHTS": "none"}
+        )
         assert study.select == "best-val" and study.validates
         assert study.row_config(study.rows[0]).train.validate_every_epochs == 1
     smoke = yaml.safe_load((repo / "studies" / "smoke.yaml").read_text())
