@@ -173,6 +173,16 @@ def test_measure_as_one_slurm_job(finished, slurm_cluster):
     assert _fingerprint(folder / "runs") == before
 
 
+def test_measure_as_one_ray_task(finished, ray_address):
+    folder, study, uri = finished
+    args = ("--backend", "ray", "--ray-address", ray_address, "--device", "cpu")
+    done = _measure(folder, study, uri, *args, "--rounds", "1")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    record = latest_measurement(Tracker(uri), "measured")
+    assert record is not None and record["backend"] == "ray"
+    assert set(record["rows"]) == {"baseline", "aspp"}
+
+
 def test_the_measure_command_imports_no_torch():
     modules = ("d2bench.commands.measure", "d2bench.launch.measure_backends",
                "d2bench.launch.measure_plan", "d2bench.launch.measure_job",
