@@ -46,6 +46,7 @@ def test_demo_runs_both_tables_and_reuses_finished_cells(tmp_path: Path) -> None
     table1 = (report / "table1.md").read_text()
     assert "Revised Baseline" in table1
     assert "not in study" in table1  # rows of the paper left out of the study are shown
+    assert "measured by `d2bench measure` on cpu" in table1  # FPS/Mem from the measure step
     for figure in ("oob", "jf_fps", "training_curves", "maps"):
         for suffix in ("png", "pdf"):
             assert (report / "figures" / f"{figure}.{suffix}").stat().st_size > 1000

@@ -31,9 +31,9 @@ def plan_targets(
             result = read_finished_result(cell_dir, cell.key)
             if result is None:
                 continue
-            if cell.config.train.epochs > 0 and evaluated_checkpoint(cell_dir, result) is None:
-                continue  # trained, but its checkpoints are gone: nothing to load
             checkpoint = evaluated_checkpoint(cell_dir, result)
+            if checkpoint is None and cell.config.train.epochs > 0:
+                continue  # trained, but its checkpoints are gone: nothing to load
             config = cell.config.model_dump(mode="json")
             root = Path(config["data"]["root"]).expanduser().resolve()
             config["data"] = {**config["data"], "root": str(root)}
