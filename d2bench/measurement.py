@@ -96,9 +96,11 @@ def evaluated_checkpoint(cell_dir: Path, result: dict[str, Any]) -> Path | None:
     """The checkpoint whose weights the cell's final evaluation used: the one place that decides.
 
     In order: the file the result names as evaluated (``result["checkpoint"]``, relative to
-    the cell folder, for cells that select e.g. the best-validation checkpoint); else the newest
-    regular checkpoint (the end of the last epoch: the weights inference ran with). None when
-    the cell has no checkpoint (it never trained: its seeded initial model was evaluated).
+    the cell folder), else the newest regular checkpoint ``ckpt-e*-b*.pt`` (the end of the last
+    epoch: the final weights, which the cell's plain J&F, OOB shares and in-run FPS come from;
+    a kept best-validation file is not a regular checkpoint). The values of the weights do not
+    change FPS or memory; loading the evaluated ones keeps the measured network exactly the
+    cell's. None when the cell has no checkpoint (it never trained: its seeded initial model).
     """
     named = result.get("checkpoint")
     if isinstance(named, str) and named:
