@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m d2bench.launch.measure_job TASK.json", file=sys.stderr)
         return 2
+    from .worker import die_with_parent
+
+    die_with_parent()  # the command that started us is gone: nobody waits for the record
     task = MeasureTask.read(Path(argv[0]))
     try:
         execute_measurement(task, lambda line: print(line, flush=True))
