@@ -50,6 +50,7 @@ def test_demo_runs_both_tables_and_reuses_finished_cells(tmp_path: Path) -> None
     header = table1.splitlines()[0]
     assert header.index("J&F best-val (ours)") < header.index("| J&F final |")
     assert "selected on the evaluation set" in table1
+    assert "measured by `d2bench measure` on cpu" in table1  # FPS/Mem from the measure step
     for figure in ("oob", "jf_fps", "training_curves", "maps"):
         for suffix in ("png", "pdf"):
             assert (report / "figures" / f"{figure}.{suffix}").stat().st_size > 1000

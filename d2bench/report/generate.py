@@ -29,6 +29,7 @@ from .figures import (
 )
 from .layout import DILATED_VARIANTS, TableLayout
 from .maps import RecordedMaps, maps_figure, read_maps
+from .measurement import StudyMeasurement, parse_measurement, with_measured_fps
 from .page import FigureEntry, render_page, write_page
 from .protocol import protocol_from_configs
 from .render import to_csv, to_latex, to_markdown
@@ -107,6 +108,8 @@ class ReportData:
     tracking_uri: str = ""
     ui_url: str | None = None
     experiment_id: str | None = None
+    #: The study's newest ``d2bench measure`` record: Table 1's FPS/Mem (None: in-run figures).
+    measurement: StudyMeasurement | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,8 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
     tables = []
     table_files: dict[str, dict[str, Path]] = {}
     for layout in data.layouts:
-        table = build_table(data.runs, layout, data.protocols.get(layout.name, ""))
+        protocol = data.protocols.get(layout.name, "")
+        table = build_table(data.runs, layout, protocol, data.measurement)
         files = {
             "md": out_dir / f"{layout.name}.md",
             "tex": out_dir / f"{layout.name}.tex",
@@ -151,7 +155,7 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
     figure_dir = out_dir / "figures"
     drawn = {
         "oob": oob_figure(data.runs, data.oob_floors),
-        "jf_fps": jf_fps_figure(data.runs),
+        "jf_fps": jf_fps_figure(with_measured_fps(data.runs, data.measurement)),
         "training_curves": training_curves_figure(data.runs, dict(data.histories)),
         "maps": maps_figure(data.maps, data.maps_note, dict(data.maps_plan)),
     }
@@ -161,6 +165,12 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
         paths = save_figure(figure, figure_dir, stem)
         figure_files[stem] = paths
         title, description = _FIGURE_TEXT[stem]
+        if stem == "jf_fps" and data.measurement is not None:
+            description = (
+                "Mean J&F over seeds (bars: lowest to highest seed) against the row's FPS from "
+                f"the newest `d2bench measure` on {data.measurement.device} "
+                f"({data.measurement.device_name}), mean over {data.measurement.rounds} round(s)."
+            )
         if stem == "maps" and data.maps_note:
             description = f"{description} {data.maps_note}"
         entries.append(
@@ -331,6 +341,9 @@ def collect_report_data(study: Study, tracker: Tracker, ui_url: str | None = Non
         key = runs.loc[runs["run_id"] == maps_run, "cell_key"].iloc[0]
         infer = next(cell.config.infer for cell in cells if cell.key == key)
         maps_plan = {"clip_len": infer.clip_len, "gap": infer.gap}
+    from ..tracking.measurements import latest_measurement
+
+    measurement = parse_measurement(latest_measurement(tracker, study.name))
     stale = len(all_runs) - len(runs)
     description = study.spec.description
     if stale:
@@ -354,6 +367,7 @@ def collect_report_data(study: Study, tracker: Tracker, ui_url: str | None = Non
         tracking_uri=tracker.uri,
         ui_url=ui_url or default_ui_url(tracker.uri),
         experiment_id=tracker.experiment_id(study.name),
+        measurement=measurement,
     )
 
 

@@ -56,7 +56,7 @@ def _runs_section(runs: pd.DataFrame, ui_url: str | None, experiment_id: str | N
     if runs.empty:
         return ["No runs of this study are tracked yet.", ""]
     lines = [
-        "| Row | Seed | Status | J&F (%) | FPS | Run |",
+        "| Row | Seed | Status | J&F (%) | FPS (in-run, diagnostic) | Run |",
         "|---|--:|---|--:|--:|---|",
     ]
     ordered = runs.sort_values(["row", "seed"], kind="stable") if "row" in runs else runs

@@ -17,6 +17,7 @@ from scipy import stats
 
 from ..names import DEFAULT_ACTIVATION, canonical_activation, canonical_variant_name
 from .layout import DILATED_VARIANTS, MetricColumn, TableLayout
+from .measurement import IN_RUN_CAPTION, MEASURED_COLUMNS, StudyMeasurement
 
 #: Row states, from "all seeds finished" to "no run at all".
 ROW_STATES = ("ok", "partial", "running", "failed", "missing", "not in study")
@@ -64,6 +65,8 @@ class Table:
     #: Whether any row was tested against the reference (≥ 2 seeds on both sides).
     tested: bool
     caption: str
+    #: Where the FPS/Mem columns come from: the study's newest measurement, or None (in-run).
+    measurement: StudyMeasurement | None = None
 
     @property
     def columns(self) -> tuple[MetricColumn, ...]:
@@ -161,10 +164,41 @@ def _row_status(runs: pd.DataFrame, planned: bool) -> tuple[str, int, int, int]:
     return status, finished, failed, running
 
 
-def build_table(frame: pd.DataFrame, layout: TableLayout, protocol: str = "") -> Table:
-    """Build ``layout`` from the runs in ``frame``; ``protocol`` ends the caption."""
+def _row_keys(layout_row_select: Mapping[str, object], row_runs: pd.DataFrame) -> set[str]:
+    """The cell keys a table row stands for (its selector's and its runs')."""
+    selected = layout_row_select.get("cell_key", ())
+    keys = {str(k) for k in (selected if isinstance(selected, tuple) else (selected,))}
+    if "cell_key" in row_runs.columns:
+        keys |= {str(k) for k in row_runs["cell_key"].dropna()}
+    return keys
+
+
+def _is_measured(column: MetricColumn, measurement: StudyMeasurement | None) -> bool:
+    return measurement is not None and column.name in MEASURED_COLUMNS
+
+
+def _column_source(
+    runs: pd.DataFrame, column: MetricColumn, measurement: StudyMeasurement | None
+) -> str:
+    """The frame column a metric column reads, or (measured memory) what was measured."""
+    if measurement is not None and column.name == "mem" and measurement.memory_source:
+        return measurement.memory_source
+    return _resolve_source(runs, column)
+
+
+def build_table(
+    frame: pd.DataFrame,
+    layout: TableLayout,
+    protocol: str = "",
+    measurement: StudyMeasurement | None = None,
+) -> Table:
+    """Build ``layout`` from the runs in ``frame``; ``protocol`` ends the caption.
+
+    With a ``measurement``, the FPS and Mem columns show its rounds (mean ± std over rounds,
+    not over seeds, and untested); without one, the cells' in-run figures.
+    """
     runs = normalise_runs(frame)
-    sources = tuple(_resolve_source(runs, column) for column in layout.columns)
+    sources = tuple(_column_source(runs, column, measurement) for column in layout.columns)
     reference_runs = (
         select_runs(runs, layout.reference) if layout.reference is not None else runs.iloc[0:0]
     )
@@ -180,13 +214,19 @@ def build_table(frame: pd.DataFrame, layout: TableLayout, protocol: str = "") ->
         )
         cells = []
         for column, source in zip(layout.columns, sources, strict=True):
-            values = _values(row_runs, source, column.scale)
-            reference = _values(reference_runs, source, column.scale)
+            measured = _is_measured(column, measurement)
+            if measured and measurement is not None:
+                keys = _row_keys(layout_row.select, row_runs)
+                values = [v * column.scale for v in measurement.values(column.name, keys)]
+                reference = []
+            else:
+                values = _values(row_runs, source, column.scale)
+                reference = _values(reference_runs, source, column.scale)
             mean = sum(values) / len(values) if values else None
             std = float(pd.Series(values).std(ddof=1)) if len(values) >= 2 else None
             paper_value = layout_row.paper.get(column.name)
             diff = mean - paper_value if mean is not None and paper_value is not None else None
-            p_value = None if is_reference else _welch_p(values, reference)
+            p_value = None if is_reference or measured else _welch_p(values, reference)
             tested = tested or p_value is not None
             significant = p_value is not None and p_value < layout.alpha
             cells.append(
@@ -215,8 +255,8 @@ def build_table(frame: pd.DataFrame, layout: TableLayout, protocol: str = "") ->
                 run_ids=tuple(str(r) for r in row_runs["run_id"]),
             )
         )
-    table = Table(layout, tuple(rows), sources, tested, caption="")
-    return Table(layout, tuple(rows), sources, tested, caption=table_caption(table, protocol))
+    table = Table(layout, tuple(rows), sources, tested, caption="", measurement=measurement)
+    return replace(table, caption=table_caption(table, protocol))
 
 
 def _best_rows_per_column(layout: TableLayout, rows: list[list[CellStats]]) -> list[set[int]]:
@@ -281,6 +321,16 @@ def table_caption(table: Table, protocol: str = "") -> str:
         parts.append(notes.rstrip("; ") + ".")
     if layout.checkpoint_note:
         parts.append(layout.checkpoint_note)
+    speed_shown = any(
+        row.cells[index].n
+        for index, column in enumerate(layout.columns)
+        if column.name in MEASURED_COLUMNS
+        for row in table.rows
+    )
+    if table.measurement is not None and speed_shown:
+        parts.append(table.measurement.caption())
+    elif speed_shown:
+        parts.append(IN_RUN_CAPTION)
     if layout.paper_note:
         parts.append(layout.paper_note)
     if protocol:
