@@ -4,6 +4,7 @@ session, on first use, and is stopped at the end by the process id it was starte
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,20 +85,33 @@ def _slurm_unavailable() -> str | None:
     return None
 
 
+#: Held shared by every test session using the machine's one SLURM cluster: a session stops the
+#: cluster it started only when no other session holds it (two `make test` at once on one host).
+SLURM_USERS_LOCK = Path("/run/d2bench-test-slurm.lock")
+
+
 @pytest.fixture(scope="session")
-def slurm_cluster() -> str:
-    """The one-node SLURM cluster of slurm/test-cluster (started, then stopped after the tests)."""
+def slurm_cluster() -> Iterator[str]:
+    """The one-node SLURM cluster of slurm/test-cluster (started, then stopped after the tests
+    unless another test session still uses it or it was running before)."""
     reason = _slurm_unavailable()
     if reason:
         pytest.skip(reason)
     folder = REPO / "slurm" / "test-cluster"
+    users = SLURM_USERS_LOCK.open("a")
+    fcntl.flock(users, fcntl.LOCK_SH)
     was_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
     started = subprocess.run([str(folder / "start.sh")], capture_output=True, text=True)
     if started.returncode != 0:
         pytest.fail(f"slurm/test-cluster/start.sh failed:\n{started.stdout}\n{started.stderr}")
     yield "test-cluster"
-    if not was_running:
-        subprocess.run([str(folder / "stop.sh")], capture_output=True)
+    with users:
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other session holds it
+        except BlockingIOError:
+            return
+        if not was_running:
+            subprocess.run([str(folder / "stop.sh")], capture_output=True)
 
 
 @pytest.fixture(scope="session")
