@@ -155,6 +155,13 @@ _FLOOR_KIND = "fully or partly outside"
 _AXES = ("t", "y", "x")
 #: One meaning per colour in every panel: the overall share, then the share along each axis.
 _OOB_MEASURES = ("any axis", "along t", "along y", "along x")
+#: The key's words for each colour: what it counts in whichever panel it stands.
+_OOB_MEASURE_KEYS = {
+    "any axis": "along any axis (the panel's total)",
+    "along t": "along t (time)",
+    "along y": "along y (height)",
+    "along x": "along x (width)",
+}
 _OOB_COLOURS = dict(zip(_OOB_MEASURES, ["0.35", *sns.color_palette("colorblind", 3)], strict=True))
 _FLOOR_COLOUR = "#b2182b"
 _FLOOR_STYLES = ("--", ":", "-.")
@@ -199,11 +206,20 @@ def _oob_key(ax: Axes, floors: Sequence[OOBFloor], without: Sequence[str]) -> No
     means in every panel, the floor's definition, and the variants left out."""
     ax.set_axis_off()
     measures = [
-        Patch(facecolor=_OOB_COLOURS[measure], label=f"outside {measure}")
+        Patch(facecolor=_OOB_COLOURS[measure], label=_OOB_MEASURE_KEYS[measure])
         for measure in _OOB_MEASURES
     ]
     ax.add_artist(
-        ax.legend(handles=measures, loc="upper center", ncol=len(measures), frameon=False)
+        ax.legend(
+            handles=measures,
+            loc="upper center",
+            ncol=len(measures),
+            frameon=False,
+            title="Bar colour (one meaning in every panel): the axis along which a sampling "
+            "location is outside (a location counts once per axis); how far outside (fully, "
+            "partly, either) and which reading: the panel's title and x axis.",
+            title_fontsize=9,
+        )
     )
     notes = []
     if floors:
@@ -285,7 +301,7 @@ def oob_figure(frame: pd.DataFrame, floors: Sequence[OOBFloor] = ()) -> Figure:
             if kind == _FLOOR_KIND:
                 for floor, style in zip(floors, _FLOOR_STYLES, strict=False):
                     ax.axvline(100.0 * floor.share, color=_FLOOR_COLOUR, linestyle=style, lw=1.4)
-            ax.set_xlabel("sampling locations outside the input (%)")
+            ax.set_xlabel(f"sampling locations {kind} (%)")
             ax.set_ylabel("variant" if column == 0 else "")
             if column:
                 ax.tick_params(labelleft=False)
