@@ -224,7 +224,7 @@ def test_cuda_measurement_alone_is_comparable_and_filled():
     ("device", "beside", "reason"),
     [
         ("cpu", _idle(), "measured on a CPU"),
-        ("cuda:0", _idle(running=3), "3 cell run(s) of the study were running"),
+        ("cuda:0", _idle(running=3), "3 cell run(s) of the study marked running"),
         ("cuda:0", _idle(cores=16, load=14.0), "other work on the host"),
     ],
 )

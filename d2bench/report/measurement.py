@@ -96,7 +96,7 @@ def _busy_reasons(beside: Any) -> list[str]:
     snapshots = [snap for snap in beside.values() if isinstance(snap, Mapping)]
     running = max((int(snap.get("running_cells") or 0) for snap in snapshots), default=0)
     if running:
-        reasons.append(f"{running} cell run(s) of the study were running meanwhile")
+        reasons.append(f"{running} cell run(s) of the study marked running in MLflow meanwhile")
     for when in ("after", "before"):  # "after": the 1-minute average covers the measurement
         snap = beside.get(when)
         if not isinstance(snap, Mapping):
@@ -188,7 +188,10 @@ class FpsOrigin:
 
 
 #: Why the cells' own (in-run) FPS never compare across rows.
-IN_RUN_REASON = "in-run figures of each cell, on whatever device it got, possibly beside others"
+IN_RUN_REASON = (
+    "the cells' own in-run figures, each taken on whatever device the cell got, possibly beside "
+    "other cells"
+)
 
 
 def ran_on_cpu(runs: pd.DataFrame) -> bool:
