@@ -574,7 +574,9 @@ class CellRunLogger:
 
         records = cell_records(cell_dir, artifacts)
         if records:
-            table = pd.DataFrame(records, columns=list(COLUMNS))
+            table = pd.DataFrame(records, columns=list(COLUMNS)).astype(
+                {"checkpoint": object, "sequence": object}  # as MLflow's table check expects
+            )
             with_retries(
                 lambda: self.client.log_table(self.run_id, table, artifact_file=PER_SEQUENCE_TABLE)
             )
