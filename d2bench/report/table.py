@@ -11,6 +11,7 @@ other columns keep Welch's test over seeds.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Mapping
@@ -31,6 +32,8 @@ from .statistics import (
     Comparison,
     compare_rows,
 )
+
+log = logging.getLogger(__name__)
 
 #: Row states, from "all seeds finished" to "no run at all".
 ROW_STATES = ("ok", "partial", "running", "failed", "missing", "not in study")
@@ -276,16 +279,20 @@ def _paired_comparisons(
         None if is_reference else _scores_of(per_sequence, frame, checkpoint)
         for frame, is_reference in zip(row_runs, reference_rows, strict=True)
     ]
-    comparisons = compare_rows(
-        frames,
-        reference,
-        alpha=layout.alpha,
-        resamples=resamples,
-        seed=seed,
-        min_sequences=MIN_SEQUENCES,
-        scale=column.scale,
-        higher_is_better=column.higher_is_better,
-    )
+    try:
+        comparisons = compare_rows(
+            frames,
+            reference,
+            alpha=layout.alpha,
+            resamples=resamples,
+            seed=seed,
+            min_sequences=MIN_SEQUENCES,
+            scale=column.scale,
+            higher_is_better=column.higher_is_better,
+        )
+    except ValueError as error:  # the reference's own scores are unusable: compare nothing
+        log.warning("table %s: no paired comparison: %s", layout.name, error)
+        return None, nothing
     family = sum(1 for c in comparisons if c is not None and c.has_interval)
     paired = PairedColumn(
         column.name, checkpoint, family, layout.alpha, resamples, seed, MIN_SEQUENCES
