@@ -11,6 +11,7 @@ normally.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -38,6 +39,58 @@ def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, st
         for name, value in environ.items()
         if name.startswith("D2BENCH_") and name not in DRIVER_ONLY_ENV
     }
+
+
+#: Ray and Tune settings for a quiet driver (each one only where the user has not set it): every
+#: line of a cell as it comes, in its order, and no Tune banner or TensorBoard hint (the cells
+#: report to MLflow; Tune's own result files stay, its experiment analysis reads them).
+QUIET_RAY_ENV = {
+    "RAY_DEDUP_LOGS": "0",  # dedup holds back lines repeated across cells: one cell's reorder
+    "RAY_AIR_NEW_OUTPUT": "0",  # the classic reporter prints nothing at verbose=0
+    # Ray's distributed tqdm replaces builtins.print once a worker's log reaches the driver;
+    # Tune then fails to pickle its callbacks, whose progress lines hold the original print.
+    "RAY_TQDM_PATCH_PRINT": "0",
+}
+#: Ray's notice that a new local instance uses token authentication (it does; nothing to do).
+_TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+def quiet_ray_environment(
+    environ: dict[str, str] | None = None, *, tty: bool | None = None
+) -> None:
+    """Set :data:`QUIET_RAY_ENV` (and no colour codes when the output is not a terminal) in
+    ``environ`` (default ``os.environ``), before ray is imported: Ray reads some at import."""
+    environ = os.environ if environ is None else environ
+    if tty is None:
+        tty = all(stream.isatty() for stream in (sys.stdout, sys.stderr))
+    for name, value in QUIET_RAY_ENV.items():
+        environ.setdefault(name, value)
+    if not tty or "NO_COLOR" in environ:
+        environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_TOKEN_NOTICE)
+
+
+def init_ray(address: str | None) -> None:
+    """``ray.init`` as d2bench's drivers call it: join ``address`` (None: start a local
+    instance), workers' output forwarded without Ray's noise, ``D2BENCH_*`` settings forwarded."""
+    quiet_ray_environment()
+    import ray
+
+    notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropTokenNotice) for f in notices.filters):
+        notices.addFilter(_DropTokenNotice())
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        log_to_driver=True,
+        logging_level="WARNING",
+        runtime_env={"env_vars": forwarded_environment()},
+    )
 
 
 def _trial(config: dict[str, Any]) -> None:
@@ -84,17 +137,7 @@ class RayBackend:
 
         if ray.is_initialized():
             return
-        # Ray's distributed tqdm replaces builtins.print once a worker's log reaches the driver;
-        # Tune then fails to pickle its callbacks, whose progress lines hold the original print.
-        os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
-        ray.init(
-            address=self.address,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-            log_to_driver=True,
-            logging_level="WARNING",
-            runtime_env={"env_vars": forwarded_environment()},
-        )
+        init_ray(self.address)
         self._connected_here = True
 
     def _disconnect(self) -> None:
@@ -132,6 +175,7 @@ class RayBackend:
     def run(
         self, tasks: Sequence[CellTask], context: LaunchContext, on_outcome: OnOutcome
     ) -> dict[str, Outcome | str]:
+        quiet_ray_environment()
         from ray import tune
 
         from .ray_cluster import alive_nodes, cell_request, fit_to_local_node
