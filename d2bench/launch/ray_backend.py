@@ -133,6 +133,7 @@ class RayBackend:
 
     def _connect(self) -> None:
         """Join the cluster at ``address`` (or start a local instance), once per backend."""
+        quiet_ray_environment()  # before ray's first import: it reads some settings then
         import ray
 
         if ray.is_initialized():
