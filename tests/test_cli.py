@@ -165,3 +165,29 @@ def test_the_cell_log_line_of_an_activation_row_names_its_activation(
     line = "d2conv3d_iv (activation relu) on cpu"
     assert line in (tmp_path / "cell" / "cell.log").read_text()
     assert line in capsys.readouterr().err
+
+
+def test_a_trial_worker_drops_a_systemexit_from_a_finalizer_and_reports_other_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray's SIGTERM handler, run inside a weak-reference callback as Tune ends a finished
+    trial's actor, printed an "Exception ignored ... SystemExit" traceback under the cells."""
+    import sys
+
+    from d2bench.launch.ray_backend import quiet_exit_in_finalizers
+
+    seen: list[BaseException] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: seen.append(info.exc_value))
+    quiet_exit_in_finalizers()
+    quiet_exit_in_finalizers()  # once per process, however many trials
+
+    class Finalized:
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def __del__(self) -> None:
+            raise self.error
+
+    Finalized(SystemExit(1))
+    Finalized(ValueError("a real error"))
+    assert [type(error) for error in seen] == [ValueError]

@@ -93,11 +93,33 @@ def init_ray(address: str | None) -> None:
     )
 
 
+def quiet_exit_in_finalizers() -> None:
+    """In a trial's worker: drop a ``SystemExit`` raised inside a finalizer, print the rest.
+
+    Tune ends a finished trial's actor with SIGTERM (to free its resources for the next cell);
+    Ray's handler then raises ``SystemExit`` in whatever Python runs, and when that is a
+    finalizer (a weak-reference callback), Python prints it as an "Exception ignored" traceback
+    under the cell's lines: a normal exit, not an error. Installed once per process.
+    """
+    hook = sys.unraisablehook
+    if getattr(hook, "_d2bench", False):
+        return
+
+    def unraisable(info: Any) -> None:
+        if not isinstance(info.exc_value, SystemExit):
+            hook(info)
+
+    unraisable._d2bench = True  # type: ignore[attr-defined]
+    sys.unraisablehook = unraisable
+
+
 def _trial(config: dict[str, Any]) -> None:
     """The Tune trainable: one cell attempt, its outcome reported as the trial's last result."""
     from ray import tune
 
     from .task import CellTask, execute_cell
+
+    quiet_exit_in_finalizers()
 
     task = CellTask.from_dict(config["task"])
     context = tune.get_context()
