@@ -179,20 +179,23 @@ def grad_for_backward(
     backward gets its gradient in channels_last_3d (one copy) instead of the CUDA-core kernels.
     CPU calls are unchanged. ``device_type`` as for :func:`backward_decision`.
     """
-    layout = torch.contiguous_format
-    if not grad_output.is_contiguous() and grad_output.is_contiguous(memory_format=_CL):
-        layout = _CL
-    grad = grad_output.contiguous(memory_format=layout)
-    decision = backward_decision(grad, input, weight, groups, input_grad, device_type=device_type)
-    fits_but_for_grad = decision.path == "cuda_core" and not _call_conditions(
-        grad, input, weight, groups, input_grad
-    )
-    if fits_but_for_grad and _conversion["enabled"]:
+    on_cuda = (device_type or input.device.type) == "cuda"
+    if (
+        on_cuda
+        and _conversion["enabled"]
+        and not _grad_fits(grad_output)
+        and not _call_conditions(grad_output, input, weight, groups, input_grad)
+    ):
         grad = grad_output.clone(memory_format=_CL)  # canonical channels_last_3d strides
         decision = backward_decision(
             grad, input, weight, groups, input_grad, device_type=device_type
         )
         return grad, decision, True
+    layout = torch.contiguous_format
+    if not grad_output.is_contiguous() and grad_output.is_contiguous(memory_format=_CL):
+        layout = _CL
+    grad = grad_output.contiguous(memory_format=layout)
+    decision = backward_decision(grad, input, weight, groups, input_grad, device_type=device_type)
     return grad, decision, False
 
 
