@@ -4,9 +4,9 @@ The CUDA entry points (``fused_backward_applies`` in ``ops_cuda/cuda/sampling_co
 send a float16/bfloat16 backward call to the tensor-core kernels only when the input *and the
 upstream gradient* are channels_last_3d (plus channel counts, alignment and an accumulator that
 must fit within the output); every other CUDA call takes the CUDA-core kernels, several times
-slower. A training step's upstream gradient is often contiguous (``loss.sum().backward()``
-straight after a layer hands it an expanded scalar, and some layers' backwards return contiguous
-gradients), although it is the only thing the fast path lacks.
+slower. A training step's upstream gradient need not be channels_last_3d (``loss.sum().backward()``
+straight after a layer hands it an expanded scalar; another layer's backward may return a
+contiguous gradient), and it is often the only thing the fast path lacks.
 
 :func:`backward_decision` mirrors that routing in Python (the GPU tests check it against the
 kernels the profiler sees), so that the autograd backward can copy such a gradient into
