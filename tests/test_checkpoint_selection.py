@@ -32,6 +32,7 @@ from d2bench.engine.journal import MetricsJournal
 from d2bench.engine.signals import CellInterrupted
 from d2bench.engine.trainer import Trainer
 from d2bench.engine.validation import VAL_JF, Validator
+from d2bench.per_sequence import PER_SEQUENCE_TABLE, global_jf, records_from_table
 from d2bench.report.layout import table1_layout, with_checkpoints
 from d2bench.report.render import to_markdown
 from d2bench.report.table import build_table
@@ -194,6 +195,13 @@ def test_a_study_reports_both_checkpoints_and_switching_select_trains_nothing(
     assert runs["best_val/jf_mean"].notna().all() and runs["jf_mean"].notna().all()
     assert runs["best_val/epoch"].between(1, 2).all()
     assert (runs["best_val/jf_mean"] >= runs["jf_mean"]).all()  # the best includes the last
+    run = runs.iloc[0]  # its J&F per sequence, both checkpoints, as an MLflow table
+    table = tracker.download_artifact(run["run_id"], PER_SEQUENCE_TABLE, tmp_path / "table")
+    records = records_from_table(json.loads(table.read_text()))
+    for checkpoint, metric in (("final", "jf_mean"), ("best_val", "best_val/jf_mean")):
+        mine = [r for r in records if r["checkpoint"] == checkpoint]
+        assert len(mine) == 1  # the tiny set's one validation sequence
+        assert global_jf(mine) == pytest.approx(run[metric], abs=1e-9)
 
     out = tmp_path / "report-best"
     d2bench("report", str(study), "--tracking-uri", uri, "--out", str(out), cwd=tmp_path,
@@ -201,6 +209,8 @@ def test_a_study_reports_both_checkpoints_and_switching_select_trains_nothing(
     table = (out / "table1.md").read_text()
     header = table.splitlines()[0]
     assert header.index("J&F best-val (ours)") < header.index("| J&F final |")
+    assert "ΔJ&F best-val vs Revised Baseline [95% CI, Holm]" in header
+    assert "| reference |" in table.splitlines()[2]  # the baseline row is the reference
     assert "selected on the evaluation set" in table
 
     switched = _validating_study(tmp_path, "sel-run", "final")

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("mlflow")
 
 from d2bench.cli import main
+from d2bench.per_sequence import PER_SEQUENCE_TABLE, global_jf, records_from_table
 from d2bench.study import expand_cells, load_study
 from d2bench.tracking import Tracker
 
@@ -41,6 +42,20 @@ rows:
 
 #: J&F (fraction) per row and seed; rows absent here fail.
 JF = {"baseline": [0.60, 0.62], "iv": [0.70, 0.71], "iv-relu": [0.66, 0.68]}
+#: Evaluation sequences of every cell's eval.json (enough for a bootstrap interval).
+SEQUENCES = 12
+
+
+def _write_eval(path: Path, jf: float, salt: int) -> None:
+    """An eval.json whose sequences (one object each, J = F) average exactly to ``jf``."""
+    spread = np.linspace(-0.1, 0.1, SEQUENCES)
+    noise = 0.004 * np.sin(np.arange(SEQUENCES) * (1 + salt))
+    values = jf + spread + noise - noise.mean()
+    per_object = {
+        f"seq{q:02d}_1": {"sequence": f"seq{q:02d}", "object": 1, "J-Mean": v, "F-Mean": v}
+        for q, v in enumerate(values.tolist())
+    }
+    path.write_text(json.dumps({"per_object": per_object, "global": {"J&F-Mean": jf}}))
 
 
 def _write_maps(path: Path) -> None:
@@ -90,6 +105,7 @@ def tracked(tmp_path_factory):
         )
         if cell.row == "iv":
             _write_maps(cell_dir / "maps.npz")
+        _write_eval(cell_dir / "eval.json", jf, salt=len(cell.row) + cell.seed)
         logger.finished({"metrics": metrics}, cell_dir)
     return study_path, uri, root
 
@@ -114,11 +130,20 @@ def test_report_end_to_end_from_a_sqlite_store(tracked, capsys):
 
     table1 = _table_rows((out / "table1.md").read_text())
     assert table1["Revised Baseline"][1] == "61.0 ± 1.4 (n=2)"
-    assert table1["(IV) S+T (\\|D\\|=3)"][1] == "**70.5 ± 0.7**† (n=2)"
+    # J&F is marked by the paired comparison (its own column), not by Welch's dagger
+    assert table1["(IV) S+T (\\|D\\|=3)"][1] == "**70.5 ± 0.7** (n=2)"
+    assert table1["(IV) S+T (\\|D\\|=3)"][4].startswith("+9.5 [+")
+    assert table1["(IV) S+T (\\|D\\|=3)"][4].endswith("] ▲")
+    assert table1["Revised Baseline"][4] == "reference"
+    assert "ΔJ&F final vs Revised Baseline [95% CI, Holm]" in (out / "table1.md").read_text()
     assert table1["DCNv2"][1] == "failed"
     assert table1["ASPP"][1] == "not in study"
     table2 = _table_rows((out / "table2.md").read_text())
     assert table2["None"][0] == "missing"
+    # Table 2 compares with its own 1 + elu row (70.5), not with Table 1's baseline.
+    assert table2["ReLU"][3].startswith("−3.5 [−") and table2["ReLU"][3].endswith("▼")
+    assert table2["1 + elu"][3] == "reference"
+    assert "Baseline" not in (out / "table2.md").read_text()
     assert table2["ReLU"][0] == "67.0 ± 1.4 (n=2)"
     assert table2["1 + elu"][0].startswith("**70.5 ± 0.7**")  # the same cells as (IV)
     caption = (out / "table1.md").read_text().split("\n\n")[-1]
@@ -127,6 +152,8 @@ def test_report_end_to_end_from_a_sqlite_store(tracked, capsys):
     assert "seeds 0, 1" in caption and "Test CPU" in caption
 
     csv = pd.read_csv(out / "table1.csv")
+    iv = csv[csv["label"] == "(IV) S+T (|D|=3)"].iloc[0]
+    assert iv["jf_ref_mark"] == "better" and iv["jf_ref_sequences"] == SEQUENCES
     assert csv.loc[csv["label"] == "Revised Baseline", "mem_mean"].item() == pytest.approx(1.5)
     for stem in ("oob", "jf_fps", "training_curves", "maps"):
         for suffix in ("png", "pdf"):
@@ -170,3 +197,18 @@ def test_bad_study_is_a_usage_error(tmp_path, capsys):
     bad.write_text("name: x\nbase: {}\nrows: []\n")
     assert main(["report", str(bad), "--tracking-uri", f"sqlite:///{tmp_path}/db"]) == 2
     assert "rows" in capsys.readouterr().err
+
+
+def test_each_finished_cell_logs_its_per_sequence_table(tracked, tmp_path):
+    _, uri, _ = tracked
+    tracker = Tracker(uri)
+    runs = tracker.study_runs("mini")
+    finished = runs[runs["status"] == "FINISHED"]
+    assert len(finished) == 6
+    for _, run in finished.iterrows():
+        path = tracker.download_artifact(
+            run["run_id"], PER_SEQUENCE_TABLE, tmp_path / run["run_id"]
+        )
+        records = records_from_table(json.loads(path.read_text()))
+        assert len(records) == SEQUENCES and {r["checkpoint"] for r in records} == {"final"}
+        assert global_jf(records) == pytest.approx(run["jf_mean"], abs=1e-9)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._help import OUT_HELP
+
 BACKBONES = ("csn152", "csn50", "tiny")
 DTYPES = ("bf16", "fp16", "fp32")
 
@@ -67,7 +69,7 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
         "bf16 on the GPU) and write reports/bench/model-<gpu>.json and .md, relative to the "
         "Revised Baseline.",
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench"), help=OUT_HELP)
     parser.add_argument(
         "--quick", action="store_true", help="tiny model at 8×32×64 on the CPU (a smoke run)"
     )

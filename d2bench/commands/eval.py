@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ._help import OUT_HELP
+
 PROTOCOL_CHOICES = ("davis16", "semi", "unsupervised")
 
 
@@ -89,7 +91,7 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     parser = bench.add_parser(
         "eval", help="time `d2bench eval` on a DAVIS-16-val-sized synthetic set"
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench"), help=OUT_HELP)
     parser.add_argument("--quick", action="store_true", help="a small set (a smoke run)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     parser.set_defaults(handler=_bench_eval)

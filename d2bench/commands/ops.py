@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._help import OUT_HELP
+
 
 def _ops_build(args: argparse.Namespace) -> int:
     from ..ops._extension import build_directory, source_dir
@@ -73,10 +75,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def register_bench(bench: argparse._SubParsersAction) -> None:
     bench_ops = bench.add_parser("ops", help="time the operators against cuDNN conv3d")
-    bench_ops.add_argument("--out", type=Path, default=Path("reports/bench"))
+    bench_ops.add_argument("--out", type=Path, default=Path("reports/bench"), help=OUT_HELP)
     bench_ops.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run)")
-    bench_ops.add_argument("--repeats", type=int, default=30)
-    bench_ops.add_argument("--warmup", type=int, default=5)
+    bench_ops.add_argument("--repeats", type=int, default=30,
+                           help="timed calls per shape (default: %(default)s)")  # fmt: skip
+    bench_ops.add_argument("--warmup", type=int, default=5,
+                           help="untimed calls first (default: %(default)s)")  # fmt: skip
     bench_ops.add_argument("--device", default=None, help="default: cuda if available")
     bench_ops.add_argument(
         "--rejudge",
@@ -94,9 +98,11 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
         "kernels and the height its launcher picks, on the operator benchmark's float32 shapes "
         "and 64-channel layers; write reports/bench/tiles-<gpu>.json and .md.",
     )
-    bench_tiles.add_argument("--out", type=Path, default=Path("reports/bench"))
+    bench_tiles.add_argument("--out", type=Path, default=Path("reports/bench"), help=OUT_HELP)
     bench_tiles.add_argument("--quick", action="store_true", help="two tiny shapes (a smoke run)")
-    bench_tiles.add_argument("--repeats", type=int, default=5, help="profiled calls per height")
-    bench_tiles.add_argument("--warmup", type=int, default=2)
+    bench_tiles.add_argument("--repeats", type=int, default=5,
+                             help="profiled calls per height (default: %(default)s)")  # fmt: skip
+    bench_tiles.add_argument("--warmup", type=int, default=2,
+                             help="untimed calls first (default: %(default)s)")  # fmt: skip
     bench_tiles.add_argument("--device", default=None, help="default: cuda if available")
     bench_tiles.set_defaults(handler=_bench_tiles)

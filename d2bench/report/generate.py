@@ -34,6 +34,7 @@ from .measurement import StudyMeasurement, fps_origin, parse_measurement, with_m
 from .page import FigureEntry, render_page, write_page
 from .protocol import protocol_from_configs
 from .render import to_csv, to_latex, to_markdown
+from .sequences import per_sequence_frame
 from .study_layouts import layouts_for_study, tables_of
 from .table import build_table, normalise_runs
 
@@ -118,6 +119,9 @@ class ReportData:
     experiment_id: str | None = None
     #: The study's newest ``d2bench measure`` record: Table 1's FPS/Mem (None: in-run figures).
     measurement: StudyMeasurement | None = None
+    #: The finished runs' J&F per sequence (d2bench.report.sequences): the tables' paired
+    #: comparison with the reference row (None: no comparison).
+    per_sequence: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
     table_files: dict[str, dict[str, Path]] = {}
     for layout in data.layouts:
         protocol = data.protocols.get(layout.name, "")
-        table = build_table(data.runs, layout, protocol, data.measurement)
+        table = build_table(data.runs, layout, protocol, data.measurement, data.per_sequence)
         files = {
             "md": out_dir / f"{layout.name}.md",
             "tex": out_dir / f"{layout.name}.tex",
@@ -350,6 +354,9 @@ def collect_report_data(study: Study, tracker: Tracker, ui_url: str | None = Non
         )
         maps, maps_note, maps_run = _load_maps(tracker, runs, scratch)
         run_environment = _run_environment(tracker, runs, scratch)
+        per_sequence = per_sequence_frame(
+            runs, lambda run_id, name: _download_json(tracker, run_id, name, scratch)
+        )
     launch_environment = dict(info.get("environment") or {})
     environment = {**launch_environment, **run_environment}
     maps_plan: dict[str, int] = {}
@@ -384,6 +391,7 @@ def collect_report_data(study: Study, tracker: Tracker, ui_url: str | None = Non
         ui_url=ui_url or default_ui_url(tracker.uri),
         experiment_id=tracker.experiment_id(study.name),
         measurement=measurement,
+        per_sequence=per_sequence,
     )
 
 

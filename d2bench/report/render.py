@@ -2,6 +2,8 @@
 
 Every renderer shows the same things: per metric our mean ± std with n (bold when best, a
 dagger when significant), the paper's value and the difference; rows without results say why.
+When the table compares rows with the reference over sequences, a column after J&F holds Δ,
+its corrected interval and the mark (▲ better, ▼ worse).
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ import io
 import pandas as pd
 
 from .layout import MetricColumn
-from .table import SIGNIFICANCE_MARK, CellStats, Table, TableRow
+from .table import (
+    BETTER_MARK,
+    SIGNIFICANCE_MARK,
+    WORSE_MARK,
+    CellStats,
+    Table,
+    TableRow,
+    paired_header,
+)
 
 #: Rows in these states have no numbers: the state itself is printed in place of ours.
 _EMPTY_STATES = ("missing", "failed", "running", "not in study")
@@ -69,6 +79,28 @@ def _diff_text(cell: CellStats, column: MetricColumn) -> str:
     return _DASH if cell.diff is None else _signed(cell.diff, column)
 
 
+def _paired_after(table: Table, column: MetricColumn) -> bool:
+    """Whether the paired comparison's column follows ``column``."""
+    return table.paired is not None and column.name == table.paired.column
+
+
+def paired_text(row: TableRow, column: MetricColumn) -> tuple[str, str]:
+    """(text, mark) of a row's paired comparison: ``+2.1 [+1.0, +3.2]`` and ▲, ▼ or ""; the
+    row's state, ``reference``, ``n/a`` (no scores) or ``+0.4 (2 seq.)`` (no interval)."""
+    if row.status in _EMPTY_STATES:
+        return row.status, ""
+    if row.is_reference:
+        return "reference", ""
+    found = row.comparison
+    if found is None or found.delta is None:
+        return "n/a", ""
+    delta = _signed(found.delta, column)
+    if found.low is None or found.high is None:
+        return f"{delta} ({found.sequences} seq.)", ""
+    mark = BETTER_MARK if found.mark > 0 else WORSE_MARK if found.mark < 0 else ""
+    return f"{delta} [{_signed(found.low, column)}, {_signed(found.high, column)}]", mark
+
+
 # --- Markdown ------------------------------------------------------------------------------
 
 
@@ -93,6 +125,8 @@ def to_markdown(table: Table, caption: bool = True) -> str:
             headers += [f"{column.header} (ours)", f"{column.header} (paper)", "Δ"]
         else:
             headers.append(column.header)
+        if _paired_after(table, column):
+            headers.append(paired_header(table))
     n_text = 1 + len(layout.extra_headers)
     aligns = ["---"] * n_text + ["--:"] * (len(headers) - n_text)
     lines = [
@@ -105,6 +139,9 @@ def to_markdown(table: Table, caption: bool = True) -> str:
             cells.append(_md_ours(cell, column, row))
             if _compared(table, column):
                 cells += [_paper_text(cell, column), _diff_text(cell, column)]
+            if _paired_after(table, column):
+                text, mark = paired_text(row, column)
+                cells.append(f"{text} {mark}" if mark else text)
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     if caption and table.caption:
@@ -136,7 +173,10 @@ _LATEX_SPECIAL = {
     "✓": r"\checkmark",
     "✗": r"$\times$",
     "†": r"$^\dagger$",
+    "▲": r"$\blacktriangle$",
+    "▼": r"$\blacktriangledown$",
     "≥": r"$\geq$",
+    "≤": r"$\leq$",
     "×": r"$\times$",
 }
 
@@ -158,13 +198,21 @@ def _tex_ours(cell: CellStats, column: MetricColumn, row: TableRow) -> str:
     return shown + r" {\scriptsize(" + latex_escape(count) + ")}"
 
 
+def _tex_paired(row: TableRow, column: MetricColumn) -> str:
+    text, mark = paired_text(row, column)
+    if row.comparison is None or row.comparison.delta is None or row.is_reference:
+        return r"\textit{" + latex_escape(text) + "}"
+    return latex_escape(text) + (" " + latex_escape(mark) if mark else "")
+
+
 def to_latex(table: Table, label: str | None = None) -> str:
     """A ``table`` float with a booktabs ``tabular``, ready to ``\\input`` (booktabs, amssymb)."""
     layout = table.layout
     n_text = 1 + len(layout.extra_headers)
     widths = [3 if _compared(table, column) else 1 for column in table.columns]
-    n_columns = n_text + sum(widths)
-    spec = "l" * n_text + "r" * sum(widths)
+    n_paired = 1 if table.paired is not None else 0
+    n_columns = n_text + sum(widths) + n_paired
+    spec = "l" * n_text + "r" * (sum(widths) + n_paired)
     header_lines = []
     headers = [latex_escape(layout.row_header), *(latex_escape(h) for h in layout.extra_headers)]
     if any(width == 3 for width in widths):
@@ -180,9 +228,16 @@ def to_latex(table: Table, label: str | None = None) -> str:
                 group_row.append("")
                 headers.append(latex_escape(column.header))
             first += width
+            if _paired_after(table, column):
+                group_row.append("")
+                headers.append(latex_escape(paired_header(table)))
+                first += 1
         header_lines += [" & ".join(group_row) + r" \\", " ".join(rules)]
     else:
-        headers += [latex_escape(column.header) for column in table.columns]
+        for column in table.columns:
+            headers.append(latex_escape(column.header))
+            if _paired_after(table, column):
+                headers.append(latex_escape(paired_header(table)))
     lines = [
         "% Generated by d2bench report; needs \\usepackage{booktabs,amssymb}.",
         r"\begin{table}[t]",
@@ -203,6 +258,8 @@ def to_latex(table: Table, label: str | None = None) -> str:
             if _compared(table, column):
                 cells.append(latex_escape(_paper_text(cell, column)))
                 cells.append(latex_escape(_diff_text(cell, column)))
+            if _paired_after(table, column):
+                cells.append(_tex_paired(row, column))
         if len(cells) != n_columns:
             raise AssertionError(f"row {row.label!r}: {len(cells)} cells for {n_columns} columns")
         lines.append(" & ".join(cells) + r" \\")
@@ -237,8 +294,29 @@ def to_frame(table: Table) -> pd.DataFrame:
             record[f"{prefix}_p_welch"] = cell.p_value
             record[f"{prefix}_significant"] = cell.significant
             record[f"{prefix}_best"] = cell.best
+            if _paired_after(table, column):
+                record.update(_paired_record(row, prefix))
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def _paired_record(row: TableRow, prefix: str) -> dict[str, object]:
+    """``{prefix}_ref_*``: the paired comparison's numbers (empty where there are none)."""
+    found = row.comparison
+    mark = ""
+    if found is not None:
+        mark = "better" if found.mark > 0 else "worse" if found.mark < 0 else ""
+    return {
+        f"{prefix}_ref_delta": None if found is None else found.delta,
+        f"{prefix}_ref_low": None if found is None else found.low,
+        f"{prefix}_ref_high": None if found is None else found.high,
+        f"{prefix}_ref_level": None if found is None else found.level,
+        f"{prefix}_ref_p": None if found is None else found.p_value,
+        f"{prefix}_ref_p_holm": None if found is None else found.p_holm,
+        f"{prefix}_ref_mark": "reference" if row.is_reference else mark,
+        f"{prefix}_ref_sequences": None if found is None else found.sequences,
+        f"{prefix}_ref_seeds_paired": None if found is None else found.paired_seeds,
+    }
 
 
 def to_csv(table: Table) -> str:

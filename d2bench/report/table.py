@@ -1,12 +1,17 @@
 """Turn a frame of runs into a table: mean ± std over seeds, paper value, difference, best,
-significance against the reference row, and the status of rows that have no result yet.
+the comparison against the reference row, and the status of rows that have no result yet.
 
 The frame is what :meth:`d2bench.tracking.Tracker.study_runs` returns (one row per cell run,
-a ``status`` column and one column per final metric); nothing here talks to MLflow.
+a ``status`` column and one column per final metric); nothing here talks to MLflow. Given the
+runs' J&F per sequence (:mod:`d2bench.per_sequence`), the J&F column is compared with the
+reference pairwise over the sequences, Holm-corrected across the table's rows
+(:mod:`d2bench.report.statistics`), and that comparison alone marks J&F better or worse; the
+other columns keep Welch's test over seeds.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Mapping
@@ -16,15 +21,29 @@ import pandas as pd
 from scipy import stats
 
 from ..names import DEFAULT_ACTIVATION, canonical_activation, canonical_variant_name
+from ..per_sequence import checkpoint_of_metric
 from . import paper
-from .layout import DILATED_VARIANTS, MetricColumn, TableLayout
+from .layout import DILATED_VARIANTS, JF, MetricColumn, TableLayout
 from .measurement import IN_RUN_CAPTION, MEASURED_COLUMNS, StudyMeasurement, ran_on_cpu
+from .statistics import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    MIN_SEQUENCES,
+    SCORE_COLUMNS,
+    Comparison,
+    compare_rows,
+)
+
+log = logging.getLogger(__name__)
 
 #: Row states, from "all seeds finished" to "no run at all".
 ROW_STATES = ("ok", "partial", "running", "failed", "missing", "not in study")
 
 #: The significance mark placed after a value (a dagger: no clash with Markdown emphasis).
 SIGNIFICANCE_MARK = "†"
+#: The marks of the paired comparison: better / worse than the reference.
+BETTER_MARK = "▲"
+WORSE_MARK = "▼"
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,25 @@ class TableRow:
     n_running: int
     cells: tuple[CellStats, ...]
     run_ids: tuple[str, ...]
+    #: The paired comparison of the J&F column with the reference (None: not compared).
+    comparison: Comparison | None = None
+    #: Whether the row shows the reference's own runs.
+    is_reference: bool = False
+
+
+@dataclass(frozen=True)
+class PairedColumn:
+    """What the table's paired comparison did: the column, the family, the bootstrap."""
+
+    #: The compared metric column's name ("jf") and the checkpoint its scores are of.
+    column: str
+    checkpoint: str
+    #: Rows with an interval (the family Holm corrects over).
+    family: int
+    alpha: float
+    resamples: int
+    seed: int
+    min_sequences: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +108,8 @@ class Table:
     measurement: StudyMeasurement | None = None
     #: Headers of the columns measured on a CPU: shown without the paper's (GPU) value and Δ.
     cpu_columns: tuple[str, ...] = ()
+    #: The paired comparison against the reference (None: no per-sequence scores for it).
+    paired: PairedColumn | None = None
 
     @property
     def columns(self) -> tuple[MetricColumn, ...]:
@@ -205,16 +245,98 @@ def _cpu_columns(
     }
 
 
+def is_jf_column(column: MetricColumn) -> bool:
+    """Whether a column shows J&F (the selected checkpoint's or the other one's)."""
+    return column.name == JF.name or column.name.startswith(f"{JF.name}_")
+
+
+def _scores_of(
+    per_sequence: pd.DataFrame, runs: pd.DataFrame, checkpoint: str
+) -> pd.DataFrame | None:
+    """The finished ``runs``' per-sequence scores of ``checkpoint``, with their seeds."""
+    finished = runs[runs["status"] == "FINISHED"]
+    if finished.empty:
+        return None
+    seeds = (
+        finished["seed"]
+        if "seed" in finished.columns and finished["seed"].notna().all()
+        else pd.Series(range(len(finished)), index=finished.index)
+    )
+    seed_of = dict(zip(finished["run_id"].astype(str), seeds.astype(int), strict=True))
+    picked = per_sequence[
+        per_sequence["run_id"].astype(str).isin(seed_of)
+        & (per_sequence["checkpoint"] == checkpoint)
+    ]
+    if picked.empty:
+        return None
+    picked = picked.assign(run_id=picked["run_id"].astype(str))
+    return picked.assign(seed=picked["run_id"].map(seed_of)).loc[:, list(SCORE_COLUMNS)]
+
+
+def _paired_comparisons(
+    runs: pd.DataFrame,
+    layout: TableLayout,
+    sources: tuple[str, ...],
+    row_runs: list[pd.DataFrame],
+    reference_rows: list[bool],
+    per_sequence: pd.DataFrame | None,
+    resamples: int,
+    seed: int,
+) -> tuple[PairedColumn | None, list[Comparison | None]]:
+    """The J&F column's comparison of every row with the reference, or (None, …) when the
+    reference has no per-sequence scores (then nothing is compared pairwise)."""
+    nothing: list[Comparison | None] = [None] * len(row_runs)
+    names = [column.name for column in layout.columns]
+    if per_sequence is None or layout.reference is None or JF.name not in names:
+        return None, nothing
+    index = names.index(JF.name)
+    column, checkpoint = layout.columns[index], checkpoint_of_metric(sources[index])
+    reference = _scores_of(per_sequence, select_runs(runs, layout.reference), checkpoint)
+    if reference is None:
+        return None, nothing
+    frames = [
+        None if is_reference else _scores_of(per_sequence, frame, checkpoint)
+        for frame, is_reference in zip(row_runs, reference_rows, strict=True)
+    ]
+    try:
+        comparisons = compare_rows(
+            frames,
+            reference,
+            alpha=layout.alpha,
+            resamples=resamples,
+            seed=seed,
+            min_sequences=MIN_SEQUENCES,
+            scale=column.scale,
+            higher_is_better=column.higher_is_better,
+        )
+    except ValueError as error:  # the reference's own scores are unusable: compare nothing
+        log.warning("table %s: no paired comparison: %s", layout.name, error)
+        return None, nothing
+    family = sum(1 for c in comparisons if c is not None and c.has_interval)
+    paired = PairedColumn(
+        column.name, checkpoint, family, layout.alpha, resamples, seed, MIN_SEQUENCES
+    )
+    return paired, comparisons
+
+
 def build_table(
     frame: pd.DataFrame,
     layout: TableLayout,
     protocol: str = "",
     measurement: StudyMeasurement | None = None,
+    per_sequence: pd.DataFrame | None = None,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    bootstrap_seed: int = DEFAULT_SEED,
 ) -> Table:
     """Build ``layout`` from the runs in ``frame``; ``protocol`` ends the caption.
 
     With a ``measurement``, the FPS and Mem columns show its rounds (mean ± std over rounds,
-    not over seeds, and untested); without one, the cells' in-run figures.
+    not over seeds, and untested); without one, the cells' in-run figures. With
+    ``per_sequence`` (``run_id``, ``checkpoint``, ``sequence``, ``objects``, ``jf_mean``: the
+    runs' J&F per sequence) and a reference that has them, the J&F column is compared with the
+    reference pairwise over sequences (``resamples`` bootstrap draws, generator seeded with
+    ``bootstrap_seed``) and no longer gets Welch's dagger.
     """
     runs = normalise_runs(frame)
     sources = tuple(_column_source(runs, column, measurement) for column in layout.columns)
@@ -230,14 +352,22 @@ def build_table(
     )
     reference_ids = set(reference_runs["run_id"].astype(str))
 
+    all_row_runs = [select_runs(runs, layout_row.select) for layout_row in layout.rows]
+    reference_rows = [
+        bool(reference_ids) and set(row_runs["run_id"].astype(str)) == reference_ids
+        for row_runs in all_row_runs
+    ]
+    paired, comparisons = _paired_comparisons(
+        runs, layout, sources, all_row_runs, reference_rows, per_sequence, resamples,
+        bootstrap_seed,
+    )  # fmt: skip
+
     raw_rows = []
     tested = False
-    for layout_row in layout.rows:
-        row_runs = select_runs(runs, layout_row.select)
+    for layout_row, row_runs, is_reference in zip(
+        layout.rows, all_row_runs, reference_rows, strict=True
+    ):
         status, finished, failed, running = _row_status(row_runs, layout_row.planned)
-        is_reference = bool(reference_ids) and set(row_runs["run_id"].astype(str)) == (
-            reference_ids
-        )
         cells = []
         for column, source in zip(layout.columns, sources, strict=True):
             measured = _is_measured(column, measurement)
@@ -253,8 +383,10 @@ def build_table(
             paper_value = layout_row.paper.get(column.name) if column.compare_paper else None
             diff = mean - paper_value if mean is not None and paper_value is not None else None
             p_value = None if is_reference or measured else _welch_p(values, reference)
-            tested = tested or p_value is not None
-            significant = p_value is not None and p_value < layout.alpha
+            # with the paired comparison, it alone marks J&F; Welch's p stays in the CSV
+            welch_marks = paired is None or not is_jf_column(column)
+            tested = tested or (welch_marks and p_value is not None)
+            significant = welch_marks and p_value is not None and p_value < layout.alpha
             cells.append(
                 CellStats(mean, std, len(values), paper_value, diff, p_value, significant, False)
             )
@@ -279,6 +411,8 @@ def build_table(
                 n_running=running,
                 cells=marked,
                 run_ids=tuple(str(r) for r in row_runs["run_id"]),
+                comparison=comparisons[row_index],
+                is_reference=reference_rows[row_index],
             )
         )
     cpu_headers = tuple(column.header for column in layout.columns if column.name in cpu)
@@ -290,6 +424,7 @@ def build_table(
         caption="",
         measurement=measurement,
         cpu_columns=cpu_headers,
+        paired=paired,
     )
     return replace(table, caption=table_caption(table, protocol))
 
@@ -336,13 +471,16 @@ def table_caption(table: Table, protocol: str = "") -> str:
         "paper: the published value; Δ = ours − paper." if layout.show_paper else "",
         f"Bold: best of each column ({better}).",
     ]
+    if table.paired is not None:
+        parts.append(paired_caption(table))
     if table.tested:
+        only = " (columns other than J&F; uncorrected)" if table.paired is not None else ""
         parts.append(
             f"{SIGNIFICANCE_MARK}: p < {layout.alpha:g}, two-sided Welch's t-test "
             f"(unequal variances) against {layout.reference_label} over seeds, "
-            "where both have at least 2 seeds."
+            f"where both have at least 2 seeds{only}."
         )
-    elif layout.reference is not None:
+    elif layout.reference is not None and table.paired is None:
         parts.append(
             f"No significance test: it needs at least 2 finished seeds in a row and in "
             f"{layout.reference_label}."
@@ -376,3 +514,60 @@ def table_caption(table: Table, protocol: str = "") -> str:
     if protocol:
         parts.append(f"Ours: {protocol.rstrip('.')}.")
     return " ".join(part for part in parts if part)
+
+
+def paired_header(table: Table) -> str:
+    """The header of the paired comparison's column."""
+    paired = table.paired
+    assert paired is not None
+    column = next(c for c in table.columns if c.name == paired.column)
+    level = f"{1 - paired.alpha:.0%}"
+    return f"Δ{column.header} vs {table.layout.reference_label} [{level} CI, Holm]"
+
+
+def paired_caption(table: Table) -> str:
+    """How the rows were compared with the reference and when a row is marked."""
+    paired = table.paired
+    assert paired is not None
+    layout = table.layout
+    column = next(c for c in table.columns if c.name == paired.column)
+    reference = layout.reference_label
+    alpha = f"{paired.alpha:g}"
+    text = (
+        f"Δ{column.header} vs {reference}: the row's {column.header} minus {reference}'s, "
+        "both over the evaluation sequences that every seed of the two rows scored (per seed, "
+        "then averaged over seeds), in points. In brackets: a percentile bootstrap interval "
+        f"from {paired.resamples} draws (generator seed {paired.seed}), each resampling the "
+        "sequences (one draw for both rows; a sequence keeps all its objects and seeds) and the "
+        "seeds (one draw for both rows where they ran the same seeds). "
+    )
+    if paired.family:
+        text += (
+            f"Holm-corrected over the m = {paired.family} row(s) with an interval: the row with "
+            "the i-th smallest bootstrap p-value (the smallest error level at which its "
+            f"interval excludes 0) is shown at level 1 − {alpha}/(m − i + 1), until a row's "
+            "interval includes 0; "
+            "that row and all after it keep its level. "
+            f"{BETTER_MARK}/{WORSE_MARK}: the interval lies above/below 0, i.e. better/worse "
+            f"than {reference} (family-wise error of the marks at most {alpha}); no mark: it "
+            "includes 0. "
+        )
+    else:
+        text += "No row has an interval, so none is marked. "
+    text += (
+        f"A row on fewer than {paired.min_sequences} sequences shows Δ and its number of "
+        "sequences, without an interval."
+    )
+    dropped = [
+        f"{row.label} on {row.comparison.sequences} of "
+        f"{row.comparison.sequences + len(row.comparison.dropped)}"
+        for row in table.rows
+        if row.comparison is not None and row.comparison.dropped
+    ]
+    if dropped:
+        text += (
+            " Sequences not scored by every seed of both rows are left out: "
+            + "; ".join(dropped)
+            + "."
+        )
+    return text

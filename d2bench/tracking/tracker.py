@@ -534,6 +534,7 @@ class CellRunLogger:
         if metrics:
             with_retries(lambda: self.client.log_batch(self.run_id, metrics=metrics))
         self.log_cell_files(cell_dir)
+        self.log_per_sequence(cell_dir, result.get("artifacts"))
         with_retries(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
 
     def failed(self, traceback_text: str, cell_dir: Path | None) -> None:
@@ -563,6 +564,22 @@ class CellRunLogger:
         with_retries(lambda: self.client.log_text(self.run_id, evidence, JOB_END_ARTIFACT))
         for key in (TAG_JOB_END, TAG_ERROR):
             with_retries(lambda k=key: self.client.set_tag(self.run_id, k, summary[:5000]))
+
+    def log_per_sequence(self, cell_dir: Path, artifacts: dict[str, Any] | None = None) -> None:
+        """The cell's J&F per sequence and checkpoint as the MLflow table ``per_sequence.json``
+        (the report's paired comparison reads it); nothing when the cell did not evaluate."""
+        import pandas as pd
+
+        from ..per_sequence import COLUMNS, PER_SEQUENCE_TABLE, cell_records
+
+        records = cell_records(cell_dir, artifacts)
+        if records:
+            table = pd.DataFrame(records, columns=list(COLUMNS)).astype(
+                {"checkpoint": object, "sequence": object}  # as MLflow's table check expects
+            )
+            with_retries(
+                lambda: self.client.log_table(self.run_id, table, artifact_file=PER_SEQUENCE_TABLE)
+            )
 
     def log_cell_files(self, cell_dir: Path, names: Iterable[str] = CELL_ARTIFACTS) -> None:
         for name in names:
