@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,10 @@ def test_measure_records_each_row_once_and_the_report_uses_the_newest(finished):
     # Rows interleaved: every row once per round, round after round.
     assert record["order"] == [[0, "baseline"], [0, "aspp"], [1, "baseline"], [1, "aspp"]]
     assert record["environment"]["torch_version"]
+    # What ran beside it, as far as the measuring process can see: load and running cells.
+    for snapshot in (record["beside"]["before"], record["beside"]["after"]):
+        assert snapshot["cpu_count"] == os.cpu_count() and snapshot["running_cells"] == 0
+        assert len(snapshot["load_average"]) == 3
 
     tracked = latest_measurement(Tracker(uri), "measured")
     assert tracked is not None and tracked["run_id"] == record["run_id"]

@@ -230,7 +230,7 @@ def test_the_figure_draws_both_readings_one_key_and_the_floor(tmp_path: Path) ->
     assert len(key) == 1
     labels = [text.get_text() for legend in key[0].findobj(lambda a: hasattr(a, "get_texts"))
               for text in legend.get_texts()]  # fmt: skip
-    assert "outside along t" in labels and "outside any axis" in labels
+    assert "along t (time)" in labels and "along any axis (the panel's total)" in labels
     assert any("T=2 (rf3, 2×30×54)" in label for label in labels)
     notes = " ".join(text.get_text() for text in key[0].texts)
     assert "zero padding 1" in notes and "Revised Baseline" in notes

@@ -140,7 +140,10 @@ def test_report_end_to_end_from_a_sqlite_store(tracked, capsys):
     assert table1["ASPP"][1] == "not in study"
     table2 = _table_rows((out / "table2.md").read_text())
     assert table2["None"][0] == "missing"
-    assert table2["ReLU"][3].startswith("+6.0 [+") and table2["ReLU"][3].endswith("▲")
+    # Table 2 compares with its own 1 + elu row (70.5), not with Table 1's baseline.
+    assert table2["ReLU"][3].startswith("−3.5 [−") and table2["ReLU"][3].endswith("▼")
+    assert table2["1 + elu"][3] == "reference"
+    assert "Baseline" not in (out / "table2.md").read_text()
     assert table2["ReLU"][0] == "67.0 ± 1.4 (n=2)"
     assert table2["1 + elu"][0].startswith("**70.5 ± 0.7**")  # the same cells as (IV)
     caption = (out / "table1.md").read_text().split("\n\n")[-1]

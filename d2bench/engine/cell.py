@@ -303,16 +303,22 @@ def infer_cell(
 
 
 def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellConfig) -> None:
-    """The maps of one sequence, its clip plan and its frames (downscaled so that the longer
-    side is at most 320 px: the report draws them beside the maps, which are coarser still)."""
+    """The maps of one sequence, its clip plan, the frames' native size and padding, and its
+    frames (downscaled so that the longer side is at most 320 px: the report draws them beside
+    the maps, which are coarser still)."""
+    from ..data.padding import centred_padding
     from ..metrics.maps import save_maps
-    from .inference import plan_clips
+    from .inference import PAD_MULTIPLE, plan_clips
 
     clip_len, gap = config.infer.clip_len, config.infer.gap
     plan = plan_clips(len(frames), clip_len, gap, starts=config.infer.clip_starts)
     clips = [list(clip.frames) for clip in plan]
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    # The maps cover the padded frame: the report crops them back with the native size and
+    # the padding (top, bottom, left, right) inference added.
     metadata = {"sequence": sequence, "clip_len": clip_len, "gap": gap, "clips": clips,
-                "variant": config.model.variant}  # fmt: skip
+                "variant": config.model.variant, "frame_size": [height, width],
+                "padding": list(centred_padding(height, width, PAD_MULTIPLE))}  # fmt: skip
     step = max(1, -(-max(frames.shape[1:3]) // 320))
     save_maps(path, maps, metadata, frames=frames[:, ::step, ::step])
 

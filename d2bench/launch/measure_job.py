@@ -29,10 +29,38 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _running_cells(tracker: Any, study: str) -> int | None:
+    """How many of the study's cell runs MLflow marks as running (None: not readable)."""
+    try:
+        runs = tracker.study_runs(study)
+    except Exception:  # a store that cannot answer: record "unknown" rather than fail
+        return None
+    return int((runs["status"] == "RUNNING").sum()) if "status" in runs else 0
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):  # no load average on this platform
+        return None
+
+
+def host_activity(tracker: Any, study: str) -> dict[str, Any]:
+    """What ran beside the measurement, as far as it can be seen from here: the host's load
+    averages (1, 5, 15 min) and cores, and the study's cell runs marked running."""
+    return {
+        "load_average": _load_average(),
+        "cpu_count": os.cpu_count(),
+        "running_cells": _running_cells(tracker, study),
+    }
+
+
 def execute_measurement(task: MeasureTask, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure, then write the record file and the measurement run; returns the record.
 
     The device is checked before the run is created (a bad one leaves no trace in MLflow).
+    The record's ``beside`` holds :func:`host_activity` before and after measuring, so the
+    report can tell a measurement taken beside other work.
     """
     from ..engine.measure_rows import measure_rows, resolve_measure_device
     from ..tracking import Tracker, git_revision
@@ -54,8 +82,10 @@ def execute_measurement(task: MeasureTask, echo: Callable[[str], None] = print) 
         revision=git_revision(),
     )
     try:
+        before = host_activity(tracker, task.study)
         record = measure_rows(task, echo)
-        record = {**record, "run_id": run_id, "backend": task.backend}
+        beside = {"before": before, "after": host_activity(tracker, task.study)}
+        record = {**record, "run_id": run_id, "backend": task.backend, "beside": beside}
         _atomic_write(Path(task.record_path), json.dumps(record, indent=1, default=str))
         finish_measurement_run(tracker, run_id, record)
     except BaseException:

@@ -29,6 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..names import ACTIVATION_NAMES, VARIANT_NAMES
 from .layout import run_label
+from .measurement import FpsOrigin, fps_origin
 from .table import normalise_runs
 
 #: Written for every figure.
@@ -88,12 +89,53 @@ def labelled_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return runs, order
 
 
-def _palette(order: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    if len(order) <= 10:
-        colours = sns.color_palette("tab10", len(order))
+#: Distinct colours, dark enough for lines on white, ordered so that neighbours in the paper's
+#: row order differ strongly (tab10 and husl both give near-identical hues to some of 11 rows).
+_DISTINCT_COLOURS = (
+    "#4363d8",  # blue
+    "#f58231",  # orange
+    "#3cb44b",  # green
+    "#e6194b",  # red
+    "#911eb4",  # purple
+    "#9a6324",  # brown
+    "#f032e6",  # magenta
+    "#000000",  # black
+    "#808000",  # olive
+    "#42d4f4",  # cyan
+    "#800000",  # maroon
+    "#469990",  # teal
+    "#000075",  # navy
+    "#a9a9a9",  # grey
+)
+_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8")
+_LINESTYLES = ("-", "--", "-.", ":")
+#: The line styles as seaborn's ``dashes`` (segment, gap, ...; "" = solid).
+_DASHES: dict[str, object] = {"-": "", "--": (4, 2), "-.": (4, 1.5, 1, 1.5), ":": (1, 1.5)}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one variant is drawn in every figure: colour, marker and line style."""
+
+    colour: object
+    marker: str
+    linestyle: str
+
+
+def variant_styles(order: Sequence[str]) -> dict[str, Style]:
+    """One style per label, the same in every figure of a report (pass the full label order).
+
+    Colours come from a set of distinct ones while they last (husl beyond), markers and line
+    styles cycle separately, so two labels never share all three.
+    """
+    if len(order) <= len(_DISTINCT_COLOURS):
+        colours: list[object] = list(_DISTINCT_COLOURS[: len(order)])
     else:  # husl is a circle: one spare colour keeps the first and last apart
-        colours = sns.color_palette("husl", len(order) + 1)[: len(order)]
-    return dict(zip(order, colours, strict=True))
+        colours = list(sns.color_palette("husl", len(order) + 1)[: len(order)])
+    return {
+        label: Style(colour, _MARKERS[i % len(_MARKERS)], _LINESTYLES[i % len(_LINESTYLES)])
+        for i, (label, colour) in enumerate(zip(order, colours, strict=True))
+    }
 
 
 # --- Fig. 2: out-of-bounds sampling -------------------------------------------------------------
@@ -113,6 +155,13 @@ _FLOOR_KIND = "fully or partly outside"
 _AXES = ("t", "y", "x")
 #: One meaning per colour in every panel: the overall share, then the share along each axis.
 _OOB_MEASURES = ("any axis", "along t", "along y", "along x")
+#: The key's words for each colour: what it counts in whichever panel it stands.
+_OOB_MEASURE_KEYS = {
+    "any axis": "along any axis (the panel's total)",
+    "along t": "along t (time)",
+    "along y": "along y (height)",
+    "along x": "along x (width)",
+}
 _OOB_COLOURS = dict(zip(_OOB_MEASURES, ["0.35", *sns.color_palette("colorblind", 3)], strict=True))
 _FLOOR_COLOUR = "#b2182b"
 _FLOOR_STYLES = ("--", ":", "-.")
@@ -157,11 +206,20 @@ def _oob_key(ax: Axes, floors: Sequence[OOBFloor], without: Sequence[str]) -> No
     means in every panel, the floor's definition, and the variants left out."""
     ax.set_axis_off()
     measures = [
-        Patch(facecolor=_OOB_COLOURS[measure], label=f"outside {measure}")
+        Patch(facecolor=_OOB_COLOURS[measure], label=_OOB_MEASURE_KEYS[measure])
         for measure in _OOB_MEASURES
     ]
     ax.add_artist(
-        ax.legend(handles=measures, loc="upper center", ncol=len(measures), frameon=False)
+        ax.legend(
+            handles=measures,
+            loc="upper center",
+            ncol=len(measures),
+            frameon=False,
+            title="Bar colour (one meaning in every panel): the axis along which a sampling "
+            "location is outside (a location counts once per axis); how far outside (fully, "
+            "partly, either) and which reading: the panel's title and x axis.",
+            title_fontsize=9,
+        )
     )
     notes = []
     if floors:
@@ -243,7 +301,7 @@ def oob_figure(frame: pd.DataFrame, floors: Sequence[OOBFloor] = ()) -> Figure:
             if kind == _FLOOR_KIND:
                 for floor, style in zip(floors, _FLOOR_STYLES, strict=False):
                     ax.axvline(100.0 * floor.share, color=_FLOOR_COLOUR, linestyle=style, lw=1.4)
-            ax.set_xlabel("sampling locations outside the input (%)")
+            ax.set_xlabel(f"sampling locations {kind} (%)")
             ax.set_ylabel("variant" if column == 0 else "")
             if column:
                 ax.tick_params(labelleft=False)
@@ -256,15 +314,15 @@ def oob_figure(frame: pd.DataFrame, floors: Sequence[OOBFloor] = ()) -> Figure:
 # --- J&F against FPS ---------------------------------------------------------------------------
 
 
-def jf_fps_figure(frame: pd.DataFrame) -> Figure:
-    """Per variant, mean J&F against mean FPS; bars span the seeds' min–max (never below 0)."""
-    title = "Accuracy against speed"
+def jf_fps_points(frame: pd.DataFrame, origin: FpsOrigin | None = None) -> pd.DataFrame:
+    """Per label (paper order): mean J&F (%) and FPS with their min–max over seeds, the seed
+    count ``n`` and whether the FPS is ``comparable`` (see :class:`FpsOrigin`)."""
     runs, order = labelled_runs(frame)
+    columns = ["jf", "jf_min", "jf_max", "fps", "fps_min", "fps_max", "n", "comparable"]
     if "jf_mean" not in runs or "fps" not in runs:
-        return not_recorded_figure(title, "J&F or FPS not recorded.")
+        return pd.DataFrame(columns=columns)
     runs = runs.dropna(subset=["jf_mean", "fps"])
-    if runs.empty:
-        return not_recorded_figure(title, "No finished run has both J&F and FPS.")
+    origin = origin or fps_origin(runs, None)
     order = [label for label in order if label in set(runs["label"])]
     summary = (
         runs.assign(jf=100.0 * runs["jf_mean"].astype(float), fps=runs["fps"].astype(float))
@@ -276,33 +334,71 @@ def jf_fps_figure(frame: pd.DataFrame) -> Figure:
             fps=("fps", "mean"),
             fps_min=("fps", "min"),
             fps_max=("fps", "max"),
+            n=("jf", "size"),
         )
         .reindex(order)
     )
-    counts = runs.groupby("label").size().reindex(order)
-    figure = Figure(figsize=(8.5, 5.0), layout="constrained")
+    return summary.assign(comparable=origin.comparable)[columns]
+
+
+def jf_fps_figure(frame: pd.DataFrame, origin: FpsOrigin | None = None) -> Figure:
+    """Per variant, mean J&F against mean FPS; bars span the seeds' min–max. FPS that does not
+    compare (the cells' in-run figures, a CPU, other work beside the measurement: ``origin``)
+    is drawn with hollow markers and said so under the plot; J&F stays within [0, 100]."""
+    title = "Accuracy against speed"
+    runs, full_order = labelled_runs(frame)
+    if "jf_mean" not in runs or "fps" not in runs:
+        return not_recorded_figure(title, "J&F or FPS not recorded.")
+    origin = origin or fps_origin(runs, None)
+    points = jf_fps_points(frame, origin)
+    if points.empty:
+        return not_recorded_figure(title, "No finished run has both J&F and FPS.")
+    styles = variant_styles(full_order)
+    figure = Figure(figsize=(9.0, 5.4), layout="constrained")
     ax = figure.add_subplot()
-    palette = _palette(order)
-    markers = ["o", "s", "D", "^", "v", "P", "X", "*", "<", ">", "h", "p"]
-    for index, label in enumerate(order):
-        row = summary.loc[label]
+    for label, row in points.iterrows():
+        style = styles[str(label)]
         ax.errorbar(
             row["fps"],
             row["jf"],
             xerr=[[row["fps"] - row["fps_min"]], [row["fps_max"] - row["fps"]]],
             yerr=[[row["jf"] - row["jf_min"]], [row["jf_max"] - row["jf"]]],
-            fmt=markers[index % len(markers)],
-            color=palette[label],
-            markersize=8,
+            fmt=style.marker,
+            color=style.colour,
+            markerfacecolor=style.colour if row["comparable"] else "white",
+            markeredgewidth=1.6,
+            markersize=9,
             capsize=3,
-            label=f"{label} (n={counts[label]})",
+            label=f"{label} (n={int(row['n'])})",
         )
-    ax.set_xlabel("inference speed (frames/s)")
+    low = float(points["jf_min"].min())
+    high = float(points["jf_max"].max())
+    pad = max(2.0, 0.1 * (high - low))
+    ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    fps_low, fps_high = float(points["fps_min"].min()), float(points["fps_max"].max())
+    fps_pad = max(0.05 * fps_high, 0.1 * (fps_high - fps_low))
+    ax.set_xlim(max(0.0, fps_low - fps_pad), fps_high + fps_pad)
+    ax.set_xlabel(f"inference speed (frames/s): {origin.description}")
     ax.set_ylabel("J&F (%)")
     ax.set_title(f"{title}: J&F against FPS per variant (mean; bars: min–max over seeds)")
     ax.grid(alpha=0.3)
-    ax.margins(0.15)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="variant")
+    handles, _ = ax.get_legend_handles_labels()
+    if not origin.comparable:
+        handles.append(
+            Line2D(
+                [], [], marker="o", linestyle="", color="0.3", markerfacecolor="white",
+                markersize=9, label="hollow: FPS not comparable",
+            )
+        )  # fmt: skip
+        ax.text(
+            0.0, -0.16, "FPS not comparable across rows or with the paper's GPU figures: "
+            + "; ".join(origin.not_comparable) + ".",
+            transform=ax.transAxes, ha="left", va="top", fontsize=9, wrap=True,
+        )  # fmt: skip
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+        title="variant (n = seeds)",
+    )  # fmt: skip
     return figure
 
 
@@ -312,7 +408,7 @@ def jf_fps_figure(frame: pd.DataFrame) -> Figure:
 def _smooth(history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """A centred rolling mean per run when a curve has many steps (noise hides the trend);
     returns the smoothed curves and the window (1 = unchanged)."""
-    window = max(1, int(history.groupby("run_id").size().median() // 20))
+    window = max(1, int(history.groupby("run_id").size().median() // 15))
     if window <= 1:
         return history, 1
     smoothed = history.sort_values(["run_id", "step"]).copy()
@@ -322,42 +418,71 @@ def _smooth(history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return smoothed, window
 
 
-def training_curves_figure(frame: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> Figure:
-    """Loss against step/epoch per variant: the mean over seeds with a min–max band.
+@dataclass(frozen=True)
+class CurveMetric:
+    """One logged curve and how its panel reads."""
 
-    ``histories`` maps a metric key ("train/loss", "epoch/loss") to its
-    ``DataFrame(run_id, step, value)`` (as :meth:`Tracker.metric_history` returns it).
+    key: str
+    title: str
+    x_label: str
+    y_label: str
+    scale: float = 1.0
+    #: Whether a long curve is drawn as a rolling mean (per-step values are noisy).
+    smooth: bool = False
+
+
+#: The panels of the training-curves figure, in order (the keys the cells log).
+CURVE_METRICS: tuple[CurveMetric, ...] = (
+    CurveMetric("train/loss", "Training loss per optimiser step", "optimiser step",
+                "Lovász hinge loss", smooth=True),
+    CurveMetric("epoch/loss", "Training loss, mean per epoch", "epoch", "Lovász hinge loss"),
+    CurveMetric("val/jf_mean", "Validation J&F after each epoch", "epoch", "J&F (%)",
+                scale=100.0),
+)  # fmt: skip
+
+
+def training_curves_figure(frame: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> Figure:
+    """One panel per logged metric (:data:`CURVE_METRICS`: training loss per step and per
+    epoch, validation J&F per epoch), one line per variant: the mean over seeds, with a band
+    (long curves) or bars (short ones) from the lowest to the highest seed.
+
+    ``histories`` maps a metric key to its ``DataFrame(run_id, step, value)`` (as
+    :meth:`Tracker.metric_history` returns it).
     """
-    title = "Training loss"
+    title = "Training curves"
     runs, order = labelled_runs(frame)
     labels = dict(zip(runs["run_id"].astype(str), runs["label"], strict=True))
     panels = []
-    for key, x_label in (("train/loss", "optimiser step"), ("epoch/loss", "epoch")):
-        history = histories.get(key)
+    for metric in CURVE_METRICS:
+        history = histories.get(metric.key)
         if history is None or history.empty:
             continue
         history = history.assign(run_id=history["run_id"].astype(str))
         history = history[history["run_id"].isin(labels)]
         if history.empty:
             continue
-        window = 1
-        if key == "train/loss":
+        history = history.assign(value=history["value"].astype(float) * metric.scale)
+        panel_title = metric.title
+        if metric.smooth:
             history, window = _smooth(history)
-        panel_title = f"{key} (rolling mean over {window} steps)" if window > 1 else key
-        panels.append((panel_title, x_label, history.assign(label=history["run_id"].map(labels))))
+            if window > 1:
+                panel_title += f"\n(rolling mean over {window} steps)"
+        panels.append((metric, panel_title, history.assign(label=history["run_id"].map(labels))))
     if not panels:
         return not_recorded_figure(title, "No training curves recorded for the finished runs.")
     present = [label for label in order if any(label in set(p[2]["label"]) for p in panels)]
-    palette = _palette(present)
-    figure = Figure(figsize=(6.0 * len(panels) + 2.8, 4.4), layout="constrained")
+    styles = variant_styles(order)
+    palette = {label: styles[label].colour for label in present}
+    dashes = {label: _DASHES[styles[label].linestyle] for label in present}
+    figure = Figure(figsize=(5.0 * len(panels) + 2.6, 4.6), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(panels)))
-    for ax, (panel_title, x_label, history) in zip(axes, panels, strict=True):
+    for ax, (metric, panel_title, history) in zip(axes, panels, strict=True):
         steps = sorted(history["step"].unique())
         few = len(steps) <= 10  # short curves: markers and error bars, so one point shows
         hue_order = [label for label in present if label in set(history["label"])]
         history = history.assign(x=history["step"].astype(float))
         if few and len(hue_order) > 1:  # dodge the error bars of the variants apart
-            spread = min(0.3, 0.06 * len(hue_order))
+            spread = min(0.3, 0.03 * len(hue_order))
             offsets = np.linspace(-spread, spread, len(hue_order))
             shift = dict(zip(hue_order, offsets, strict=True))
             history["x"] = history["x"] + history["label"].map(shift)
@@ -368,22 +493,35 @@ def training_curves_figure(frame: pd.DataFrame, histories: dict[str, pd.DataFram
             hue="label",
             hue_order=hue_order,
             palette=palette,
+            style="label",
+            style_order=hue_order,
+            dashes=dashes,
+            markers={label: styles[label].marker for label in hue_order} if few else False,
             errorbar=SEED_RANGE,
             err_style="bars" if few else "band",
-            marker="o" if few else None,
+            err_kws={"capsize": 2} if few else {"alpha": 0.12},
             ax=ax,
             legend=False,
         )
-        ax.set_title(panel_title)
-        ax.set_xlabel(x_label)
+        ax.set_title(panel_title, fontsize=11)
+        ax.set_xlabel(metric.x_label)
+        ax.set_ylabel(metric.y_label)
         if few:
             ax.set_xticks(steps)
             ax.set_xlim(steps[0] - 0.5, steps[-1] + 0.5)
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("Lovász hinge loss")
+        if metric.scale == 100.0:
+            low, high = ax.get_ylim()
+            ax.set_ylim(max(0.0, low), min(100.0, high))
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=palette[label], label=label) for label in present]
+    handles = [
+        Line2D([], [], color=styles[label].colour, linestyle=styles[label].linestyle,
+               marker=styles[label].marker, label=label)
+        for label in present
+    ]  # fmt: skip
     figure.legend(handles=handles, loc="outside right center", frameon=False, title="variant")
-    figure.suptitle(f"{title} (mean; bars: min–max over seeds)")
+    figure.suptitle(
+        f"{title} per variant: line = mean over seeds; band (or bars) = lowest to highest seed"
+    )
     return figure

@@ -21,6 +21,7 @@ from ..names import VARIANT_NAMES
 from ..oob_floor import block_volume, plain_conv_floor
 from .artifacts import fill_missing_metrics
 from .figures import (
+    CURVE_METRICS,
     OOBFloor,
     jf_fps_figure,
     oob_figure,
@@ -29,7 +30,7 @@ from .figures import (
 )
 from .layout import DILATED_VARIANTS, TableLayout
 from .maps import RecordedMaps, maps_figure, read_maps
-from .measurement import StudyMeasurement, parse_measurement, with_measured_fps
+from .measurement import StudyMeasurement, fps_origin, parse_measurement, with_measured_fps
 from .page import FigureEntry, render_page, write_page
 from .protocol import protocol_from_configs
 from .render import to_csv, to_latex, to_markdown
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from ..tracking import Tracker
 
 #: Training curves drawn, by the metric key the cells log.
-CURVE_KEYS: tuple[str, ...] = ("train/loss", "epoch/loss")
+CURVE_KEYS: tuple[str, ...] = tuple(metric.key for metric in CURVE_METRICS)
 #: How many finished runs are tried for a maps file before the figure says "not recorded".
 MAPS_CANDIDATES = 3
 
@@ -54,8 +55,10 @@ _FIGURE_TEXT = {
         "contributes exactly 0, *partly outside* puts some interpolation weight on zero "
         "padding. Two readings: *pooled* counts every sampling location of every layer once "
         "(so the T = 4 block, with 8 times the voxels, weighs 8 times the T = 2 one); *mean "
-        "over the sampling layers* averages the layers' own shares. Per axis, a location counts "
-        "once for every axis it leaves; *fully or partly* is their sum (any weight on "
+        "over the sampling layers* averages the layers' own shares. The bar colour is the axis "
+        "and means the same in every panel (grey: outside along any axis, the panel's total); "
+        "per axis, a location counts once for every axis it leaves. The panel's title and x "
+        "axis say how far outside: *fully or partly* is the sum of the two (any weight on "
         "padding). The red lines are the plain conv's own floor: the share of a "
         "size-preserving 3×3×3 conv's taps (zero padding 1) outside each replaced block's "
         "input volume (T = 2 and T = 4 for 8-frame clips) at the study's frame size, padded to "
@@ -69,19 +72,24 @@ _FIGURE_TEXT = {
     "jf_fps": (
         "J&F against FPS",
         "J&F of the final epoch's weights, mean over seeds, bars from the lowest to the "
-        "highest seed; FPS at inference under the fixed protocol (warm-up excluded, "
-        "synchronised timers).",
+        "highest seed; FPS: the cells' own in-run figures (no `d2bench measure` record), taken "
+        "on whatever device each cell got, possibly beside other cells, so not comparable "
+        "across rows (hollow markers).",
     ),
     "training_curves": (
         "Training curves",
-        "Lovász hinge loss per optimiser step (rolling mean when long) and per epoch; the "
-        "line is the mean over seeds, the band the range over seeds.",
+        "One panel per logged curve: the Lovász hinge loss per optimiser step (a rolling mean "
+        "when long) and its mean per epoch, and the validation J&F after each epoch (where the "
+        "study validates per epoch). Per variant, the line is the mean over seeds and the band "
+        "(or the bars, for a few epochs) spans the lowest to the highest seed.",
     ),
     "maps": (
         "Dilation and modulation maps (the paper's Fig. 4)",
         "For one sequence, frames beside the mean predicted dilation per axis and the mean "
         "modulation of one replaced layer (its finest-resolution D² layer), for the time steps "
-        "of one clip.",
+        "of one clip. The maps are cropped to the frame (the zero padding inference adds to "
+        "reach a multiple of 32 is removed); the dilation scale always reaches s = 1, the "
+        "plain conv's taps.",
     ),
 }
 
@@ -159,7 +167,10 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
     figure_dir = out_dir / "figures"
     drawn = {
         "oob": oob_figure(data.runs, data.oob_floors),
-        "jf_fps": jf_fps_figure(with_measured_fps(data.runs, data.measurement)),
+        "jf_fps": jf_fps_figure(
+            with_measured_fps(data.runs, data.measurement),
+            fps_origin(data.runs, data.measurement),
+        ),
         "training_curves": training_curves_figure(data.runs, dict(data.histories)),
         "maps": maps_figure(data.maps, data.maps_note, dict(data.maps_plan)),
     }
@@ -175,6 +186,11 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportFiles:
                 f"the newest `d2bench measure` on {data.measurement.device} "
                 f"({data.measurement.device_name}), mean over {data.measurement.rounds} round(s)."
             )
+            if not data.measurement.comparable:
+                description += (
+                    " These FPS are not comparable with GPU figures taken alone (hollow "
+                    "markers): " + "; ".join(data.measurement.not_comparable) + "."
+                )
         if stem == "maps" and data.maps_note:
             description = f"{description} {data.maps_note}"
         entries.append(

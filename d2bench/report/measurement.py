@@ -16,6 +16,9 @@ import pandas as pd
 
 #: Table columns (``MetricColumn.name``) a measurement fills.
 MEASURED_COLUMNS: tuple[str, ...] = ("fps", "mem")
+#: A host whose 1-minute load average, less the measuring process itself, reached this share of
+#: its cores while measuring had other work beside the measurement.
+BUSY_LOAD_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,16 @@ class StudyMeasurement:
     rounds: int
     finished_utc: str
     rows: tuple[MeasuredRow, ...]
+    #: Why its FPS cannot be compared with a GPU measurement taken alone (empty: nothing seen).
+    not_comparable: tuple[str, ...] = ()
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device.split(":")[0] == "cpu"
+
+    @property
+    def comparable(self) -> bool:
+        return not self.not_comparable
 
     def for_keys(self, keys: Iterable[str]) -> MeasuredRow | None:
         """The measured row holding any of the cell ``keys``, or None (not measured)."""
@@ -58,13 +71,54 @@ class StudyMeasurement:
 
     def caption(self) -> str:
         """The sentence naming the device, the rounds and what ± means."""
-        return (
+        text = (
             f"FPS and Mem: measured by `d2bench measure` on {self.device} ({self.device_name}), "
             f"every row on this one device, serially, rows interleaved, {self.rounds} round(s): "
             "mean ± sample std over rounds (n = rounds); one finished cell per row (FPS and "
             "memory do not depend on the seed); measurement run "
             f"{self.run_id} of {self.finished_utc}."
         )
+        if self.not_comparable:
+            text += (
+                " Not comparable with GPU figures taken alone (the paper's included): "
+                + "; ".join(self.not_comparable)
+                + "."
+            )
+        return text
+
+
+def _busy_reasons(beside: Any) -> list[str]:
+    """What the record's ``beside`` (host activity before and after measuring) says ran beside
+    the measurement: the study's running cells, a loaded host."""
+    if not isinstance(beside, Mapping):
+        return []
+    reasons = []
+    snapshots = [snap for snap in beside.values() if isinstance(snap, Mapping)]
+    running = max((int(snap.get("running_cells") or 0) for snap in snapshots), default=0)
+    if running:
+        reasons.append(f"{running} cell run(s) of the study marked running in MLflow meanwhile")
+    for when in ("after", "before"):  # "after": the 1-minute average covers the measurement
+        snap = beside.get(when)
+        if not isinstance(snap, Mapping):
+            continue
+        load, cores = snap.get("load_average"), snap.get("cpu_count")
+        if isinstance(load, list) and load and isinstance(cores, int) and cores > 0:
+            others = float(load[0]) - 1.0  # the measuring process itself keeps one core busy
+            if others >= BUSY_LOAD_SHARE * cores:
+                reasons.append(
+                    f"other work on the host (1-minute load average {float(load[0]):.1f} on "
+                    f"{cores} cores {when} measuring)"
+                )
+                break
+    return reasons
+
+
+def comparability(device: str, beside: Any) -> tuple[str, ...]:
+    """Why a measurement on ``device`` with host activity ``beside`` is not comparable."""
+    reasons = []
+    if device.split(":")[0] == "cpu":
+        reasons.append("measured on a CPU")
+    return tuple(reasons + _busy_reasons(beside))
 
 
 #: The caption's sentence when no measurement exists and in-run figures are shown.
@@ -95,13 +149,15 @@ def parse_measurement(record: Mapping[str, Any] | None) -> StudyMeasurement | No
                 memory_source=measured.get("memory_source"),
             )
         )
+    device = str(record.get("device", "?"))
     return StudyMeasurement(
         run_id=str(record.get("run_id", "")),
-        device=str(record.get("device", "?")),
+        device=device,
         device_name=str(record.get("device_name") or "?"),
         rounds=int(record.get("rounds", 0)),
         finished_utc=str(record.get("finished_utc", "")),
         rows=tuple(rows),
+        not_comparable=comparability(device, record.get("beside")),
     )
 
 
@@ -117,3 +173,41 @@ def with_measured_fps(runs: pd.DataFrame, measurement: StudyMeasurement | None) 
         for key in row.row_keys
     }
     return runs.assign(fps=[means.get(str(key), math.nan) for key in runs["cell_key"]])
+
+
+@dataclass(frozen=True)
+class FpsOrigin:
+    """Where the FPS of the J&F–FPS figure come from, and why they do not compare (if so)."""
+
+    description: str
+    not_comparable: tuple[str, ...] = ()
+
+    @property
+    def comparable(self) -> bool:
+        return not self.not_comparable
+
+
+#: Why the cells' own (in-run) FPS never compare across rows.
+IN_RUN_REASON = (
+    "the cells' own in-run figures, each taken on whatever device the cell got, possibly beside "
+    "other cells"
+)
+
+
+def ran_on_cpu(runs: pd.DataFrame) -> bool:
+    """Whether the runs' memory figures are CPU ones (peak RSS, no GPU memory)."""
+    gpu = "mem_alloc_gb" in runs and runs["mem_alloc_gb"].notna().any()
+    return not gpu and "peak_rss_gb" in runs and bool(runs["peak_rss_gb"].notna().any())
+
+
+def fps_origin(runs: pd.DataFrame, measurement: StudyMeasurement | None) -> FpsOrigin:
+    """The measurement's FPS (comparable unless taken on a CPU or beside other work), else the
+    cells' in-run FPS (never comparable)."""
+    if measurement is not None:
+        return FpsOrigin(
+            f"d2bench measure on {measurement.device} ({measurement.device_name}), "
+            f"mean over {measurement.rounds} round(s)",
+            measurement.not_comparable,
+        )
+    reasons = [IN_RUN_REASON] + (["measured on a CPU"] if ran_on_cpu(runs) else [])
+    return FpsOrigin("the cells' in-run figures", tuple(reasons))

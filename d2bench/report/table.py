@@ -22,8 +22,9 @@ from scipy import stats
 
 from ..names import DEFAULT_ACTIVATION, canonical_activation, canonical_variant_name
 from ..per_sequence import checkpoint_of_metric
+from . import paper
 from .layout import DILATED_VARIANTS, JF, MetricColumn, TableLayout
-from .measurement import IN_RUN_CAPTION, MEASURED_COLUMNS, StudyMeasurement
+from .measurement import IN_RUN_CAPTION, MEASURED_COLUMNS, StudyMeasurement, ran_on_cpu
 from .statistics import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
@@ -105,6 +106,8 @@ class Table:
     caption: str
     #: Where the FPS/Mem columns come from: the study's newest measurement, or None (in-run).
     measurement: StudyMeasurement | None = None
+    #: Headers of the columns measured on a CPU: shown without the paper's (GPU) value and Δ.
+    cpu_columns: tuple[str, ...] = ()
     #: The paired comparison against the reference (None: no per-sequence scores for it).
     paired: PairedColumn | None = None
 
@@ -226,6 +229,22 @@ def _column_source(
     return _resolve_source(runs, column)
 
 
+def _cpu_columns(
+    runs: pd.DataFrame,
+    layout: TableLayout,
+    sources: tuple[str, ...],
+    measurement: StudyMeasurement | None,
+) -> set[str]:
+    """Names of the FPS/Mem columns whose numbers were taken on a CPU (a CPU measurement, or
+    in-run figures of CPU cells: their memory is the process's peak resident memory)."""
+    on_cpu = measurement.on_cpu if measurement is not None else ran_on_cpu(runs)
+    return {
+        column.name
+        for column, source in zip(layout.columns, sources, strict=True)
+        if (column.name == "mem" and source == "peak_rss_gb") or (column.name == "fps" and on_cpu)
+    }
+
+
 def is_jf_column(column: MetricColumn) -> bool:
     """Whether a column shows J&F (the selected checkpoint's or the other one's)."""
     return column.name == JF.name or column.name.startswith(f"{JF.name}_")
@@ -321,6 +340,13 @@ def build_table(
     """
     runs = normalise_runs(frame)
     sources = tuple(_column_source(runs, column, measurement) for column in layout.columns)
+    cpu = _cpu_columns(runs, layout, sources, measurement)
+    if layout.show_paper and cpu:  # the paper's FPS and memory are GPU figures: no Δ to a CPU
+        columns = tuple(
+            replace(column, compare_paper=False) if column.name in cpu else column
+            for column in layout.columns
+        )
+        layout = replace(layout, columns=columns)
     reference_runs = (
         select_runs(runs, layout.reference) if layout.reference is not None else runs.iloc[0:0]
     )
@@ -354,7 +380,7 @@ def build_table(
                 reference = _values(reference_runs, source, column.scale)
             mean = sum(values) / len(values) if values else None
             std = float(pd.Series(values).std(ddof=1)) if len(values) >= 2 else None
-            paper_value = layout_row.paper.get(column.name)
+            paper_value = layout_row.paper.get(column.name) if column.compare_paper else None
             diff = mean - paper_value if mean is not None and paper_value is not None else None
             p_value = None if is_reference or measured else _welch_p(values, reference)
             # with the paired comparison, it alone marks J&F; Welch's p stays in the CSV
@@ -389,8 +415,16 @@ def build_table(
                 is_reference=reference_rows[row_index],
             )
         )
+    cpu_headers = tuple(column.header for column in layout.columns if column.name in cpu)
     table = Table(
-        layout, tuple(rows), sources, tested, caption="", measurement=measurement, paired=paired
+        layout,
+        tuple(rows),
+        sources,
+        tested,
+        caption="",
+        measurement=measurement,
+        cpu_columns=cpu_headers,
+        paired=paired,
     )
     return replace(table, caption=table_caption(table, protocol))
 
@@ -470,6 +504,11 @@ def table_caption(table: Table, protocol: str = "") -> str:
         parts.append(table.measurement.caption())
     elif speed_shown:
         parts.append(IN_RUN_CAPTION)
+    if speed_shown and layout.show_paper and table.cpu_columns:
+        parts.append(
+            f"{' and '.join(table.cpu_columns)}: measured on a CPU, so no paper value or Δ "
+            f"beside them (the paper's are GPU figures, on a {paper.PAPER_HARDWARE})."
+        )
     if layout.paper_note:
         parts.append(layout.paper_note)
     if protocol:
