@@ -117,11 +117,11 @@ def uninterrupted(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
     path = folder / "cell.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_command(path, folder / "out"), check=True, env=env, timeout=300)
+    subprocess.run(_train_command(path, folder / "out"), check=True, env=env, timeout=900)
     return path, _final_weights(folder / "out")
 
 
-def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> None:
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert process.poll() is None, "training ended before it could be interrupted"
@@ -140,7 +140,7 @@ def test_kill_9_and_resume_gives_the_same_weights(uninterrupted, tmp_path: Path)
     process.wait()
     assert not (out / "checkpoints" / "ckpt-e0004-b000000.pt").exists()
     resumed = subprocess.run(
-        _train_command(config_path, out), env=env, timeout=300, capture_output=True, text=True
+        _train_command(config_path, out), env=env, timeout=900, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from ckpt-e" in resumed.stdout
@@ -154,10 +154,10 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(uninterrupted, tmp_pa
     process = subprocess.Popen(_train_command(config_path, out), env=env)
     _wait_for((out / "checkpoints" / "ckpt-e0001-b000000.pt").exists, process)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 143
+    assert process.wait(timeout=600) == 143
     names = [p.name for p in list_checkpoints(out / "checkpoints")]
     assert names[-1] != "ckpt-e0004-b000000.pt"
-    subprocess.run(_train_command(config_path, out), env=env, check=True, timeout=300)
+    subprocess.run(_train_command(config_path, out), env=env, check=True, timeout=900)
     _assert_same_weights(_final_weights(out), expected)
 
 
