@@ -10,23 +10,16 @@ in MLflow. It reads the cells' files and writes none of them. Exit codes: 0 reco
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_write_text
 from ..measurement import MeasureTask
 
 EXIT_DEVICE = 2
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def execute_measurement(task: MeasureTask, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -56,7 +49,7 @@ def execute_measurement(task: MeasureTask, echo: Callable[[str], None] = print) 
     try:
         record = measure_rows(task, echo)
         record = {**record, "run_id": run_id, "backend": task.backend}
-        _atomic_write(Path(task.record_path), json.dumps(record, indent=1, default=str))
+        atomic_write_text(Path(task.record_path), json.dumps(record, indent=1, default=str))
         finish_measurement_run(tracker, run_id, record)
     except BaseException:
         fail_measurement_run(tracker, run_id, traceback.format_exc())
