@@ -19,6 +19,7 @@ from typing import Any
 from ..atomic_io import atomic_write_text
 
 __all__ = [
+    "DILATION_RANGE",
     "Target",
     "fmt",
     "gpu_slug",
@@ -28,6 +29,11 @@ __all__ = [
     "revision_text",
     "write_report",
 ]
+
+
+#: The operator benchmarks' dilation maps are 1 + 0.5·randn clipped to this range: fractional
+#: values, and some taps fall outside the volume.
+DILATION_RANGE = (0.25, 3.0)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,16 @@ import d2bench.ops as ops
 from d2bench.ops import reference
 from d2bench.ops.geometry import make_geometry
 
-from .common import Target, fmt, gpu_slug, md_cell, pass_mark, revision_text, write_report
+from .common import (
+    DILATION_RANGE,
+    Target,
+    fmt,
+    gpu_slug,
+    md_cell,
+    pass_mark,
+    revision_text,
+    write_report,
+)
 from .environment import collect_environment, git_state, resolve_device
 from .timing import (
     MAX_INPUT_SETS,
@@ -54,8 +63,6 @@ REFERENCE_REPEATS = 20
 #: Quick runs (smoke tests, CPU) cap the repeats and warm-up calls at these.
 QUICK_REPEATS = 5
 QUICK_WARMUP = 2
-#: Dilation-map values are 1 + 0.5·randn clipped to this range: fractional, some taps fall out.
-DILATION_RANGE = (0.25, 3.0)
 MIB = 1024 * 1024
 
 

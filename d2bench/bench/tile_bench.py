@@ -21,9 +21,8 @@ from typing import Any
 
 import torch
 
-from .common import gpu_slug, pass_mark, write_report
+from .common import DILATION_RANGE, gpu_slug, pass_mark, write_report
 from .environment import collect_environment, resolve_device
-from .ops_bench import DILATION_RANGE
 
 SCHEMA = "d2bench.tile_bench/1"
 ROWS_VARIABLE = "D2BENCH_CUDA_BACKWARD_ROWS"

@@ -9,8 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-BACKBONES = ("csn152", "csn50", "tiny")
+from .weights import BACKBONES
+
 DTYPES = ("bf16", "fp16", "fp32")
+#: Where every benchmark writes its report (``--out``).
+OUT = Path("reports/bench")
 DEFAULT_TRAIN_VARIANTS = ["baseline", "d2conv3d_iv"]
 
 
@@ -182,14 +185,26 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
         add(bench)
 
 
+def _out_and_quick(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """Where the report goes, and the smoke-run switch."""
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def _repeats_warmup_device(
+    parser: argparse.ArgumentParser, repeats: int, warmup: int, repeats_help: str | None = None
+) -> None:
+    """The operator benchmarks' timing protocol and device."""
+    parser.add_argument("--repeats", type=int, default=repeats, help=repeats_help)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--device", default=None, help="default: cuda if available")
+
+
 def _add_ops(bench: argparse._SubParsersAction) -> None:
     """The operators against cuDNN conv3d."""
     bench_ops = bench.add_parser("ops", help="time the operators against cuDNN conv3d")
-    bench_ops.add_argument("--out", type=Path, default=Path("reports/bench"))
-    bench_ops.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run)")
-    bench_ops.add_argument("--repeats", type=int, default=30)
-    bench_ops.add_argument("--warmup", type=int, default=5)
-    bench_ops.add_argument("--device", default=None, help="default: cuda if available")
+    _out_and_quick(bench_ops, "tiny shapes (a smoke run)")
+    _repeats_warmup_device(bench_ops, 30, 5)
     bench_ops.add_argument(
         "--rejudge",
         type=Path,
@@ -209,11 +224,8 @@ def _add_tiles(bench: argparse._SubParsersAction) -> None:
         "kernels and the height its launcher picks, on the operator benchmark's float32 shapes "
         "and 64-channel layers; write reports/bench/tiles-<gpu>.json and .md.",
     )
-    bench_tiles.add_argument("--out", type=Path, default=Path("reports/bench"))
-    bench_tiles.add_argument("--quick", action="store_true", help="two tiny shapes (a smoke run)")
-    bench_tiles.add_argument("--repeats", type=int, default=5, help="profiled calls per height")
-    bench_tiles.add_argument("--warmup", type=int, default=2)
-    bench_tiles.add_argument("--device", default=None, help="default: cuda if available")
+    _out_and_quick(bench_tiles, "two tiny shapes (a smoke run)")
+    _repeats_warmup_device(bench_tiles, 5, 2, repeats_help="profiled calls per height")
     bench_tiles.set_defaults(handler=_bench_tiles)
 
 
@@ -226,10 +238,7 @@ def _add_model(bench: argparse._SubParsersAction) -> None:
         "bf16 on the GPU) and write reports/bench/model-<gpu>.json and .md, relative to the "
         "Revised Baseline.",
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny model at 8×32×64 on the CPU (a smoke run)"
-    )
+    _out_and_quick(parser, "tiny model at 8×32×64 on the CPU (a smoke run)")
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -261,7 +270,7 @@ def _add_train(bench: argparse._SubParsersAction) -> None:
     parser = bench.add_parser(
         "train", help="training step and inference of the full network (clips/s, memory)"
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--variants", nargs="+", default=DEFAULT_TRAIN_VARIANTS)
     parser.add_argument("--backbone", default="csn152", choices=["csn152", "csn50", "tiny"])
     parser.add_argument("--batch", type=int, default=1)
@@ -290,8 +299,7 @@ def _add_eval(bench: argparse._SubParsersAction) -> None:
     parser = bench.add_parser(
         "eval", help="time `d2bench eval` on a DAVIS-16-val-sized synthetic set"
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
-    parser.add_argument("--quick", action="store_true", help="a small set (a smoke run)")
+    _out_and_quick(parser, "a small set (a smoke run)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     parser.set_defaults(handler=_bench_eval)
 
