@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from .names import canonical_activation, canonical_variant_name
+from .names import DEFAULT_ACTIVATION, canonical_activation, canonical_variant_name
 from .yaml_files import YamlFileError, read_yaml_file
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -113,6 +113,13 @@ class ModelConfig(_Strict):
     @classmethod
     def _known_activation(cls, value: str | None) -> str | None:
         return None if value is None else canonical_activation(value)
+
+    def describe(self) -> str:
+        """The variant as a log line names it; a D² variant with its dilation activation (the
+        activation rows of a study differ in nothing else)."""
+        if not self.variant.startswith("d2conv3d"):
+            return self.variant
+        return f"{self.variant} (activation {self.activation or DEFAULT_ACTIVATION})"
 
     @model_validator(mode="after")
     def _activation_needs_a_d2_variant(self) -> ModelConfig:

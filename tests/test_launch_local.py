@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +49,11 @@ def test_failure_is_recorded_the_rest_finish_and_retry_failed_reruns_only_it(
 
     retry = d2bench("run", str(study), "--retry-failed", *args, cwd=tmp_path, check=True)
     assert "scheduling 1 cell(s)" in retry.stdout and "dcnv1 (seed 0): FINISHED" in retry.stdout
+    # Redirected output (a log): the cell's training steps as plain lines, the run's timing,
+    # no escape codes.
+    assert re.search(r"\[1/1\] dcnv1 \(seed 0\): FINISHED \(\S+ elapsed\)", retry.stdout)
+    assert re.search(r"^epoch 1/1  2/2  loss \S+ .* elapsed$", retry.stderr, re.M), retry.stderr
+    assert "\x1b[" not in retry.stdout + retry.stderr and "\r" not in retry.stderr
     records = tracker.cell_records("local-fail")
     assert Counter(r.status for r in records) == Counter({"FINISHED": 2, "FAILED": 1})
     assert set(tracker.study_runs("local-fail")["status"]) == {"FINISHED"}

@@ -44,6 +44,7 @@ def test_ray_runs_a_study_and_a_second_run_schedules_nothing(
     assert runs["jf_mean"].between(0, 1).all()
     assert {job.split(":")[0] for job in _job_tags(uri, "ray-study")} == {"ray"}
     assert Tracker(uri).study_info("ray-study")["backend"] == "ray"
+    _assert_quiet_and_ordered(first.stdout + first.stderr)
 
     second = d2bench("run", str(study), *args, cwd=tmp_path)
     assert second.returncode == 0 and "nothing to do" in second.stdout
@@ -93,6 +94,22 @@ def test_a_ray_worker_killed_mid_epoch_is_retried_and_resumes_from_its_checkpoin
     steps = [json.loads(line)["step"] for line in (cell_dir / "metrics.jsonl").read_text()
              .splitlines() if "train/loss" in line]  # fmt: skip
     assert steps == list(range(1, 2 * STEPS_PER_EPOCH + 1))  # each step once
+
+
+def _assert_quiet_and_ordered(output: str) -> None:
+    """What a newcomer reads: the cells' own lines, in order, with their training progress and
+    the run's timing; none of Ray's noise, no colour codes in redirected output."""
+    noise = ("SystemExit", "sigterm_handler", "Traceback", "tensorboard", "TensorBoard",
+             "Token authentication", "Configuration for experiment", "\x1b[")  # fmt: skip
+    assert not [word for word in noise if word in output], output
+    assert re.search(r"epoch 1/1  2/2  loss \S+ .* elapsed", output), output
+    assert re.search(r"\[2/2\] \S+ \(seed 0\): FINISHED \(\S+ elapsed\)", output), output
+    assert re.search(r"summary: 2 finished in \S+", output), output
+    for pid in set(re.findall(r"\(_trial pid=(\d+)\)", output)):
+        lines = [line for line in output.splitlines() if f"pid={pid})" in line]
+        order = ("[cell] cell ", "epoch 1/1", "[cell] inference on", "[cell] done in")
+        steps = [next(i for i, line in enumerate(lines) if text in line) for text in order]
+        assert steps == sorted(steps), "\n".join(lines)
 
 
 def _job_tags(uri: str, study: str) -> list[str]:

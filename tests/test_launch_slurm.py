@@ -25,6 +25,7 @@ from d2bench.tracking.tracker import (
     TAG_ERROR,
     TAG_JOB,
     TAG_JOB_END,
+    TAG_JOB_LOGS,
     TAG_STOP,
     TAG_WORKER,
 )
@@ -62,6 +63,12 @@ def test_slurm_runs_a_study_as_a_job_array_and_a_second_run_schedules_nothing(
     jobs = {record.tag(TAG_JOB) for record in tracker.cell_records("slurm-study")}
     assert len({job.split("_")[0] for job in jobs}) == 1, jobs  # one array
     assert all("_" in job for job in jobs)
+    # A SLURM log shows how far training got: the steps of the epoch as plain lines.
+    folders = {Path(tracker.client.get_run(record.run_id).data.tags[TAG_JOB_LOGS])
+               for record in tracker.cell_records("slurm-study")}  # fmt: skip
+    logs = "".join(log.read_text() for folder in folders for log in folder.glob("*.err"))
+    assert re.search(r"^epoch 1/1  2/2  loss \S+ .* elapsed$", logs, re.M), logs[-3000:]
+    assert "\x1b[" not in logs
 
     second = d2bench("run", str(study), *args, cwd=tmp_path)
     assert second.returncode == 0 and "nothing to do" in second.stdout

@@ -388,3 +388,33 @@ def test_cuda_build_targets_sm90a_on_hopper():
     assert cuda_arch_flags([(9, 0)], "8.0;9.0a", (12, 0)) == [SM90A_DEFINE]
     assert cuda_arch_flags([(9, 0)], "9.0", (12, 0)) == []
     assert cuda_arch_flags([], None, (12, 0)) == []
+
+
+def test_a_second_checkout_loads_the_cached_build_without_compiling(tmp_path, monkeypatch):
+    """The build folder and the compiler commands in it follow the sources' content, not where
+    the checkout lies: the same sources elsewhere (a second clone) load the cached build."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from d2bench.ops._extension import SOURCE_ENV, _cuda_wanted, build_directory, source_dir
+
+    with_cuda = _cuda_wanted()
+    build, original = build_directory(with_cuda), source_dir()
+    built = {p: p.stat().st_mtime_ns for p in build.iterdir() if p.suffix in {".o", ".so"}}
+    assert any(p.suffix == ".so" for p in built), f"the fixture's build is not in {build}"
+    clone = tmp_path / "second-clone" / "ops_cuda"
+    shutil.copytree(original, clone)
+    monkeypatch.setenv(SOURCE_ENV, str(clone))
+    assert build_directory(with_cuda) == build
+
+    code = "from d2bench.ops._extension import load_library; load_library()"
+    env = {**os.environ, "D2BENCH_VERBOSE_BUILD": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ninja: no work to do" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert {p: p.stat().st_mtime_ns for p in built} == built
+    commands = (build / "build.ninja").read_text()
+    assert str(clone) not in commands and str(original) not in commands

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._help import OUT_HELP
 from .weights import BACKBONES
 
 DTYPES = ("bf16", "fp16", "fp32")
@@ -187,16 +188,20 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
 
 def _out_and_quick(parser: argparse.ArgumentParser, quick_help: str) -> None:
     """Where the report goes, and the smoke-run switch."""
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=OUT, help=OUT_HELP)
     parser.add_argument("--quick", action="store_true", help=quick_help)
 
 
 def _repeats_warmup_device(
-    parser: argparse.ArgumentParser, repeats: int, warmup: int, repeats_help: str | None = None
+    parser: argparse.ArgumentParser, repeats: int, warmup: int, repeats_what: str
 ) -> None:
     """The operator benchmarks' timing protocol and device."""
-    parser.add_argument("--repeats", type=int, default=repeats, help=repeats_help)
-    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help=f"{repeats_what} (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=warmup, help="untimed calls first (default: %(default)s)"
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available")
 
 
@@ -204,7 +209,7 @@ def _add_ops(bench: argparse._SubParsersAction) -> None:
     """The operators against cuDNN conv3d."""
     bench_ops = bench.add_parser("ops", help="time the operators against cuDNN conv3d")
     _out_and_quick(bench_ops, "tiny shapes (a smoke run)")
-    _repeats_warmup_device(bench_ops, 30, 5)
+    _repeats_warmup_device(bench_ops, 30, 5, "timed calls per shape")
     bench_ops.add_argument(
         "--rejudge",
         type=Path,
@@ -225,7 +230,7 @@ def _add_tiles(bench: argparse._SubParsersAction) -> None:
         "and 64-channel layers; write reports/bench/tiles-<gpu>.json and .md.",
     )
     _out_and_quick(bench_tiles, "two tiny shapes (a smoke run)")
-    _repeats_warmup_device(bench_tiles, 5, 2, repeats_help="profiled calls per height")
+    _repeats_warmup_device(bench_tiles, 5, 2, "profiled calls per height")
     bench_tiles.set_defaults(handler=_bench_tiles)
 
 
@@ -270,10 +275,13 @@ def _add_train(bench: argparse._SubParsersAction) -> None:
     parser = bench.add_parser(
         "train", help="training step and inference of the full network (clips/s, memory)"
     )
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--variants", nargs="+", default=DEFAULT_TRAIN_VARIANTS)
-    parser.add_argument("--backbone", default="csn152", choices=["csn152", "csn50", "tiny"])
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT, help=OUT_HELP)
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_TRAIN_VARIANTS, metavar="VARIANT",
+                        help="variants to time (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--backbone", default="csn152", choices=["csn152", "csn50", "tiny"],
+                        help="architecture (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=1,
+                        help="clips per step (default: %(default)s)")  # fmt: skip
     parser.add_argument(
         "--precision",
         default="bf16",
@@ -286,9 +294,10 @@ def _add_train(bench: argparse._SubParsersAction) -> None:
         default=["autocast"],
         choices=["autocast", "fp32"],
         help="dtype(s) of the DCN/D² sampling operator under autocast; give both to measure "
-        "what float32 sampling (as released) costs, relative to autocast",
+        "what float32 sampling (as released) costs, relative to autocast (default: autocast)",
     )
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed steps per variant (default: %(default)s)")  # fmt: skip
     parser.add_argument("--device", default=None, help="default: cuda if available")
     parser.add_argument("--quick", action="store_true", help="tiny model on a small clip")
     parser.set_defaults(handler=_bench_train)
@@ -307,7 +316,8 @@ def _add_eval(bench: argparse._SubParsersAction) -> None:
 def _add_plan(bench: argparse._SubParsersAction) -> None:
     """The speed of ``d2bench plan`` on a large study and store."""
     plan = bench.add_parser("plan", help="time `d2bench plan` on a large study and store")
-    plan.add_argument("--cells", type=int, default=1000, help="cells (and finished runs)")
-    plan.add_argument("--repeat", type=int, default=3)
+    plan.add_argument("--cells", type=int, default=1000, help="cells (default: %(default)s)")
+    plan.add_argument("--repeat", type=int, default=3,
+                      help="times to run `d2bench plan` (default: %(default)s)")  # fmt: skip
     plan.add_argument("--dir", help="work folder (reused when it holds a filled store)")
     plan.set_defaults(handler=_bench_plan)

@@ -126,8 +126,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "first GPU if any, else the CPU)",
     )
     measure.add_argument(
-        "--rounds", type=int, default=3, help="times every row is measured, interleaved (3)"
-    )
+        "--rounds", type=int, default=3,
+        help="times every row is measured, interleaved (default: %(default)s)",
+    )  # fmt: skip
     measure.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
                          help="where the measuring process runs (default: here)")  # fmt: skip
     measure.add_argument("--slurm-profile", help="cluster profile (default: the study's)")

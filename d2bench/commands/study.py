@@ -7,6 +7,7 @@ Everything here imports only the torch-free study, launch and tracking packages,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,11 @@ def _preflight(backend: Any, study: Any, runs_dir: Path, tracking_uri: str | Non
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from ..launch import format_plan, plan_study
+    from ..launch import format_plan, plan_document, plan_study
 
     study = _load(args.study)
     _, _, plan = plan_study(study, _tracker(args))
-    print(format_plan(plan))
+    print(json.dumps(plan_document(study, plan)) if args.json else format_plan(plan))
     return 0
 
 
@@ -133,7 +134,7 @@ def _status(args: argparse.Namespace) -> int:
     """The plan, plus the SLURM state of the study's queued jobs; ``--wait`` reattaches."""
     import time
 
-    from ..launch import format_plan, plan_study
+    from ..launch import format_plan, plan_document, plan_study
     from ..launch.job_end import explain_stale
     from ..launch.liveness import slurm_job_states
     from ..study import CellState
@@ -146,16 +147,25 @@ def _status(args: argparse.Namespace) -> int:
         running = plan.with_state(CellState.RUNNING)
         jobs = {item.record.tag(TAG_JOB): item for item in running if item.record}
         jobs.pop("", None)
-        print(format_plan(plan))
         slurm_jobs = [job for job in jobs if not job.startswith("ray:")]
-        states = slurm_job_states(slurm_jobs) if slurm_jobs else {}
-        for job in slurm_jobs:
-            state = (states or {}).get(job, "unknown")
-            print(f"  job {job}: {state} ({jobs[job].cell.label})")
-        for item in plan.with_state(CellState.STALE):
-            why = explain_stale(tracker, item.record) if item.record else None
-            if why:
-                print(f"  {item.cell.label}: {why}")
+        states = (slurm_job_states(slurm_jobs) or {}) if slurm_jobs else {}
+        job_states = {jobs[job].cell.key: states.get(job, "unknown") for job in slurm_jobs}
+        stale = {item.cell.key: explain_stale(tracker, item.record)
+                 for item in plan.with_state(CellState.STALE) if item.record}  # fmt: skip
+        if args.json:
+            document = plan_document(study, plan)
+            for entry, item in zip(document["cells"], plan.cells, strict=True):
+                entry["job"] = (item.record.tag(TAG_JOB) or None) if item.record else None
+                entry["job_state"] = job_states.get(item.cell.key)
+                entry["stale_reason"] = stale.get(item.cell.key)
+            print(json.dumps(document))
+        else:
+            print(format_plan(plan))
+            for job in slurm_jobs:
+                print(f"  job {job}: {job_states[jobs[job].cell.key]} ({jobs[job].cell.label})")
+            for item in plan.with_state(CellState.STALE):
+                if stale.get(item.cell.key):
+                    print(f"  {item.cell.label}: {stale[item.cell.key]}")
         if not args.wait or not running:
             break
         time.sleep(args.poll)
@@ -190,40 +200,71 @@ def _ui(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri",
+        metavar="URI",
         help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite under ./mlruns)",
     )
 
 
+def _study_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="study file (e.g. studies/smoke.yaml)")
+
+
+#: What ``--json`` prints, for the help text (the keys are kept stable; ``format`` says which).
+JSON_HELP = (
+    "print one JSON object instead of the table: format (1), study, counts (cells per state) "
+    "and cells, each with row, seed, key, label, state (done, running, failed, missing, stale) "
+    "and run_id"
+)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run the missing cells of a study")
-    run.add_argument("study", help="study file (e.g. studies/smoke.yaml)")
-    run.add_argument("--backend", choices=("local", "ray", "slurm"), help="default: the study's")
-    run.add_argument("--dry-run", action="store_true", help="show the plan, schedule nothing")
+    _study_argument(run)
+    run.add_argument("--backend", choices=("local", "ray", "slurm"),
+                     help="where cells run (default: the study's backend.name)")  # fmt: skip
+    run.add_argument("--dry-run", action="store_true",
+                     help="make every check of a run and show the plan; schedule and write "
+                     "nothing")  # fmt: skip
     run.add_argument("--retry-failed", action="store_true", help="also rerun failed cells")
     run.add_argument(
-        "--force", action="append", default=[], metavar="ROW", help="rerun ROW even if done"
-    )
-    run.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
-    run.add_argument("--slurm-profile", help="cluster profile: slurm/<name>.yaml or a path")
+        "--force", action="append", default=[], metavar="ROW",
+        help="rerun ROW even if done (repeatable)",
+    )  # fmt: skip
+    run.add_argument("--ray-address", metavar="ADDRESS",
+                     help="an existing Ray cluster (default: start a local one)")  # fmt: skip
+    run.add_argument("--slurm-profile", metavar="PROFILE",
+                     help="cluster profile: slurm/<name>.yaml or a path")  # fmt: skip
     run.add_argument("--detach", action="store_true", help="slurm: return after submission")
-    run.add_argument("--runs-dir", help="where cell folders go (default: the study's, runs/)")
+    run.add_argument(
+        "--runs-dir", metavar="DIR", help="where cell folders go (default: the study's runs_dir)"
+    )
     _common(run)
     run.set_defaults(handler=_run)
 
     plan = commands.add_parser("plan", help="show each cell as done/running/failed/missing")
-    plan.add_argument("study")
+    _study_argument(plan)
+    plan.add_argument("--json", action="store_true", help=JSON_HELP)
     _common(plan)
     plan.set_defaults(handler=_plan)
 
     status = commands.add_parser("status", help="the plan plus queued SLURM jobs; --wait")
-    status.add_argument("study")
+    _study_argument(status)
     status.add_argument("--wait", action="store_true", help="poll until no cell is running")
-    status.add_argument("--poll", type=float, default=30.0, help="seconds between polls")
+    status.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds between polls of --wait (default: %(default)s)")  # fmt: skip
+    status.add_argument(
+        "--json", action="store_true",
+        help=JSON_HELP + "; per cell also job (its SLURM or Ray job id), job_state (SLURM's "
+        "state of a running cell's job) and stale_reason. With --wait, one object per poll, "
+        "one per line",
+    )  # fmt: skip
     _common(status)
     status.set_defaults(handler=_status)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the study store")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address the UI listens on (default: %(default)s)")  # fmt: skip
+    ui.add_argument("--port", type=int, default=5000,
+                    help="port the UI listens on (default: %(default)s)")  # fmt: skip
     _common(ui)
     ui.set_defaults(handler=_ui)

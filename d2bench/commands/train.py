@@ -52,7 +52,8 @@ def _train(args: argparse.Namespace) -> int:
     from ..engine.signals import CellInterrupted
 
     config, out, device, model = _prepare(args.config, args.out, "runs/train")
-    print(f"training {config.model.variant} ({config.model.backbone}) on {device}; output in {out}")
+    model_text = f"{config.model.describe()} ({config.model.backbone})"
+    print(f"training {model_text} on {device}; output in {out}")
     try:
         summary = train_cell(config, out, device, model, None, True, not args.quiet)
     except CellInterrupted as interrupted:
@@ -114,7 +115,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=_train)
 
     infer = commands.add_parser("infer", help="write DAVIS-layout masks for the validation set")
-    infer.add_argument("config", type=Path)
+    infer.add_argument("config", type=Path, help="YAML config the checkpoint was trained with")
     infer.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint")
     infer.add_argument("--out", type=Path, help="output folder (default runs/infer/<name>)")
     infer.add_argument("--eval", action="store_true", help="also compute J&F on the masks")

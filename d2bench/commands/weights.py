@@ -58,11 +58,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def _add_architecture(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--backbone", choices=BACKBONES, default="csn152", help="architecture to check against"
-    )
+        "--backbone", choices=BACKBONES, default="csn152",
+        help="architecture to check against (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument(
-        "--tiny-width", type=int, default=16, help="channel multiplier of the tiny backbone"
-    )
+        "--tiny-width", type=int, default=16,
+        help="channel multiplier of the tiny backbone (default: %(default)s)",
+    )  # fmt: skip
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -464,9 +464,8 @@ def run_cell(
     with _cell_log(cell_dir):
         started = time.perf_counter()
         device = resolve_device(config.device)
-        log.info(
-            "cell %s: %s on %s (%s)", cell_dir.name, config.model.variant, device, config.data.root
-        )
+        what = config.model.describe()
+        log.info("cell %s: %s on %s (%s)", cell_dir.name, what, device, config.data.root)
         model = build_seeded_model(config)
         metrics: dict[str, float] = {}
         if config.train.epochs > 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Backend, LaunchContext
-from .driver import LaunchSummary, format_plan, launch_study, plan_study
+from .driver import LaunchSummary, format_plan, launch_study, plan_document, plan_study
 from .task import CellTask, execute_cell
 
 BACKEND_NAMES: tuple[str, ...] = ("local", "ray", "slurm")
@@ -44,5 +44,6 @@ __all__ = [
     "format_plan",
     "launch_study",
     "make_backend",
+    "plan_document",
     "plan_study",
 ]

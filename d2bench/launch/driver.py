@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..elapsed import elapsed_text, format_duration
 from ..study.cells import Cell, expand_cells
 from ..study.planner import CellRecord, CellState, Plan, PlannedCell, make_plan
 from ..study.spec import Study
@@ -63,6 +64,35 @@ def format_plan(plan: Plan) -> str:
     order = [state.value for state in CellState]
     lines.append(", ".join(f"{counts[name]} {name}" for name in order if counts.get(name)))
     return "\n".join(lines)
+
+
+#: Version of the ``plan --json`` / ``status --json`` document; bumped when a key changes meaning.
+PLAN_JSON_VERSION = 1
+
+
+def plan_document(study: Study, plan: Plan) -> dict[str, Any]:
+    """The plan as ``d2bench plan --json`` prints it: stable keys, one entry per cell.
+
+    ``{"format": 1, "study": NAME, "counts": {STATE: N}, "cells": [{"row", "seed", "key",
+    "label", "state", "run_id"}]}``; states are done, running, failed, missing, stale.
+    """
+    counts = plan.counts()
+    return {
+        "format": PLAN_JSON_VERSION,
+        "study": study.name,
+        "counts": {state.value: counts.get(state.value, 0) for state in CellState},
+        "cells": [
+            {
+                "row": item.cell.row,
+                "seed": item.cell.seed,
+                "key": item.cell.key,
+                "label": item.cell.label,
+                "state": item.state.value,
+                "run_id": item.run_id,
+            }
+            for item in plan.cells
+        ],
+    }
 
 
 def skipped_failed_count(plan: Plan, chosen: list[PlannedCell]) -> int:
@@ -187,11 +217,13 @@ def launch_study(
     labels = {item.cell.key: item.cell.label for item in chosen}
 
     reported: list[str] = []
+    started = time.monotonic()
 
     def report(task: CellTask, outcome: str) -> None:
         reported.append(task.key)
         done = f"[{len(reported)}/{len(tasks)}]"
-        echo(f"  {done} {labels.get(task.key, task.row)}: {outcome}")
+        timing = elapsed_text(time.monotonic() - started, len(reported), len(tasks))
+        echo(f"  {done} {labels.get(task.key, task.row)}: {outcome} ({timing})")
 
     try:
         summary.outcomes = dict(backend.run(tasks, context, report))
@@ -201,7 +233,7 @@ def launch_study(
         raise
     finally:
         _finish_parent(study, tracker, parent)
-    echo(_summary_line(summary))
+    echo(f"{_summary_line(summary)} in {format_duration(time.monotonic() - started)}")
     return summary
 
 

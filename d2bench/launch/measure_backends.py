@@ -96,23 +96,14 @@ def run_slurm(
 
 def run_ray(task: MeasureTask, resources: Resources, address: str | None) -> MeasureOutcome:
     """One Ray task reserving the job's CPUs and (for a GPU device) one whole GPU."""
-    import os
+    from .ray_backend import init_ray, quiet_ray_environment
 
+    quiet_ray_environment()
     import ray
 
-    from .ray_backend import forwarded_environment
-
-    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-            log_to_driver=True,
-            logging_level="WARNING",
-            runtime_env={"env_vars": forwarded_environment()},
-        )
+        init_ray(address)
     try:
         available = ray.cluster_resources().get("CPU", 1.0)
         remote = ray.remote(

@@ -11,6 +11,7 @@ normally.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -40,11 +41,85 @@ def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, st
     }
 
 
+#: Ray and Tune settings for a quiet driver (each one only where the user has not set it): every
+#: line of a cell as it comes, in its order, and no Tune banner or TensorBoard hint (the cells
+#: report to MLflow; Tune's own result files stay, its experiment analysis reads them).
+QUIET_RAY_ENV = {
+    "RAY_DEDUP_LOGS": "0",  # dedup holds back lines repeated across cells: one cell's reorder
+    "RAY_AIR_NEW_OUTPUT": "0",  # the classic reporter prints nothing at verbose=0
+    # Ray's distributed tqdm replaces builtins.print once a worker's log reaches the driver;
+    # Tune then fails to pickle its callbacks, whose progress lines hold the original print.
+    "RAY_TQDM_PATCH_PRINT": "0",
+}
+#: Ray's notice that a new local instance uses token authentication (it does; nothing to do).
+_TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+def quiet_ray_environment(
+    environ: dict[str, str] | None = None, *, tty: bool | None = None
+) -> None:
+    """Set :data:`QUIET_RAY_ENV` (and no colour codes when the output is not a terminal) in
+    ``environ`` (default ``os.environ``), before ray is imported: Ray reads some at import."""
+    environ = os.environ if environ is None else environ
+    if tty is None:
+        tty = all(stream.isatty() for stream in (sys.stdout, sys.stderr))
+    for name, value in QUIET_RAY_ENV.items():
+        environ.setdefault(name, value)
+    if not tty or "NO_COLOR" in environ:
+        environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_TOKEN_NOTICE)
+
+
+def init_ray(address: str | None) -> None:
+    """``ray.init`` as d2bench's drivers call it: join ``address`` (None: start a local
+    instance), workers' output forwarded without Ray's noise, ``D2BENCH_*`` settings forwarded."""
+    quiet_ray_environment()
+    import ray
+
+    notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropTokenNotice) for f in notices.filters):
+        notices.addFilter(_DropTokenNotice())
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        log_to_driver=True,
+        logging_level="WARNING",
+        runtime_env={"env_vars": forwarded_environment()},
+    )
+
+
+def quiet_exit_in_finalizers() -> None:
+    """In a trial's worker: drop a ``SystemExit`` raised inside a finalizer, print the rest.
+
+    Tune ends a finished trial's actor with SIGTERM (to free its resources for the next cell);
+    Ray's handler then raises ``SystemExit`` in whatever Python runs, and when that is a
+    finalizer (a weak-reference callback), Python prints it as an "Exception ignored" traceback
+    under the cell's lines: a normal exit, not an error. Installed once per process.
+    """
+    hook = sys.unraisablehook
+    if getattr(hook, "_d2bench", False):
+        return
+
+    def unraisable(info: Any) -> None:
+        if not isinstance(info.exc_value, SystemExit):
+            hook(info)
+
+    unraisable._d2bench = True  # type: ignore[attr-defined]
+    sys.unraisablehook = unraisable
+
+
 def _trial(config: dict[str, Any]) -> None:
     """The Tune trainable: one cell attempt, its outcome reported as the trial's last result."""
     from ray import tune
 
     from .task import CellTask, execute_cell
+
+    quiet_exit_in_finalizers()
 
     task = CellTask.from_dict(config["task"])
     context = tune.get_context()
@@ -80,21 +155,12 @@ class RayBackend:
 
     def _connect(self) -> None:
         """Join the cluster at ``address`` (or start a local instance), once per backend."""
+        quiet_ray_environment()  # before ray's first import: it reads some settings then
         import ray
 
         if ray.is_initialized():
             return
-        # Ray's distributed tqdm replaces builtins.print once a worker's log reaches the driver;
-        # Tune then fails to pickle its callbacks, whose progress lines hold the original print.
-        os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
-        ray.init(
-            address=self.address,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-            log_to_driver=True,
-            logging_level="WARNING",
-            runtime_env={"env_vars": forwarded_environment()},
-        )
+        init_ray(self.address)
         self._connected_here = True
 
     def _disconnect(self) -> None:
@@ -132,6 +198,7 @@ class RayBackend:
     def run(
         self, tasks: Sequence[CellTask], context: LaunchContext, on_outcome: OnOutcome
     ) -> dict[str, Outcome | str]:
+        quiet_ray_environment()
         from ray import tune
 
         from .ray_cluster import alive_nodes, cell_request, fit_to_local_node

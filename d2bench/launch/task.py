@@ -112,7 +112,7 @@ def execute_cell(
             on_metrics=logger.log_metrics,
             on_commit=logger.flush,
             handle_signals=handle_signals,
-            show_progress=False,
+            show_progress=True,  # lines in logs (SLURM, Ray), a live bar on a terminal
         )
     except KeyboardInterrupt:
         logger.interrupted("interrupted (Ctrl-C)")

@@ -1,9 +1,13 @@
 """Build (once, cached) and load the compiled operator library from ``ops_cuda/``.
 
 The library is built just in time with torch's C++ extension machinery and ninja, into a cache
-folder keyed by the torch version and whether CUDA kernels are included; later processes load
-the cached build in well under a second. A missing compiler or a failing build raises
-:class:`OpsBuildError` with what to do, instead of a wall of compiler output.
+folder keyed by the torch version, whether CUDA kernels are included and a hash of the sources;
+later processes load the cached build in well under a second. The build compiles a copy of the
+sources kept in that folder, never the checkout's own files: the compiler commands (which ninja
+compares to decide what is stale) then name the same paths whichever checkout asks, so a second
+clone of the repository reuses the first one's build instead of rebuilding it. A missing compiler
+or a failing build raises :class:`OpsBuildError` with what to do, instead of a wall of compiler
+output.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 #: Environment variables the loader reads.
@@ -48,6 +53,14 @@ def _cuda_wanted() -> bool:
     return bool(torch.cuda.is_available() and CUDA_HOME and torch.version.cuda)
 
 
+#: The files a build reads: they make the cache key and are copied into the build folder.
+SOURCE_SUFFIXES = frozenset({".h", ".cuh", ".cpp", ".cu"})
+
+
+def _source_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in SOURCE_SUFFIXES and p.is_file())
+
+
 def _sources(folder: Path, with_cuda: bool) -> list[str]:
     files = [folder / "registration.cpp", *sorted((folder / "cpu").glob("*.cpp"))]
     if with_cuda:
@@ -76,11 +89,43 @@ def _check_toolchain() -> None:
 def _sources_digest(folder: Path) -> str:
     """Hash of every source and header, so an edited header gets a fresh build folder."""
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.suffix in {".h", ".cuh", ".cpp", ".cu"}:
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(path.read_bytes())
+    for path in _source_files(folder):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
+
+
+def staged_sources(folder: Path, build_dir: Path) -> Path:
+    """The sources of ``folder`` copied into ``build_dir/src`` (once; later calls reuse the copy).
+
+    The build folder is keyed by the sources' hash, so an existing copy holds the same bytes; it
+    is never rewritten, which keeps its timestamps older than the objects built from it (ninja
+    would otherwise rebuild). The copy appears whole or not at all (renamed into place), so two
+    processes staging at once do not see each other's half-written files.
+    """
+    staged = build_dir / "src"
+    if staged.is_dir():
+        return staged
+    scratch = Path(tempfile.mkdtemp(prefix=".src-", dir=build_dir))
+    scratch.chmod(0o755)  # mkdtemp's 0700 would hide the sources from a shared cache's users
+    try:
+        for path in _source_files(folder):
+            target = scratch / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        try:
+            scratch.rename(staged)
+        except OSError:
+            if not staged.is_dir():  # not a concurrent stager that won the race
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return staged
+
+
+#: How a build folder is laid out; part of its name, so that a d2bench that still compiles the
+#: checkout's own files (layout 1) never shares, and keeps rewriting, this layout's folder.
+BUILD_LAYOUT = "L2"
 
 
 def build_directory(with_cuda: bool) -> Path:
@@ -89,7 +134,7 @@ def build_directory(with_cuda: bool) -> Path:
     root = Path(os.environ.get(BUILD_ENV, Path.home() / ".cache" / "d2bench" / "ops"))
     flavour = f"cu{torch.version.cuda}" if with_cuda else "cpu"
     version = torch.__version__.split("+")[0]
-    folder = root / f"torch{version}-{flavour}-{_sources_digest(source_dir())}"
+    folder = root / f"torch{version}-{flavour}-{_sources_digest(source_dir())}-{BUILD_LAYOUT}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -153,17 +198,19 @@ def load_library() -> bool:
     with_cuda = _cuda_wanted()
     _check_toolchain()
     verbose = os.environ.get(VERBOSE_ENV, "0") == "1"
+    build_dir = build_directory(with_cuda)
     try:
+        staged = staged_sources(folder, build_dir)
         cpp_extension.load(
             name="d2bench_ops_cuda" if with_cuda else "d2bench_ops_cpu",
-            sources=_sources(folder, with_cuda),
-            extra_include_paths=[str(folder)],
+            sources=_sources(staged, with_cuda),
+            extra_include_paths=[str(staged)],
             # No -std flag: torch picks the standard its own headers were built for (C++20);
             # overriding it compiles c10 types differently and crashes when a kernel throws.
             extra_cflags=["-O3", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             extra_cuda_cflags=_cuda_flags() if with_cuda else None,
-            build_directory=str(build_directory(with_cuda)),
+            build_directory=str(build_dir),
             is_python_module=False,
             verbose=verbose,
         )
