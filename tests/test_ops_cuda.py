@@ -13,7 +13,7 @@ import d2bench.ops as ops
 from d2bench.bench.timing import peak_extra_memory
 from d2bench.layers import get_variant
 from d2bench.layers.replace import build_layer
-from d2bench.ops import reference
+from d2bench.ops import reference, routing
 from d2bench.ops.geometry import make_geometry
 
 pytestmark = [
@@ -210,8 +210,11 @@ def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> 
     for name, a, b in zip(["out", "x", "coords", "mask", "w", "b"], got, want, strict=True):
         if b is not None:
             assert _rel(a, b) < 1e-2, name
-    # The same call with a contiguous upstream gradient takes the CUDA-core backward.
-    plain = _values_and_grads(run, inputs)
+    # The same call with a contiguous upstream gradient, left as it is, takes the CUDA-core
+    # backward (by default autograd copies it into channels_last_3d for the tensor cores).
+    with routing.grad_conversion(False):
+        plain, plain_kernels = _kernels_run(lambda: _values_and_grads(run, inputs))
+    assert "simt_input_grad_kernel" in _kernel_names(plain_kernels)
     for name, a, b in zip(["x", "coords", "mask", "w"], got[1:5], plain[1:5], strict=True):
         if b is not None:
             assert _rel(a, b) < 1e-2, name

@@ -10,6 +10,10 @@ What running the sampling operator in float32 costs (``model.sampling_precision`
 ``sampling_precisions`` every DCN/D² variant is measured once per choice, one after the other on
 the same device, and the report gives each time relative to the ``autocast`` row of the same
 variant. Variants without a sampling operator (baseline, ASPP) are measured once.
+
+Which backward kernels each DCN/D² layer took (tensor-core or CUDA-core, and whether its upstream
+gradient was first copied into channels_last_3d for them) is recorded in the first warm-up step
+and reported per row and per layer (:mod:`d2bench.ops.routing`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from ..config import ModelConfig
 from ..engine.amp import Amp, autocast_context, autocast_dtype
 from ..metrics.lovasz import lovasz_hinge
+from ..ops.routing import grad_conversion, record_backward_paths
 from .common import gpu_slug
 from .environment import collect_environment
 
@@ -75,8 +80,12 @@ def bench_variant(
     tiny_width: int = 16,
     decoder_channels: int = 256,
     sampling_precision: str = "autocast",
+    convert_grads: bool = True,
 ) -> dict[str, Any]:
-    """Time training steps and inference forwards of one variant; peak memory of each."""
+    """Time training steps and inference forwards of one variant; peak memory of each; the
+    backward path of every sampled layer in a training step (``convert_grads``: whether
+    upstream gradients are copied into channels_last_3d for the tensor-core backward, see
+    :mod:`d2bench.ops.routing`)."""
     from ..models import build_model
 
     torch.manual_seed(0)
@@ -114,7 +123,13 @@ def bench_variant(
 
     model.train()
     _reset_peak(device)
-    train_times = _timed(train_step, device, warmup, repeats)
+    # The first warm-up step is recorded: which backward kernels each sampled layer took (the
+    # steps are alike, so the timed ones take the same paths without the recording's hooks).
+    with grad_conversion(convert_grads):
+        with record_backward_paths(model) as record:
+            train_step()
+            _sync(device)
+        train_times = _timed(train_step, device, max(warmup - 1, 0), repeats)
     train_peak = _peak_gb(device)
     optimizer.zero_grad(set_to_none=True)
     model.eval()
@@ -134,6 +149,7 @@ def bench_variant(
         "infer_peak_gb": infer_peak,
         "train_samples_ms": [1000 * t for t in train_times],
         "infer_samples_ms": [1000 * t for t in infer_times],
+        "backward_paths": record.as_dict(),
     }
 
 
@@ -177,8 +193,9 @@ def _markdown(record: dict[str, Any]) -> str:
         "relative to the same variant's autocast row.",
         "",
         "| Variant | sampling | train step (ms) | ×autocast | train clips/s | train peak (GB) "
-        "| inference (ms) | ×autocast | inference clips/s | inference peak (GB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| inference (ms) | ×autocast | inference clips/s | inference peak (GB) "
+        "| backward paths |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def gb(value: float | None) -> str:
@@ -190,7 +207,7 @@ def _markdown(record: dict[str, Any]) -> str:
         if not has_sampling_operator(row["variant"]):
             sampling = "–"
         if "error" in row:
-            lines.append(f"| {row['variant']} | {sampling} | failed: {row['error']} |" + " |" * 7)
+            lines.append(f"| {row['variant']} | {sampling} | failed: {row['error']} |" + " |" * 8)
             continue
         ratio = ratios.get((row["variant"], sampling))
         train_ratio, infer_ratio = (f"{ratio[0]:.3f}", f"{ratio[1]:.3f}") if ratio else ("", "")
@@ -198,9 +215,54 @@ def _markdown(record: dict[str, Any]) -> str:
             f"| {row['variant']} | {sampling} | {row['train_step_ms']:.1f} | {train_ratio} "
             f"| {row['train_clips_per_s']:.2f} | {gb(row['train_peak_gb'])} "
             f"| {row['infer_ms']:.1f} | {infer_ratio} | {row['infer_clips_per_s']:.2f} "
-            f"| {gb(row['infer_peak_gb'])} |"
+            f"| {gb(row['infer_peak_gb'])} | {paths_summary(row.get('backward_paths'))} |"
         )
+    lines += _layer_paths(record)
     return "\n".join(lines) + "\n"
+
+
+_PATH_NAMES = {"tensor_core": "tensor-core", "cuda_core": "CUDA-core", "cpu": "CPU"}
+
+
+def paths_summary(paths: dict[str, Any] | None) -> str:
+    """E.g. ``10 tensor-core (10 after a gradient copy)``: the backward calls of the sampled
+    layers in the recorded step, per path; ``–`` where no layer samples."""
+    if not paths or not paths.get("calls"):
+        return "–"
+    counts = dict(paths["counts"])
+    converted = counts.pop("converted", 0)
+    parts = [f"{n} {_PATH_NAMES.get(path, path)}" for path, n in counts.items()]
+    copies = f" ({converted} after a gradient copy)" if converted else ""
+    return ", ".join(parts) + copies
+
+
+def _layer_paths(record: dict[str, Any]) -> list[str]:
+    """A table of each sampled layer's backward call in the recorded training step."""
+    rows = [row for row in record["results"] if (row.get("backward_paths") or {}).get("calls")]
+    if not rows:
+        return []
+    converting = record["settings"].get("convert_grads", True)
+    lines = [
+        "",
+        "Backward of each sampled layer in the first warm-up step (the timed steps take the same "
+        "paths): the upstream gradient's layout as autograd handed it over, whether it was "
+        "copied into channels_last_3d for the tensor-core kernels "
+        f"({'on' if converting else 'off in this run'}), and the kernels that ran.",
+        "",
+        "| Variant | sampling | layer | op | input (N×C×T×H×W) | C_out | upstream gradient "
+        "| copied | backward | why not tensor-core |",
+        "|---|---|---|---|---|---:|---|---|---|---|",
+    ]
+    for row in rows:
+        for call in row["backward_paths"]["calls"]:
+            lines.append(
+                f"| {row['variant']} | {row.get('sampling_precision', 'autocast')} "
+                f"| {call['layer'] or '?'} | {call['op']} ({call['dtype']}) "
+                f"| {'×'.join(map(str, call['input_shape']))} | {call['out_channels']} "
+                f"| {call['grad_layout']} | {'yes' if call['converted'] else 'no'} "
+                f"| {_PATH_NAMES.get(call['path'], call['path'])} | {call['reason'] or '–'} |"
+            )
+    return lines
 
 
 def run_train_benchmark(
@@ -216,11 +278,15 @@ def run_train_benchmark(
     repeats: int = 10,
     device: str | None = None,
     quick: bool = False,
+    convert_grads: bool = True,
 ) -> Path:
     """Run the benchmark and write ``train-<gpu>.json`` / ``.md``; returns the JSON path.
 
     On a CPU the precision is fp32 (autocast is CUDA-only, see :mod:`d2bench.engine.amp`), so the
     sampling precisions then measure the same computation; the run still exercises every path.
+    ``convert_grads=False`` hands the sampling operators' backward the upstream gradient in the
+    layout it arrives in, as before such gradients were copied into channels_last_3d (to measure
+    what the copy saves).
     """
     for sampling in sampling_precisions:
         if sampling not in SAMPLING_PRECISIONS:
@@ -258,12 +324,14 @@ def run_train_benchmark(
                 warmup=warmup,
                 repeats=repeats,
                 sampling_precision=sampling,
+                convert_grads=convert_grads,
                 tiny_width=tiny_width,
                 decoder_channels=decoder_channels,
             )
             print(
                 f"  train {row['train_clips_per_s']:.2f} clips/s, peak {row['train_peak_gb']} GB;"
-                f" inference {row['infer_clips_per_s']:.2f} clips/s, peak {row['infer_peak_gb']}"
+                f" inference {row['infer_clips_per_s']:.2f} clips/s, peak {row['infer_peak_gb']};"
+                f" backward paths: {paths_summary(row['backward_paths'])}"
             )
         except torch.OutOfMemoryError as error:
             row = {
@@ -287,6 +355,7 @@ def run_train_benchmark(
             "dtype": str(dtype).removeprefix("torch."),
             "sampling_precisions": list(sampling_precisions),
             "grad_scaler": dtype == torch.float16,
+            "convert_grads": convert_grads,
             "warmup": warmup,
             "repeats": repeats,
             "quick": quick,

@@ -119,6 +119,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         device=args.device,
         quick=args.quick,
+        convert_grads=not args.keep_grad_layout,
     )
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
@@ -300,6 +301,13 @@ def _add_train(bench: argparse._SubParsersAction) -> None:
                         help="timed steps per variant (default: %(default)s)")  # fmt: skip
     parser.add_argument("--device", default=None, help="default: cuda if available")
     parser.add_argument("--quick", action="store_true", help="tiny model on a small clip")
+    parser.add_argument(
+        "--keep-grad-layout",
+        action="store_true",
+        help="hand the sampling operators' backward the upstream gradient in the layout it "
+        "arrives in (no copy into channels_last_3d for the tensor-core kernels), to measure "
+        "what that copy saves",
+    )
     parser.set_defaults(handler=_bench_train)
 
 

@@ -11,6 +11,7 @@ import threading
 import torch
 from torch import Tensor
 
+from . import routing
 from .geometry import ConvGeometry
 
 _lock = threading.Lock()
@@ -78,17 +79,24 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(input, coords, mod, weight)
     ctx.has_bias = bias is not None
     ctx.conv_args = conv_args
+    ctx.layer = routing.current_layer()  # None unless a backward record names layers
 
 
-def _make_backward(backward_op):
+def _make_backward(backward_op, name: str):
     def backward(ctx, grad_output: Tensor):
         input, coords, mod, weight = ctx.saved_tensors
         wanted = [bool(ctx.needs_input_grad[i]) for i in range(4)]
         wanted[2] = wanted[2] and mod is not None
         grads: tuple[Tensor | None, ...] = (None, None, None, None)
         if any(wanted):
-            # Either packed layout goes to the kernels as it is (channels_last_3d: no copy).
-            grad = grad_output.contiguous(memory_format=memory_format(grad_output))
+            # Either packed layout goes to the kernels as it is (channels_last_3d: no copy);
+            # on a GPU, one that keeps a 16-bit call off the tensor-core backward is copied
+            # into channels_last_3d (see routing.grad_for_backward).
+            groups = ctx.conv_args[3] if len(ctx.conv_args) > 3 else 1
+            grad, decision, converted = routing.grad_for_backward(
+                grad_output, input, weight, groups, wanted[0]
+            )
+            routing.note_call(name, ctx.layer, grad_output, input, weight, decision, converted)
             grads = backward_op(grad, input, coords, mod, weight, *ctx.conv_args, wanted)
             grads = tuple(g if w else None for g, w in zip(grads, wanted, strict=True))
         grad_bias = None
@@ -107,12 +115,12 @@ def _register() -> None:
     torch.library.register_fake("d2bench::deform_conv3d_backward", _fake_deform_conv3d_backward)
     torch.library.register_autograd(
         "d2bench::d2conv3d",
-        _make_backward(lib.d2conv3d_backward.default),
+        _make_backward(lib.d2conv3d_backward.default, "d2conv3d"),
         setup_context=_setup_context,
     )
     torch.library.register_autograd(
         "d2bench::deform_conv3d",
-        _make_backward(lib.deform_conv3d_backward.default),
+        _make_backward(lib.deform_conv3d_backward.default, "deform_conv3d"),
         setup_context=_setup_context,
     )
 
