@@ -4,8 +4,8 @@ One schema (pydantic, unknown keys refused) serves the single-run CLI and the st
 a cell of a study is exactly a config file a user could run by hand. Torch-free: the planner
 validates and hashes configs on machines without a GPU stack.
 
-Defaults are the paper's Table 1 protocol (seed-facts §4) on DAVIS; the tiny model and the
-synthetic data are chosen explicitly (see ``studies/smoke.yaml``).
+Defaults are the paper's Table 1 protocol (the original's training and inference) on DAVIS;
+the tiny model and the synthetic data are chosen explicitly (see ``studies/smoke.yaml``).
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ class DataConfig(_Strict):
     #: "random-sorted" (as released): sorted(random.choices(window truncated at the video's
     #: ends, k=clip_len)), drawn once per dataset build from train.seed and the DDP rank, so
     #: frames can repeat; "consecutive": clip_len consecutive frames, the window shifted inside
-    #: the video (no repeats, always in order, always holding frame i). Neither is a bug of
-    #: seed-facts §5: a protocol choice.
+    #: the video (no repeats, always in order, always holding frame i). Neither is a bug of the
+    #: original: a protocol choice.
     clip_sampling: ClipSampling = "random-sorted"
     #: Frames are resized to (H, W) for training; None keeps the native size.
     train_size: tuple[FrameSide, FrameSide] | None = (480, 854)
@@ -170,7 +170,7 @@ class DataConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Optimisation (seed-facts §4): Adam, StepLR, clipping, AMP.
+    """Optimisation as the original: Adam, StepLR, clipping, AMP.
 
     ``precision``: "fp16" (as released: float16 autocast with a GradScaler), "bf16" (bfloat16
     autocast, no scaler) or "fp32". Reduced precisions apply on CUDA; on a CPU the cell runs in
@@ -194,14 +194,14 @@ class TrainConfig(_Strict):
     #: Validate on ``data.val_set`` after every this many epochs (0 = never): the same clip
     #: inference and J&F as the final evaluation, its curve logged as ``val/*``, and the weights
     #: with the best validation J&F kept beside the last ones (the original validates after
-    #: every epoch and its test scripts load that best checkpoint: seed-facts §4).
+    #: every epoch and its test scripts load that best checkpoint by default).
     validate_every_epochs: Int = Field(0, ge=0, le=10_000)
     #: Validate on the first this many sequences of ``data.val_set`` only (None = all of them).
     validate_max_sequences: Int | None = Field(None, ge=1, le=100_000)
 
 
 class InferConfig(_Strict):
-    """Clip inference (seed-facts §4): 8-frame clips every ``gap`` frames, averaged scores."""
+    """Clip inference as the original: 8-frame clips every ``gap`` frames, averaged scores."""
 
     clip_len: Int = Field(8, ge=1, le=256)
     gap: Int = Field(5, ge=1, le=256)
@@ -210,14 +210,16 @@ class InferConfig(_Strict):
     precision: Precision = "fp16"
     batch_size: Int = Field(1, ge=1, le=4096)
     #: "every-gap" (as released): clips start at 0, gap, 2·gap, … < T; "until-end": the last
-    #: clip is the first that reaches the end (fewer tail clips). It avoids no bug of seed-facts
-    #: §5 while padded frames do not vote; with them voting it shrinks that bug's reach.
+    #: clip is the first that reaches the end (fewer tail clips). It avoids no bug of the
+    #: original while padded frames do not vote; with them voting it shrinks the reach of the
+    #: original's bug that lets repeated end frames all vote for the last frame.
     clip_starts: ClipStarts = "every-gap"
     #: Whether the repeated last frames that fill a clip past the end vote for the last frame.
-    #: False (our fix of seed-facts §5: they would all vote for the last frame); True as released.
+    #: False (our fix of the original's bug: they would all vote for the last frame); True as
+    #: released.
     padded_frames_vote: bool = False
     #: "logits" (as released): mean logit over the clips covering a frame, then sigmoid;
-    #: "probabilities": mean of the clips' sigmoids (what the paper's text says; no §5 bug).
+    #: "probabilities": mean of the clips' sigmoids (what the paper's text says; not a bug).
     average: ScoreAverage = "logits"
     #: Save the dilation/modulation maps of every replaced layer for this sequence (Fig. 4).
     save_maps_for: str | None = None

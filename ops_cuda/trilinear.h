@@ -2,7 +2,7 @@
 // coordinate. This is the one place the sampling math lives; the CPU and the CUDA kernels both
 // include it unchanged.
 //
-// Conventions (shared/reference/seed-facts.md §1):
+// Conventions (trilinear sampling with zero padding, as the original operator):
 // - each of the 8 corners outside the T×H×W volume contributes 0, so a coordinate <= -1 or
 //   >= size on any axis samples exactly 0;
 // - at an exact integer coordinate the derivative is the one-sided difference towards the +1

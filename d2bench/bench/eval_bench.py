@@ -12,10 +12,6 @@ subset of sequences, extrapolated to the whole set by frame-pairs (frames × sco
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import math
 import os
 import resource
 import statistics
@@ -29,13 +25,15 @@ from ..metrics.davis import evaluate
 from ..metrics.davis.driver import available_cpus
 from ..metrics.davis.reference import evaluate_reference
 from ..metrics.davis.synthetic import DAVIS16_VAL_FRAMES, write_mask_set
+from .common import pass_mark, write_report
 
 SCHEMA = "d2bench.bench.eval/1"
 
 #: Protocols timed, with the results folder each reads.
 PROTOCOL_RESULTS = {"davis16": "semi", "unsupervised": "unsupervised"}
 
-#: Targets from the issue: davis16 wall time, unsupervised speed-up over the official tool.
+#: What the evaluation must reach: davis16 val in 10 s, unsupervised 30× faster than the
+#: official tool's algorithm (the slow path).
 DAVIS16_TARGET_S = 10.0
 UNSUPERVISED_TARGET_RATIO = 30.0
 
@@ -202,10 +200,6 @@ def _targets(measured: dict[str, dict[str, Any]], quick: bool) -> list[dict[str,
     return rows
 
 
-def _fmt_pass(verdict: bool | None) -> str:
-    return "—" if verdict is None else ("✓" if verdict else "✗")
-
-
 def render_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     data = report["dataset"]
@@ -242,12 +236,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{', '.join(row['slow_subset'])} ({row['slow_subset_frames']}) | "
             f"{row['slow_subset_s']:.1f} | {row['slow_extrapolated_s']:.0f} | "
             f"{row['slow_extrapolated_cpu_s']:.0f} | {row['speedup_vs_slow']:.1f}× | "
-            f"{row['cpu_speedup_vs_slow']:.1f}× | {_fmt_pass(row['slow_path_agrees_bitwise'])} |"
+            f"{row['cpu_speedup_vs_slow']:.1f}× | {pass_mark(row['slow_path_agrees_bitwise'])} |"
         )
     lines += ["", "## Targets", "", "| Target | Value | Pass |", "|---|---:|:---:|"]
     for row in report["targets"]:
         lines.append(
-            f"| {row['target']} | {row['value']:.2f} {row['unit']} | {_fmt_pass(row['pass'])} |"
+            f"| {row['target']} | {row['value']:.2f} {row['unit']} | {pass_mark(row['pass'])} |"
         )
     lines += [
         "",
@@ -274,29 +268,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
 
 
 def run_eval_benchmark(
@@ -357,29 +328,9 @@ def run_eval_benchmark(
         "official_reported_s": OFFICIAL_REPORTED_S,
         "wall_s": time.perf_counter() - started,
     }
-    report = _finite(report)
     out_dir = Path(out_dir)
     json_path = out_dir / f"eval-{report['host']}.json"
-    markdown = render_markdown(report)
-    _write_atomic(
-        json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    )
-    _write_atomic(json_path.with_suffix(".md"), markdown)
+    markdown = write_report(json_path, report, render_markdown, final_newline=True)
     say("")
     say(markdown)
     return json_path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m d2bench.bench.eval_bench")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-    path = run_eval_benchmark(args.out, quick=args.quick, workers=args.workers)
-    print(f"wrote {path} and {path.with_suffix('.md')}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

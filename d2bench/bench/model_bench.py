@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,8 +37,8 @@ from torch import Tensor, nn
 from ..config import InferConfig, ModelConfig
 from ..layers.branch import SampledConv3d
 from ..names import PAPER_LABELS, VARIANT_NAMES, canonical_variant_name
+from .common import Target, fmt, gpu_slug, md_cell, revision_text, write_report
 from .environment import collect_environment, resolve_device
-from .ops_bench import _json_safe, _write_atomic, gpu_slug
 from .timing import cudnn_benchmark, time_fn
 
 SCHEMA = "d2bench.model_bench/1"
@@ -65,22 +64,19 @@ SAMPLING_PRECISIONS = ("autocast", "fp32")
 BRANCH_INITS = ("random", "zero")
 
 
-@dataclass(frozen=True)
-class Target:
-    variant: str
-    quantity: str  # "fps" (higher is better) or "memory" (lower is better)
-    limit: float
-
-    @property
-    def label(self) -> str:
-        sign = "≥" if self.quantity == "fps" else "≤"
-        name = "FPS" if self.quantity == "fps" else "peak memory"
-        return f"{PAPER_LABELS[self.variant]} {name} {sign} {self.limit:g}× Revised Baseline"
+def _target(variant: str, quantity: str, limit: float) -> Target:
+    """``quantity`` relative to the Revised Baseline: "fps" (higher is better) or "memory"
+    (lower is better)."""
+    fps = quantity == "fps"
+    sign = "≥" if fps else "≤"
+    name = "FPS" if fps else "peak memory"
+    label = f"{PAPER_LABELS[variant]} {name} {sign} {limit:g}× Revised Baseline"
+    return Target(variant, quantity, limit, "ratio", label, f"{sign} {limit:g}×", BASELINE, fps)
 
 
 TARGETS: tuple[Target, ...] = (
-    Target("d2conv3d_iv", "fps", 0.95),
-    Target("d2conv3d_iv", "memory", 1.05),
+    _target("d2conv3d_iv", "fps", 0.95),
+    _target("d2conv3d_iv", "memory", 1.05),
 )
 
 
@@ -301,16 +297,14 @@ def evaluate_targets(
     """Each target's ratio and verdict; a speed target stays unjudged (None) on a drifting host."""
     rows = []
     for target in TARGETS:
-        ratio = ((entries.get(target.variant) or {}).get("relative") or {}).get(target.quantity)
-        met = None
-        unjudged = target.quantity == "fps" and drift is not None and not drift["stable"]
-        if ratio is not None and not unjudged:
-            met = ratio >= target.limit if target.quantity == "fps" else ratio <= target.limit
+        ratio = ((entries.get(target.variant) or {}).get("relative") or {}).get(target.measure)
+        unjudged = target.measure == "fps" and drift is not None and not drift["stable"]
+        met = None if unjudged else target.judge(ratio)
         rows.append(
             {
                 "target": target.label,
                 "variant": target.variant,
-                "quantity": target.quantity,
+                "quantity": target.measure,
                 "limit": target.limit,
                 "ratio": ratio,
                 "met": met,
@@ -325,22 +319,9 @@ def evaluate_targets(
 # Output
 
 
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell (the paper's labels contain ``|D|``)."""
-    return text.replace("|", "\\|")
-
-
-def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
-    return "—" if value is None else f"{value:.{digits}f}{suffix}"
-
-
 def render_markdown(report: dict[str, Any]) -> str:
     env, protocol = report["environment"], report["protocol"]
     gpu = env.get("gpu_name")
-    revision = env.get("git_revision")
-    revision_text = (revision[:12] if revision else "unknown") + (
-        " (uncommitted changes)" if env.get("git_dirty") else ""
-    )
     memory_label = "peak alloc GB" if gpu else "peak RSS GB"
     lines = [
         f"# Model benchmark: {gpu or 'CPU'}" + (" (quick)" if report["quick"] else ""),
@@ -349,7 +330,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{env.get('driver_version') or '—'}; {env.get('platform')}",
         f"- torch {env.get('torch_version')}, CUDA {env.get('cuda_version') or '—'}, "
         f"cuDNN {env.get('cudnn_version') or '—'}, Python {env.get('python_version')}; "
-        f"d2bench revision {revision_text}",
+        f"d2bench revision {revision_text(env)}",
         f"- Network: {protocol['backbone']} backbone, decoder {protocol['decoder_channels']} "
         f"channels, random weights (deformation branches: {protocol['branch_init']}); "
         f"dtype {protocol['dtype']} (sampling operator: "
@@ -373,7 +354,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         paper_fps, paper_mem = PAPER_FPS_MEMORY[name]
         if "error" in entry:
             lines.append(
-                f"| {_cell(entry['label'])} | error: {_cell(entry['error'][:80])} | | | | | | | "
+                f"| {md_cell(entry['label'])} | error: {md_cell(entry['error'][:80])} "
+                "| | | | | | | "
                 f"{paper_fps} | {paper_mem} |"
             )
             continue
@@ -382,14 +364,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             "| "
             + " | ".join(
                 [
-                    _cell(entry["label"]),
-                    _fmt(_value(entry, "clip", "median_ms"), 1),
-                    _fmt(_value(entry, "protocol", "fps")),
-                    _fmt(relative.get("fps"), 3, "×"),
-                    _fmt(relative.get("clip_fps"), 3, "×"),
-                    _fmt(_memory_key(entry), 3),
-                    _fmt(_value(entry, "clip", "memory", "max_reserved_gb"), 3),
-                    _fmt(relative.get("memory"), 3, "×"),
+                    md_cell(entry["label"]),
+                    fmt(_value(entry, "clip", "median_ms"), 1),
+                    fmt(_value(entry, "protocol", "fps")),
+                    fmt(relative.get("fps"), 3, "×"),
+                    fmt(relative.get("clip_fps"), 3, "×"),
+                    fmt(_memory_key(entry), 3),
+                    fmt(_value(entry, "clip", "memory", "max_reserved_gb"), 3),
+                    fmt(relative.get("memory"), 3, "×"),
                     f"{paper_fps}",
                     f"{paper_mem}",
                 ]
@@ -415,7 +397,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 else "not judged (the baseline could not be measured again)"
             )
         note = "" if row["applies"] else " (CPU smoke run: not a GPU measurement)"
-        lines.append(f"- {row['target']}: {_fmt(row['ratio'], 3, '×')} — {verdict}{note}")
+        lines.append(f"- {row['target']}: {fmt(row['ratio'], 3, '×')} — {verdict}{note}")
     lines.append("")
     return "\n".join(lines)
 
@@ -477,8 +459,8 @@ def run_model_benchmark(
             else:
                 say(
                     f"{prefix}: clip {entry['clip']['median_ms']:.1f} ms, "
-                    f"protocol {_fmt(_value(entry, 'protocol', 'fps'))} FPS, "
-                    f"peak {_fmt(_memory_key(entry), 3)} GB"
+                    f"protocol {fmt(_value(entry, 'protocol', 'fps'))} FPS, "
+                    f"peak {fmt(_memory_key(entry), 3)} GB"
                 )
             entries[name] = entry
         first_ms = _value(entries.get(BASELINE), "clip", "median_ms")
@@ -506,15 +488,12 @@ def run_model_benchmark(
         "targets": targets,
         "wall_s": time.perf_counter() - started,
     }
-    report = _json_safe(report)
     slug = gpu_slug(environment.get("gpu_name")) + ("-quick" if quick else "")
     if settings.sampling_precision != "autocast":
         slug += f"-sampling-{settings.sampling_precision}"
     out_dir = Path(out_dir)
     json_path = out_dir / f"model-{slug}.json"
-    markdown = render_markdown(report)
-    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
-    _write_atomic(out_dir / f"model-{slug}.md", markdown)
+    markdown = write_report(json_path, report, render_markdown)
     say("")
     say(markdown)
     return json_path

@@ -5,20 +5,15 @@ For every shape, each variant is timed forward and forward+backward with the pro
 precision measured in the same run, and the ratios are checked against the targets. The result
 goes to ``ops-<gpu>.json`` (everything) and ``ops-<gpu>.md`` (the tables).
 
-Run it with ``python -m d2bench.bench.ops_bench [--quick] [--out-dir DIR]``.
+Run it with ``d2bench bench ops [--quick] [--out DIR]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
 import math
-import os
-import re
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +27,16 @@ import d2bench.ops as ops
 from d2bench.ops import reference
 from d2bench.ops.geometry import make_geometry
 
+from .common import (
+    DILATION_RANGE,
+    Target,
+    fmt,
+    gpu_slug,
+    md_cell,
+    pass_mark,
+    revision_text,
+    write_report,
+)
 from .environment import collect_environment, git_state, resolve_device
 from .timing import (
     MAX_INPUT_SETS,
@@ -58,8 +63,6 @@ REFERENCE_REPEATS = 20
 #: Quick runs (smoke tests, CPU) cap the repeats and warm-up calls at these.
 QUICK_REPEATS = 5
 QUICK_WARMUP = 2
-#: Dilation-map values are 1 + 0.5·randn clipped to this range: fractional, some taps fall out.
-DILATION_RANGE = (0.25, 3.0)
 MIB = 1024 * 1024
 
 
@@ -158,62 +161,46 @@ _VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 RATIO, SPEEDUP, MEMORY = "ratio", "speedup", "memory"
 
 
-@dataclass(frozen=True)
-class Target:
-    """One criterion of the issue, checked per shape.
+def _target(
+    variant: str, phase: str, limit: float, kind: str = RATIO, against: str | None = None
+) -> Target:
+    """One criterion of the operators, checked per shape.
 
     ``ratio``: the variant's time ≤ limit × its cuDNN baseline's. ``speedup``: ``against``'s time
     ≥ limit × the variant's. ``memory``: the variant's extra memory ≤ limit × the output's size.
     """
-
-    variant: str
-    phase: str
-    limit: float
-    kind: str = RATIO
-    against: str | None = None
-
-    @property
-    def baseline(self) -> str:
-        if self.kind == SPEEDUP:
-            assert self.against is not None
-            return self.against
-        if self.kind == MEMORY:
-            return "output"
-        baseline = _VARIANTS_BY_NAME[self.variant].baseline
-        assert baseline is not None
-        return baseline
-
-    @property
-    def label(self) -> str:
-        phase = PHASE_LABEL[self.phase]
-        if self.kind == SPEEDUP:
-            return f"{self.variant} {phase} ≥ {self.limit:g}× faster than {self.baseline}"
-        if self.kind == MEMORY:
-            return f"{self.variant} {phase} extra memory ≤ {self.limit:g}× the output"
-        return f"{self.variant} {phase} ≤ {self.limit:g}× {self.baseline}"
-
-    @property
-    def limit_text(self) -> str:
-        if self.kind == SPEEDUP:
-            return f"≥ {self.limit:g}×"
-        if self.kind == MEMORY:
-            return f"≤ {self.limit:g}× output"
-        return f"≤ {self.limit:g}×"
+    label = PHASE_LABEL[phase]
+    if kind == SPEEDUP:
+        assert against is not None
+        baseline = against
+        text = f"{variant} {label} ≥ {limit:g}× faster than {baseline}"
+        limit_text = f"≥ {limit:g}×"
+    elif kind == MEMORY:
+        baseline = "output"
+        text = f"{variant} {label} extra memory ≤ {limit:g}× the output"
+        limit_text = f"≤ {limit:g}× output"
+    else:
+        found = _VARIANTS_BY_NAME[variant].baseline
+        assert found is not None
+        baseline = found
+        text = f"{variant} {label} ≤ {limit:g}× {baseline}"
+        limit_text = f"≤ {limit:g}×"
+    return Target(variant, phase, limit, kind, text, limit_text, baseline, kind == SPEEDUP, against)
 
 
 TARGETS: tuple[Target, ...] = (
-    Target("d2conv3d_bf16", FORWARD, 2.0),
-    Target("d2conv3d_bf16", FORWARD_BACKWARD, 3.0),
-    Target("d2conv3d_fp32", FORWARD, 1.5),
-    Target("dcnv2_bf16", FORWARD, 3.0),
-    Target("dcnv2_bf16", FORWARD_BACKWARD, 4.0),
-    Target("d2conv3d_fp32", FORWARD_BACKWARD, 20.0, SPEEDUP, "reference_fp32"),
-    Target("d2conv3d_bf16", FORWARD, 1.0, MEMORY),
-    Target("d2conv3d_bf16", BACKWARD, 1.0, MEMORY),
-    Target("dcnv2_bf16", FORWARD, 1.0, MEMORY),
-    Target("dcnv2_bf16", BACKWARD, 1.0, MEMORY),
-    Target("d2conv3d_fp32", FORWARD, 1.0, MEMORY),
-    Target("d2conv3d_fp32", BACKWARD, 1.0, MEMORY),
+    _target("d2conv3d_bf16", FORWARD, 2.0),
+    _target("d2conv3d_bf16", FORWARD_BACKWARD, 3.0),
+    _target("d2conv3d_fp32", FORWARD, 1.5),
+    _target("dcnv2_bf16", FORWARD, 3.0),
+    _target("dcnv2_bf16", FORWARD_BACKWARD, 4.0),
+    _target("d2conv3d_fp32", FORWARD_BACKWARD, 20.0, SPEEDUP, "reference_fp32"),
+    _target("d2conv3d_bf16", FORWARD, 1.0, MEMORY),
+    _target("d2conv3d_bf16", BACKWARD, 1.0, MEMORY),
+    _target("dcnv2_bf16", FORWARD, 1.0, MEMORY),
+    _target("dcnv2_bf16", BACKWARD, 1.0, MEMORY),
+    _target("d2conv3d_fp32", FORWARD, 1.0, MEMORY),
+    _target("d2conv3d_fp32", BACKWARD, 1.0, MEMORY),
 )
 
 
@@ -460,34 +447,29 @@ def _output_bytes(shape: OpShape, variant: str) -> int:
 def _target_value(target: Target, entries: dict[str, dict[str, Any]], shape: OpShape) -> Any:
     entry = entries.get(target.variant) or {}
     if target.kind == SPEEDUP:
-        ours = _median(entry, target.phase)
-        theirs = _median(entries.get(target.against or ""), target.phase)
+        ours = _median(entry, target.measure)
+        theirs = _median(entries.get(target.against or ""), target.measure)
         return theirs / ours if ours and theirs is not None else None
     if target.kind == MEMORY:
-        timed_phase = FORWARD_BACKWARD if target.phase == BACKWARD else target.phase
+        timed_phase = FORWARD_BACKWARD if target.measure == BACKWARD else target.measure
         if _median(entry, timed_phase) is None:
             return None
-        extra = ((entry.get(target.phase) or {}).get("memory") or {}).get("extra_bytes")
+        extra = ((entry.get(target.measure) or {}).get("memory") or {}).get("extra_bytes")
         return None if extra is None else extra / _output_bytes(shape, target.variant)
-    return entry.get(f"ratio_{target.phase}")
+    return entry.get(f"ratio_{target.measure}")
 
 
 def _evaluate_targets(entries: dict[str, dict[str, Any]], shape: OpShape) -> list[dict[str, Any]]:
     rows = []
     for target in TARGETS:
         value = _target_value(target, entries, shape)
-        if value is None:
-            verdict = None
-        elif target.kind == SPEEDUP:
-            verdict = bool(value >= target.limit)
-        else:
-            verdict = bool(value <= target.limit)
+        verdict = target.judge(value)
         rows.append(
             {
                 "target": target.label,
                 "kind": target.kind,
                 "variant": target.variant,
-                "phase": target.phase,
+                "phase": target.measure,
                 "baseline": target.baseline,
                 "limit": target.limit,
                 "limit_text": target.limit_text,
@@ -507,7 +489,7 @@ def _targets_report(per_shape: dict[str, list[dict[str, Any]]]) -> dict[str, Any
             {
                 "target": t.label,
                 "variant": t.variant,
-                "phase": t.phase,
+                "phase": t.measure,
                 "baseline": t.baseline,
                 "kind": t.kind,
                 "limit": t.limit,
@@ -550,45 +532,9 @@ def rejudge_report(json_path: Path) -> Path:
 # Output
 
 
-def gpu_slug(name: str | None) -> str:
-    """``NVIDIA H100 80GB HBM3`` → ``nvidia-h100-80gb-hbm3``; no GPU → ``cpu``."""
-    if not name:
-        return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 def _write_report(json_path: Path, report: dict[str, Any]) -> str:
     """The report as JSON at ``json_path`` and as Markdown beside it; returns the Markdown."""
-    report = _json_safe(report)
-    markdown = render_markdown(report)
-    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
-    _write_atomic(json_path.with_suffix(".md"), markdown)
-    return markdown
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    return write_report(json_path, report, render_markdown)
 
 
 def _cell_ms(entry: dict[str, Any], phase: str) -> str:
@@ -605,7 +551,7 @@ def _cell_ms(entry: dict[str, Any], phase: str) -> str:
 
 
 def _cell_ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}×"
+    return fmt(value, 2, "×")
 
 
 def _cell_mib(entry: dict[str, Any], phase: str) -> str:
@@ -614,17 +560,10 @@ def _cell_mib(entry: dict[str, Any], phase: str) -> str:
     return "—" if extra is None else f"{extra / MIB:.1f}"
 
 
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_markdown(report: dict[str, Any]) -> str:
     """The report's tables as Markdown."""
     env, protocol = report["environment"], report["protocol"]
     revision = env.get("git_revision")
-    revision_text = (revision[:12] if revision else "unknown") + (
-        " (uncommitted changes)" if env.get("git_dirty") else ""
-    )
     l2 = protocol.get("l2_cache_bytes")
     l2_text = f"{l2 / MIB:.1f} MiB" if l2 else "unknown"
     ops_info = report["operators"]
@@ -642,7 +581,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- CPU: {env.get('cpu_model') or 'unknown'}; {env.get('platform')}",
         f"- torch {env.get('torch_version')}, CUDA {env.get('cuda_version') or '—'}, "
         f"cuDNN {env.get('cudnn_version') or '—'}, Python {env.get('python_version')}",
-        f"- d2bench revision {revision_text}; operators: {ops_info['backend']}"
+        f"- d2bench revision {revision_text(env)}; operators: {ops_info['backend']}"
         + (f" (load error: {ops_info['load_error']})" if ops_info.get("load_error") else ""),
         f"- Protocol: {protocol['statistic']} of {protocol['repeats']} individually timed calls "
         f"({protocol['timer']}) after {protocol['warmup']} warm-up calls; inputs rotated over "
@@ -680,10 +619,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 (" fwd+bwd", entry.get(FORWARD_BACKWARD) or {}),
             ):
                 if "error" in data:
-                    message = _escape(_shorten(data["error"], 300))
+                    message = md_cell(_shorten(data["error"], 300))
                     errors.append(f"- {shape['label']} {name}{where}: {message}")
             if "skipped" in entry:
-                errors.append(f"- {shape['label']} {name}: skipped, {_escape(entry['skipped'])}")
+                errors.append(f"- {shape['label']} {name}: skipped, {md_cell(entry['skipped'])}")
     lines += [
         "",
         "## Targets",
@@ -693,7 +632,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for shape in report["shapes"]:
         for row in report["targets"]["per_shape"][shape["id"]]:
-            mark = {True: "✓", False: "✗", None: "n/a"}[row["pass"]]
+            mark = pass_mark(row["pass"], missing="n/a")
             lines.append(
                 f"| {shape['label']} | {row['target']} | {_cell_ratio(row['ratio'])} "
                 f"| {row['limit_text']} | {mark} |"
@@ -714,10 +653,6 @@ def render_markdown(report: dict[str, Any]) -> str:
     if errors:
         lines += ["", "## Errors and skipped entries", "", *errors]
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Entry point
 
 
 def _load_operators(progress: Callable[[str], None]) -> dict[str, Any]:
@@ -826,33 +761,3 @@ def run_ops_benchmark(
     say("")
     say(markdown)
     return json_path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m d2bench.bench.ops_bench",
-        description="Benchmark D²Conv3D and 3D DCNv2 against cuDNN.",
-    )
-    parser.add_argument("--out-dir", type=Path, default=Path("reports/bench"))
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, few repeats")
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: GPU)")
-    parser.add_argument(
-        "--no-cudnn-benchmark", action="store_true", help="do not let cuDNN autotune"
-    )
-    args = parser.parse_args(argv)
-    path = run_ops_benchmark(
-        args.out_dir,
-        quick=args.quick,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        device=args.device,
-        cudnn_benchmark=not args.no_cudnn_benchmark,
-    )
-    print(f"wrote {path}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import re
 import time
@@ -22,8 +21,8 @@ from typing import Any
 
 import torch
 
+from .common import DILATION_RANGE, gpu_slug, pass_mark, write_report
 from .environment import collect_environment, resolve_device
-from .ops_bench import DILATION_RANGE, _write_atomic, gpu_slug
 
 SCHEMA = "d2bench.tile_bench/1"
 ROWS_VARIABLE = "D2BENCH_CUDA_BACKWARD_ROWS"
@@ -197,7 +196,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 text = "—" if value is None else f"{value:.2f}"
                 times.append(f"**{text}**" if height == verdict["faster"] else text)
             cells.append(" / ".join(times) + " ms")
-            mark = "✓" if verdict["chose_faster"] else "✗"
+            mark = pass_mark(bool(verdict["chose_faster"]))
             cells.append(f"{verdict['chosen'] or '?'} {mark}")
             agree += bool(verdict["chose_faster"])
         lines.append("| " + " | ".join(cells) + " |")
@@ -263,8 +262,6 @@ def run_tile_benchmark(
     }
     out_dir = Path(out_dir)
     json_path = out_dir / f"tiles-{gpu_slug(environment.get('gpu_name'))}.json"
-    markdown = render_markdown(report)
-    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False))
-    _write_atomic(json_path.with_suffix(".md"), markdown)
+    markdown = write_report(json_path, report, render_markdown)
     print(markdown, flush=True)
     return json_path

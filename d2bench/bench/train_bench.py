@@ -30,8 +30,8 @@ from ..config import ModelConfig
 from ..engine.amp import Amp, autocast_context, autocast_dtype
 from ..metrics.lovasz import lovasz_hinge
 from ..ops.routing import grad_conversion, record_backward_paths
+from .common import gpu_slug
 from .environment import collect_environment
-from .ops_bench import gpu_slug
 
 GB = 1024**3
 SAMPLING_PRECISIONS = ("autocast", "fp32")

@@ -2,6 +2,7 @@
 
 Every module here is imported when the CLI starts, so a module must not import torch (or any
 other heavy package) at module level: it imports what it needs inside its handlers. A module
-defines ``register(commands)`` to add top-level sub-commands and/or ``register_bench(bench)``
-to add ``d2bench bench <what>`` sub-commands; both receive an argparse sub-parsers object.
+defines ``register(commands)`` to add top-level sub-commands; :mod:`d2bench.commands.bench`
+alone defines ``register_bench(bench)``, adding every ``d2bench bench <what>`` sub-command. Both
+receive an argparse sub-parsers object.
 """

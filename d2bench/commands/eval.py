@@ -1,30 +1,12 @@
-"""``d2bench eval`` (DAVIS J&F of a results folder) and ``d2bench bench eval``."""
+"""``d2bench eval``: DAVIS J&F of a results folder."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from ._help import OUT_HELP
-
 PROTOCOL_CHOICES = ("davis16", "semi", "unsupervised")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -45,16 +27,10 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     print(format_table(result))
     if args.json is not None:
-        _write_json(args.json, result)
+        from ..atomic_io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=1, allow_nan=False) + "\n")
         print(f"\nwrote {args.json}")
-    return 0
-
-
-def _bench_eval(args: argparse.Namespace) -> int:
-    from ..bench.eval_bench import run_eval_benchmark
-
-    path = run_eval_benchmark(args.out, quick=args.quick, workers=args.workers)
-    print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 
 
@@ -85,13 +61,3 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=None, help="processes (default: one per CPU)"
     )
     parser.set_defaults(handler=_eval)
-
-
-def register_bench(bench: argparse._SubParsersAction) -> None:
-    parser = bench.add_parser(
-        "eval", help="time `d2bench eval` on a DAVIS-16-val-sized synthetic set"
-    )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"), help=OUT_HELP)
-    parser.add_argument("--quick", action="store_true", help="a small set (a smoke run)")
-    parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
-    parser.set_defaults(handler=_bench_eval)

@@ -1,4 +1,4 @@
-"""Training clips of a DAVIS image set (seed-facts §4): one sample per (sequence, frame)."""
+"""Training clips of a DAVIS image set, as the original: one sample per (sequence, frame)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Torch-free, so the planner and tests can reason about clips without the training
 
 Two ways to cut the training clip of frame i from the window [i − w, i + w):
 
-- ``random-sorted`` (the original's, seed-facts §4): ``clip_len`` frames drawn at random WITH
+- ``random-sorted`` (the original's): ``clip_len`` frames drawn at random WITH
   replacement from the window truncated at the video's ends, then sorted; frames can repeat and
   the clip need not contain frame i. :func:`draw_random_sorted_clips` draws all of them once.
 - ``consecutive``: the ``clip_len`` consecutive frames of the window, shifted as a block to stay
@@ -124,6 +124,6 @@ def foreground(ids: np.ndarray) -> np.ndarray:
 def nonzero_foreground(ids: np.ndarray) -> np.ndarray:
     """Binary foreground (uint8 0/1) of palette ids: any non-zero id, void (255) included.
 
-    The original's rule for its training labels (``Annotations_unsupervised``, seed-facts §4).
+    The original's rule for its training labels (``Annotations_unsupervised``).
     """
     return (ids != 0).astype(np.uint8)

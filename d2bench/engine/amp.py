@@ -1,6 +1,6 @@
 """Mixed precision of a cell: which autocast dtype runs where, and the fp16 training step.
 
-``fp16`` is the precision the paper's numbers were produced with (seed-facts §4): float16
+``fp16`` is the precision the paper's numbers were produced with (``precision=16``): float16
 autocast with a GradScaler in training, float16 autocast at inference. ``bf16`` autocasts to
 bfloat16 (its range is float32's, so no scaler). Autocast applies on CUDA only: on a CPU a
 reduced precision runs in float32, with a warning, because our CPU operators compute in

@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from ..atomic_io import atomic_write_text
 from ..config import CellConfig, config_to_dict, load_cell_config
 from .journal import MetricsCallback, MetricsJournal
 from .signals import CellInterrupted
@@ -78,13 +79,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("d2bench.cell")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary sibling and rename over ``path``: readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def read_result(cell_dir: Path) -> dict[str, Any] | None:

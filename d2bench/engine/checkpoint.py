@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic_io import atomic_open
+
 _NAME = re.compile(r"^ckpt-e(\d{4})-b(\d{6})\.pt$")
 _BEST_NAME = re.compile(r"^best-e(\d{4})\.pt$")
 KEEP = 2
@@ -49,13 +51,8 @@ def newest_checkpoint(folder: Path) -> Path | None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary sibling, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
+    with atomic_open(path, binary=True) as handle:
         torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any], epoch: int, batches_done: int) -> Path:

@@ -1,13 +1,14 @@
 """Clip inference: overlapping clips, averaged per-frame logits, DAVIS result PNGs.
 
-The original's protocol (seed-facts §4), with its two bugs of §5 fixed:
+The original's protocol, with two of its bugs fixed (padded validation windows out of temporal
+order, and repeated end frames all voting for the last frame):
 
 - A video of T frames is cut into clips of ``clip_len`` frames starting at every multiple of
   ``gap`` below T (0, gap, 2·gap, … < T; ``InferConfig.clip_starts="every-gap"``, as released).
   ``"until-end"`` stops after the first clip that reaches the last frame instead.
 - A clip that runs past the last frame is filled by repeating the last frame, so it stays in
-  temporal order (the original padded border windows out of order: bug 2 of §5). Those repeats
-  do not vote (the original let them all vote for the last frame: bug 3 of §5); with
+  temporal order (the original padded border windows out of order). Those repeats
+  do not vote (the original let them all vote for the last frame); with
   ``padded_frames_vote=True`` they do, as released.
 - Each frame's score is the mean of the LOGITS of the clips that vote for it, then the sigmoid
   (``average="logits"``, as released; the paper's text says probabilities, ``"probabilities"``).
@@ -61,7 +62,7 @@ def plan_clips(
 
     ``starts="every-gap"`` (as released) starts a clip at every multiple of ``gap`` below the
     length; ``"until-end"`` stops after the first clip that reaches the end (no clip then
-    consists of repeats only). Neither choice is a bug of seed-facts §5 on its own: the extra
+    consists of repeats only). Neither choice is a bug of the original on its own: the extra
     tail clips of ``every-gap`` only matter when ``padded_frames_vote`` lets their repeats vote.
     """
     if starts not in ("every-gap", "until-end"):

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_write_text
+
 MetricsCallback = Callable[[dict[str, float], int], None]
 
 
@@ -86,9 +88,7 @@ class MetricsJournal:
         keep = lines[: max(int(state["lines"]) - len(tail), 0)] if state else []
         restored = keep + [json.dumps(event) for event in tail]
         if self.path is not None and restored != lines:
-            temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            temporary.write_text("".join(line + "\n" for line in restored))
-            os.replace(temporary, self.path)
+            atomic_write_text(self.path, "".join(line + "\n" for line in restored))
         self._committed_lines = len(restored)
         self._deliver(tail)
 

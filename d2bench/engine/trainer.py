@@ -1,4 +1,4 @@
-"""The training loop of one cell (seed-facts §4), resumable to the exact step.
+"""The training loop of one cell (the original's protocol), resumable to the exact step.
 
 Adam, StepLR per epoch, the Lovász hinge per clip, gradient-norm clipping at every precision (the
 original skipped it at fp32), autocast bf16/fp16 on CUDA (a GradScaler for fp16 only; what a step

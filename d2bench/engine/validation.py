@@ -1,7 +1,7 @@
 """The per-epoch validation pass: the final evaluation's clip inference and J&F, during training.
 
 The original validates on DAVIS 2016 val after every epoch and its test scripts load the weights
-that scored best there (seed-facts §4). To be able to select the same checkpoint, a pass runs
+that scored best there by default. To be able to select the same checkpoint, a pass runs
 exactly what the cell's final evaluation runs (:func:`~d2bench.engine.inference.predict_video`
 under ``config.infer``, masks written as PNGs, :func:`~d2bench.metrics.davis.evaluate` under
 ``config.measure.protocol``) on ``data.val_set``, optionally on its first sequences only. So on

@@ -17,16 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_write_text
 from ..measurement import MeasureTask
 
 EXIT_DEVICE = 2
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def _running_cells(tracker: Any, study: str) -> int | None:
@@ -86,7 +80,7 @@ def execute_measurement(task: MeasureTask, echo: Callable[[str], None] = print) 
         record = measure_rows(task, echo)
         beside = {"before": before, "after": host_activity(tracker, task.study)}
         record = {**record, "run_id": run_id, "backend": task.backend, "beside": beside}
-        _atomic_write(Path(task.record_path), json.dumps(record, indent=1, default=str))
+        atomic_write_text(Path(task.record_path), json.dumps(record, indent=1, default=str))
         finish_measurement_run(tracker, run_id, record)
     except BaseException:
         fail_measurement_run(tracker, run_id, traceback.format_exc())

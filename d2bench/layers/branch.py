@@ -74,7 +74,7 @@ class SampledConv3d(nn.Module, ABC):
     weight and bias to float32 (at least), samples with autocast off and casts the result back
     to the dtype the ``"autocast"`` path returns, so the rest of the network sees the same
     dtypes. ``"fp32"`` is what the original did: its deformable operator had no half kernel and
-    upcast every argument to float32 (seed-facts §4).
+    upcast every argument to float32 inside the op.
     """
 
     kind: ClassVar[str]

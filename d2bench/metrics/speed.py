@@ -1,6 +1,6 @@
 """The FPS and memory protocol of the paper's Table 1, and what it records.
 
-FPS (seed-facts §4): for each video, its number of frames divided by the summed time of the
+FPS (the paper's definition): for each video, its number of frames divided by the summed time of the
 model forwards of its clips; the reported figure is the mean of these per-video rates. A
 forward's time is wall time between a device synchronisation before it and one after it, so it
 covers exactly the network (input preparation, sigmoid, stitching and copies to the host are

@@ -30,7 +30,7 @@ from .weights import load_backbone_weights
 if TYPE_CHECKING:
     from ..config import ModelConfig
 
-#: Normalisation of the pretrained encoder (seed-facts §3), for RGB input in [0, 1].
+#: Normalisation of the pretrained ir-CSN-152 encoder (as 3DC-Seg), for RGB input in [0, 1].
 INPUT_MEAN: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
 INPUT_STD: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
 

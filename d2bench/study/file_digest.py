@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_write_json
+
 CACHE_ENV = "D2BENCH_CACHE_DIR"
 CACHE_FILE = "digests.json"
 #: Files changed this recently (ns) are hashed every time: coarser than any file system's tick.
@@ -80,11 +82,5 @@ def _read(cache: Path) -> dict[str, Any]:
 def _write(cache: Path, entries: dict[str, Any]) -> None:
     """Atomically (a temporary sibling renamed over it); a cache that cannot be written is
     skipped."""
-    temporary = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(entries, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, cache)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        atomic_write_json(cache, entries, sort_keys=True)

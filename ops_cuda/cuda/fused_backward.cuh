@@ -38,9 +38,8 @@ struct WeightGradTile {
 };
 
 // Shared memory of weight_grad_kernel (dynamic: over 48 KiB): the sampled columns as
-// [voxel][channel] and ∂L/∂out as [voxel][output channel], both read with ldmatrix.trans. (A
-// second ∂L/∂out buffer, filled during the products, measured slower than one filled during the
-// gather.)
+// [voxel][channel] and ∂L/∂out as [voxel][output channel], both read with ldmatrix.trans. One
+// ∂L/∂out buffer, filled during the gather (a second one was slower: reports/bench/ops-notes.md).
 template <typename mma_t>
 struct WeightGradSmem {
   alignas(16) mma_t a[WeightGradTile::BK][WeightGradTile::LDA];

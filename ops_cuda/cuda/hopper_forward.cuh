@@ -31,7 +31,7 @@ struct HopperTile {
   static constexpr int A_STAGES = 3;                 // A tiles per warpgroup, used in turn
   // Weight ring: tiles are copied B_AHEAD steps ahead; a slot is released two steps after its
   // products were issued, so B_AHEAD <= B_STAGES − 2, and one spare slot lets a warpgroup run a
-  // step ahead of the other. (4, 5 or 6 slots and 2–4 steps ahead measured the same.)
+  // step ahead of the other. (Other ring sizes were no faster: reports/bench/ops-notes.md.)
   static constexpr int B_STAGES = 5, B_AHEAD = 2;
   static_assert(B_AHEAD <= B_STAGES - 2, "a weight slot is refilled only after its release");
   static constexpr int A_BYTES = 64 * BK * 2;  // one warpgroup's rows of one step

@@ -34,12 +34,11 @@ namespace cuda {
 namespace {
 
 // One CTA per SM (no register cap, no spills) or two (capped at 128 registers, which spills a
-// little but lets one CTA's gathers overlap the other's products). Measured on an H200: two win
-// when the grid is a few waves long; one wins when the grid fits in one CTA per SM (a second
-// slot per SM would stay empty) and, for the 16-bit tile, when it is many waves long (the finer
-// waves of one-CTA slots lose less to the last, partial wave; the float32 tile stays faster in
-// pairs there: 13.9 → 13.3 ms at batch 2, 8×60×108). A grid that would leave SMs idle gets tiles of half
-// the rows instead (the 1/16-scale layers: 3,240 voxels are 51 CTAs of 64 rows on 132 SMs).
+// little but lets one CTA's gathers overlap the other's products). Two where the grid is a few
+// waves long; one where the grid fits in one CTA per SM (a second slot per SM would stay empty)
+// and, for the 16-bit tile, where it is many waves long (the finer waves of one-CTA slots lose
+// less to the last, partial wave). A grid that would leave SMs idle gets tiles of half the rows.
+// The measurements behind these rules: reports/bench/ops-notes.md, "Launcher choices".
 template <typename scalar_t, typename Taps, template <typename, int, int> class TileT, int Rows>
 void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w_cl,
                   const at::Tensor& bias, at::Tensor& out) {
@@ -199,11 +198,9 @@ int64_t resident_ctas(const void* kernel, int threads, int smem) {
 }
 
 // The cost per row of a 64-row tile relative to a 128-row one, for the wave model's choice of
-// tile height; measured on an H200 over nine shapes (D2BENCH_CUDA_BACKWARD_ROWS, see
-// reports/bench/ops-notes.md). Weight gradient: a 64-channel tile does the same products with
-// less reuse of each operand load, and 1.1 picks the faster height at all nine. Input gradient:
-// the 128-row tile spills registers, and its 64-row one took 0.66-0.93 of its time per row
-// (64 rows were faster at all nine shapes; the old 1.1 picked 128 rows at six of them).
+// tile height. Weight gradient: a 64-channel tile does the same products with less reuse of each
+// operand load. Input gradient: the 128-row tile spills registers, so 64 rows cost less per row.
+// Measured per kernel with `d2bench bench tiles` (reports/bench/ops-notes.md, "Tile heights").
 constexpr double kSmallWeightGradTileCost = 1.1;
 constexpr double kSmallInputGradTileCost = 0.8;
 
