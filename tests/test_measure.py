@@ -77,9 +77,14 @@ def _report(folder: Path, study: Path, uri: str, name: str) -> str:
     return (out / "measured.md").read_text()
 
 
-def _table_cells(markdown: str, row: str) -> list[str]:
-    line = next(line for line in markdown.splitlines() if line.startswith(f"| {row} "))
-    return [cell.strip() for cell in line.split("|")[1:-1]]
+def _table_cell(markdown: str, row: str, column: str) -> str:
+    """The cell of ``row`` under the first header that starts with ``column``."""
+    lines = markdown.splitlines()
+    header = next(line for line in lines if line.startswith("| ") and column in line)
+    titles = [cell.strip() for cell in header.split("|")[1:-1]]
+    line = next(line for line in lines if line.startswith(f"| {row} "))
+    cells = [cell.strip() for cell in line.split("|")[1:-1]]
+    return cells[next(i for i, title in enumerate(titles) if title.startswith(column))]
 
 
 def test_measure_records_each_row_once_and_the_report_uses_the_newest(finished):
@@ -126,8 +131,8 @@ def test_measure_records_each_row_once_and_the_report_uses_the_newest(finished):
 
     measured_table = _report(folder, study, uri, "report-first")
     fps = record["rows"]["baseline"]["fps"]
-    assert f"{fps['mean']:.2f} ± {fps['std']:.2f}" in _table_cells(measured_table, "baseline")[2]
-    assert "(n=2)" in _table_cells(measured_table, "baseline")[2]
+    assert f"{fps['mean']:.2f} ± {fps['std']:.2f}" in _table_cell(measured_table, "baseline", "FPS")
+    assert "(n=2)" in _table_cell(measured_table, "baseline", "FPS")
     assert "on cpu (" in measured_table and "2 round(s)" in measured_table
     assert record["run_id"] in measured_table
 
