@@ -1,10 +1,14 @@
 """The MLflow adapter: the one place in d2bench that talks to MLflow.
 
-Layout in MLflow: one experiment per study (named after it), one parent run per study (tag
-``d2bench.kind = study``; it holds the spec and the launch environment), one child run per cell
-attempt (tag ``d2bench.kind = cell``) with the study, row, seed, cell key, backend, job id and
-git revision as tags, the flat config as params, the training curve, the final metrics and the
-cell's files as artifacts. MLflow is imported lazily so that importing this module stays cheap.
+Layout in MLflow: one experiment per study (named after it, tagged as a model-training
+experiment so that MLflow 3 opens it on its runs, with the study's description), one parent run
+per study (tag ``d2bench.kind = study``; it holds the spec, the launch environment and, written
+by every ``d2bench report``, the rows' aggregates and the report's tables and figures), one child
+run per cell attempt (tag ``d2bench.kind = cell``, named like a table row) with the study, row,
+seed, cell key, backend, job id and git revision as tags, the settings that vary across the
+study as params, the training curve, the final metrics (the report's fractions and, beside them,
+the tables' units: :data:`DISPLAY_METRICS`) and the cell's files as artifacts. MLflow is
+imported lazily so that importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import random
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,6 +58,29 @@ TAG_JOB_END = "d2bench.job_end"  # how a job that died unobserved ended (SLURM a
 JOB_END_ARTIFACT = "job_end.txt"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+#: MLflow's own tags: a run's or an experiment's description (Markdown), the code's commit.
+TAG_NOTE = "mlflow.note.content"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+#: What MLflow 3 reads to choose an experiment's page: GenAI experiments open on traces,
+#: ``custom_model_development`` (model training) on the runs table.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+#: Metrics in the units of the report's tables, logged beside the keys the report reads (which
+#: stay fractions): name -> (source keys, first present wins; scale). Short names, to type into
+#: the UI's column and chart search: ``JF`` finds J&F in percent.
+DISPLAY_METRICS: dict[str, tuple[tuple[str, ...], float]] = {
+    "JF": (("jf_mean",), 100.0),
+    "J": (("j_mean",), 100.0),
+    "F": (("f_mean",), 100.0),
+    "JF best_val": (("best_val/jf_mean",), 100.0),
+    "FPS": (("fps",), 1.0),
+    "memory_GB": (("mem_alloc_gb", "peak_rss_gb"), 1.0),
+    "train_minutes": (("train_seconds",), 1.0 / 60.0),
+}
+#: The per-epoch validation curve, in percent, beside the fractions the cell logs.
+DISPLAY_CURVES: dict[str, str] = {"val/jf_mean": "val/JF", "val/j_mean": "val/J",
+                                  "val/f_mean": "val/F"}  # fmt: skip
 
 #: The final metrics the report reads, in the order of :meth:`Tracker.study_runs` columns.
 FINAL_METRICS: tuple[str, ...] = (
@@ -218,9 +245,12 @@ class Tracker:
             location = None
             if self.artifact_root is not None:
                 location = (self.artifact_root / study_name).resolve().as_uri()
+            tags = {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
             try:
                 experiment_id = with_retries(
-                    lambda: self.client.create_experiment(study_name, artifact_location=location)
+                    lambda: self.client.create_experiment(
+                        study_name, artifact_location=location, tags=tags
+                    )
                 )
             except Exception:  # created concurrently by another process
                 experiment = self.client.get_experiment_by_name(study_name)
@@ -247,9 +277,17 @@ class Tracker:
         return runs[0] if runs else None
 
     def ensure_study_run(
-        self, study_name: str, spec_text: str, backend: str, environment: dict[str, Any]
+        self,
+        study_name: str,
+        spec_text: str,
+        backend: str,
+        environment: dict[str, Any],
+        description: str = "",
     ) -> str:
-        """The study's parent run (created on first launch), updated with this launch."""
+        """The study's parent run (created on first launch), updated with this launch.
+
+        ``description`` (Markdown: :func:`study_description`) becomes the experiment's and the
+        parent run's description in the UI."""
         experiment_id = self.experiment_id(study_name, create=True)
         assert experiment_id is not None
         run = self._study_run(study_name)
@@ -263,10 +301,73 @@ class Tracker:
             if run.info.status != "RUNNING":
                 with_retries(lambda: self.client.update_run(run_id, status="RUNNING"))
         launch = {**environment, "backend": backend, "time": time.time()}
-        for key, value in {TAG_BACKEND: backend, TAG_GIT: environment.get("git", "")}.items():
+        revision = str(environment.get("git", ""))
+        tags = {TAG_BACKEND: backend, TAG_GIT: revision, **_commit_tag(revision)}
+        for key, value in tags.items():
             with_retries(lambda k=key, v=value: self.client.set_tag(run_id, k, v))
+        self.describe_study(study_name, description, run_id)
         with_retries(lambda: self.client.log_text(run_id, spec_text, "study.yaml"))
         with_retries(lambda: self.client.log_dict(run_id, launch, "environment.json"))
+        return run_id
+
+    def describe_study(self, study_name: str, description: str, run_id: str | None = None) -> None:
+        """Mark the study's experiment as model training (older stores included) and, with a
+        ``description``, show it on the experiment's page and on the parent run."""
+        experiment_id = self.experiment_id(study_name, create=True)
+        assert experiment_id is not None
+        tags = {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
+        if description:
+            tags[TAG_NOTE] = description
+        for key, value in tags.items():
+            with_retries(lambda k=key, v=value: self.client.set_experiment_tag(experiment_id, k, v))
+        if description and run_id is not None:
+            with_retries(lambda: self.client.set_tag(run_id, TAG_NOTE, description))
+
+    def publish_study(
+        self,
+        study_name: str,
+        *,
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        tables: dict[str, pd.DataFrame],
+        folders: dict[str, Path],
+        description: str = "",
+    ) -> str:
+        """Put a report on the study's parent run: ``metrics`` (a new value each time),
+        ``params`` (logged once: a value that changed since is kept as a tag instead, MLflow's
+        params being immutable), ``tables`` as MLflow tables (``name.json``, shown by the UI's
+        artifact view), ``folders`` as artifact folders (replacing same-named files), and the
+        description. Returns the parent run's id."""
+        from mlflow.entities import Metric, Param
+
+        run = self._study_run(study_name)
+        if run is None:
+            raise LookupError(f"no study named {study_name!r} in {self.uri}")
+        run_id = run.info.run_id
+        self.describe_study(study_name, description, run_id)
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), now, 0)
+            for key, value in metrics.items()
+            if isinstance(value, int | float) and math.isfinite(value)
+        ]
+        for start in range(0, len(batch), 500):
+            chunk = batch[start : start + 500]
+            with_retries(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
+        held = run.data.params
+        new = [Param(k, _param_value(v)) for k, v in params.items() if k not in held]
+        if new:
+            with_retries(lambda: self.client.log_batch(run_id, params=new))
+        for key, value in params.items():
+            if key in held and held[key] != _param_value(value):
+                tag = f"d2bench.now.{key}"
+                with_retries(lambda t=tag, v=value: self.client.set_tag(run_id, t, _param_value(v)))
+        for name, frame in tables.items():
+            with_retries(lambda n=name, f=frame: self.client.log_table(run_id, f, f"{n}.json"))
+        for destination, folder in folders.items():
+            with_retries(
+                lambda d=destination, f=folder: self.client.log_artifacts(run_id, str(f), d)
+            )
         return run_id
 
     def end_study_run(self, run_id: str, status: str = "FINISHED") -> None:
@@ -309,8 +410,12 @@ class Tracker:
         backend: str,
         cell_dir: Path,
         revision: str,
+        varying: Collection[str] | None = None,
     ) -> str:
-        """A new RUNNING child run for one attempt at ``cell`` (params logged once, here)."""
+        """A new RUNNING child run for one attempt at ``cell`` (params logged once, here).
+
+        ``varying``: the config keys that differ across the study's cells, logged as params
+        in every cell (:meth:`d2bench.study.cells.Cell.params`)."""
         from mlflow.entities import Param
 
         experiment_id = self.experiment_id(study_name, create=True)
@@ -318,7 +423,7 @@ class Tracker:
         config = cell.config
         tags = {
             TAG_PARENT: parent_run_id,
-            TAG_RUN_NAME: f"{cell.row}-s{cell.seed}",
+            TAG_RUN_NAME: cell.run_name,
             TAG_KIND: "cell",
             TAG_STUDY: study_name,
             TAG_ROW: cell.row,
@@ -331,10 +436,13 @@ class Tracker:
             TAG_GIT: revision,
             TAG_CELL_DIR: str(cell_dir),
             TAG_DRIVER: process_id(),
+            **_commit_tag(revision),
         }
-        run = with_retries(lambda: self.client.create_run(experiment_id, tags=tags))
+        run = with_retries(
+            lambda: self.client.create_run(experiment_id, tags=tags, run_name=cell.run_name)
+        )
         run_id = run.info.run_id
-        params = [Param(key, _param_value(value)) for key, value in cell.params().items()]
+        params = [Param(key, _param_value(value)) for key, value in cell.params(varying).items()]
         for start in range(0, len(params), 100):
             chunk = params[start : start + 100]
             with_retries(lambda c=chunk: self.client.log_batch(run_id, params=c))
@@ -452,6 +560,49 @@ class Tracker:
         return Path(self.client.download_artifacts(run_id, path, str(target)))
 
 
+def _commit_tag(revision: str) -> dict[str, str]:
+    """MLflow's standard commit tag (a 40-hex commit; ``+dirty`` stays in d2bench's own tag)."""
+    commit = revision.split("+", 1)[0]
+    if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit):
+        return {TAG_GIT_COMMIT: commit}
+    return {}
+
+
+def display_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The :data:`DISPLAY_METRICS` that ``metrics`` (a cell's flat result) can fill."""
+    out: dict[str, float] = {}
+    for name, (sources, scale) in DISPLAY_METRICS.items():
+        for source in sources:
+            value = metrics.get(source)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and math.isfinite(value):
+                out[name] = float(value) * scale
+                break
+    return out
+
+
+def study_description(name: str, description: str, study_file: str | None) -> str:
+    """The Markdown shown on the study's experiment page and parent run."""
+    target = f"<{name}.yaml>"
+    if study_file:
+        path = Path(study_file).resolve()
+        try:
+            target = str(path.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            target = str(path)
+    lines = [
+        f"**{name}**: {description.strip() or 'a d2bench study'}",
+        "",
+        "One child run per cell (row × seed), named `row · activation · seed N`; the columns "
+        "`JF`, `J`, `F` (percent), `FPS` and `memory_GB` are the tables' numbers. The parent "
+        f"run `{name}` holds each row's mean, std and n (metrics `<row>/JF` ...; the table "
+        "`rows.json`) and, under `report/`, the report's tables and figures.",
+        "",
+        f"Regenerate the report (and refresh the parent run): `d2bench report {target}`.",
+    ]
+    return "\n".join(lines)
+
+
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
     return text[:6000]
@@ -492,7 +643,12 @@ class CellRunLogger:
 
         now = int(time.time() * 1000)
         logged = self._logged_steps()
-        for key, value in metrics.items():
+        shown = {
+            DISPLAY_CURVES[key]: value * 100.0
+            for key, value in metrics.items()
+            if key in DISPLAY_CURVES and isinstance(value, int | float)
+        }
+        for key, value in {**metrics, **shown}.items():
             if not (isinstance(value, int | float) and math.isfinite(value)):
                 continue
             steps = logged.setdefault(key, set())
@@ -526,9 +682,10 @@ class CellRunLogger:
 
         self.flush()
         now = int(time.time() * 1000)
+        values = dict(result.get("metrics", {}))
         metrics = [
             Metric(key, float(value), now, 0)
-            for key, value in result.get("metrics", {}).items()
+            for key, value in {**values, **display_metrics(values)}.items()
             if isinstance(value, int | float) and not isinstance(value, bool)
         ]
         if metrics:
