@@ -51,6 +51,10 @@ TAG_GIT = "d2bench.git_revision"
 TAG_CELL_DIR = "d2bench.cell_dir"
 TAG_DRIVER = "d2bench.driver"  # host:pid of the process that scheduled the attempt
 TAG_WORKER = "d2bench.worker"  # host:pid of the process running it
+#: On a run created when its cell was scheduled: the run its worker continues in (the same
+#: attempt, its start the cell's own; see :meth:`CellRunLogger.started`).
+TAG_HANDED_TO = "d2bench.handed_to"
+TAG_QUEUED = "d2bench.queued_seconds"  # how long the attempt waited between scheduling and start
 TAG_ERROR = "d2bench.error"
 TAG_STOP = "d2bench.stop"  # why the last attempt of a run that continues stopped (preemption)
 TAG_JOB_END = "d2bench.job_end"  # how a job that died unobserved ended (SLURM accounting, logs)
@@ -261,6 +265,23 @@ class Tracker:
             experiment_id = experiment.experiment_id
         self._experiments[study_name] = experiment_id
         return experiment_id
+
+    def studies(self) -> list[tuple[str, str]]:
+        """``(study name, experiment id)`` of every study in the store (experiments holding a
+        study's parent run), or none when the store does not exist yet."""
+        if not store_exists(self.uri):
+            return []
+        found = []
+        for experiment in with_retries(lambda: self.client.search_experiments()):
+            experiment_id = experiment.experiment_id
+            runs = with_retries(
+                lambda e=experiment_id: self.client.search_runs(
+                    [e], filter_string=f"tags.`{TAG_KIND}` = 'study'", max_results=1
+                )
+            )
+            if runs:
+                found.append((experiment.name, experiment_id))
+        return found
 
     def _study_run(self, study_name: str) -> Run | None:
         experiment_id = self.experiment_id(study_name)
@@ -494,7 +515,30 @@ class Tracker:
         with_retries(lambda: self.client.set_terminated(run_id, status=status))
 
     def cell_logger(self, run_id: str) -> CellRunLogger:
-        return CellRunLogger(self, run_id)
+        return CellRunLogger(self, self.current_run_id(run_id))
+
+    def current_run_id(self, run_id: str) -> str:
+        """The run an attempt lives in now: ``run_id``, or the run its worker handed it over
+        to when the cell started (a scheduled run is replaced by one starting with the cell)."""
+        for _ in range(4):
+            moved = with_retries(lambda r=run_id: self.client.get_run(r)).data.tags.get(
+                TAG_HANDED_TO
+            )
+            if not moved:
+                break
+            run_id = moved
+        return run_id
+
+    def set_attempt_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tags for an attempt that its worker may be handing over right now: set on the
+        scheduled run, then also on the run it moved to, if it has (the worker copies tags
+        after marking the move, so one of the two sides always carries them over)."""
+        for key, value in tags.items():
+            with_retries(lambda k=key, v=value: self.client.set_tag(run_id, k, v))
+        current = self.current_run_id(run_id)
+        if current != run_id:
+            for key, value in tags.items():
+                with_retries(lambda k=key, v=value: self.client.set_tag(current, k, v))
 
     # -- reading results (the report's side) -------------------------------------------------
 
@@ -543,12 +587,14 @@ class Tracker:
         return frame.reset_index(drop=True)
 
     def metric_history(self, run_ids: Sequence[str], key: str) -> pd.DataFrame:
-        """The logged values of one metric (e.g. ``train/loss``) as ``run_id, step, value``."""
+        """The logged values of one metric (e.g. ``train/loss``) as ``run_id, step, value``
+        (under the ids asked for, a scheduled run's included)."""
         import pandas as pd
 
         rows = []
         for run_id in run_ids:
-            history = with_retries(lambda r=run_id: self.client.get_metric_history(r, key))
+            current = self.current_run_id(run_id)  # a scheduled run's id reaches its attempt
+            history = with_retries(lambda r=current: self.client.get_metric_history(r, key))
             rows.extend((run_id, m.step, m.value) for m in history)
         frame = pd.DataFrame(rows, columns=["run_id", "step", "value"])
         return frame.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
@@ -557,7 +603,8 @@ class Tracker:
         """A local copy of one artifact of a run (a file or a folder)."""
         target = dst or Path(tempfile.mkdtemp(prefix="d2bench-artifact-"))
         target.mkdir(parents=True, exist_ok=True)
-        return Path(self.client.download_artifacts(run_id, path, str(target)))
+        current = self.current_run_id(run_id)
+        return Path(self.client.download_artifacts(current, path, str(target)))
 
 
 def _commit_tag(revision: str) -> dict[str, str]:
@@ -579,6 +626,13 @@ def display_metrics(metrics: dict[str, Any]) -> dict[str, float]:
                 out[name] = float(value) * scale
                 break
     return out
+
+
+def experiment_page(ui_url: str, experiment_id: str) -> str:
+    """The address of a study's runs in the MLflow UI. MLflow 3.17's UI picks GenAI or model
+    training from a switch remembered per browser (GenAI at first), ahead of the experiment's
+    kind tag; ``workflowType=machine_learning`` in the address sets the switch."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def study_description(name: str, description: str, study_file: str | None) -> str:
@@ -630,13 +684,63 @@ class CellRunLogger:
         return self.tracker.client
 
     def started(self, job_id: str | None = None) -> None:
-        """Mark the attempt as running here (again, after a requeue)."""
+        """Mark the attempt as running here (again, after a requeue).
+
+        A cell run is created when the cell is scheduled (the planner must see it from then
+        on), but MLflow fixes a run's start time at creation, and the UI's start and duration
+        would then count the time in the queue. So the first time a worker starts an attempt,
+        it hands the run over: a new run with the same name, tags and params starts now, the
+        scheduled one points to it (:data:`TAG_HANDED_TO`) and is deleted (hidden from
+        searches and the UI), and the wait is kept as :data:`TAG_QUEUED`. Everyone holding the
+        scheduled id reaches the new run through :meth:`Tracker.current_run_id`.
+        """
+        run = with_retries(lambda: self.client.get_run(self.run_id))
+        fresh = (
+            run.data.tags.get(TAG_KIND) == "cell"
+            and TAG_WORKER not in run.data.tags
+            and TAG_HANDED_TO not in run.data.tags
+            and not run.data.metrics
+            and run.info.lifecycle_stage == "active"
+        )
+        if fresh:
+            self.run_id = self._hand_over(run)
         tags = {TAG_WORKER: process_id()}
         if job_id:
             tags[TAG_JOB] = job_id
         for key, value in tags.items():
             with_retries(lambda k=key, v=value: self.client.set_tag(self.run_id, k, v))
         with_retries(lambda: self.client.update_run(self.run_id, status="RUNNING"))
+
+    def _hand_over(self, scheduled: Run) -> str:
+        from mlflow.entities import Param, RunTag
+
+        old_id = scheduled.info.run_id
+        now = int(time.time() * 1000)
+        queued = max(0.0, (now - (scheduled.info.start_time or now)) / 1000.0)
+        tags = {**scheduled.data.tags, TAG_QUEUED: f"{queued:.1f}"}
+        run = with_retries(
+            lambda: self.client.create_run(
+                scheduled.info.experiment_id,
+                start_time=now,
+                tags=tags,
+                run_name=scheduled.info.run_name,
+            )
+        )
+        new_id = run.info.run_id
+        params = [Param(k, v) for k, v in scheduled.data.params.items()]
+        for start in range(0, len(params), 100):
+            chunk = params[start : start + 100]
+            with_retries(lambda c=chunk: self.client.log_batch(new_id, params=c))
+        with_retries(lambda: self.client.set_tag(old_id, TAG_HANDED_TO, new_id))
+        # tags the driver set meanwhile (a SLURM job id): see Tracker.set_attempt_tags
+        later = with_retries(lambda: self.client.get_run(old_id)).data.tags
+        missing = [
+            RunTag(k, v) for k, v in later.items() if k != TAG_HANDED_TO and tags.get(k) != v
+        ]
+        if missing:
+            with_retries(lambda: self.client.log_batch(new_id, tags=missing))
+        with_retries(lambda: self.client.delete_run(old_id))
+        return new_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
