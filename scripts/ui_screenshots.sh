@@ -51,7 +51,9 @@ image.quantize(colors=96, method=Image.Quantize.MEDIANCUT).save(sys.argv[2], opt
 PY
     echo "$out/$1.png"
 }
-shoot experiment "$url/#/experiments/$experiment" 1400,900
-shoot runs "$url/#/experiments/$experiment/runs?isPreview=false&orderByKey=metrics.%60JF%60&orderByAsc=false" 1400,900
-shoot parent "$url/#/experiments/$experiment/runs/$parent" 1400,1000
-shoot parent-artifacts "$url/#/experiments/$experiment/runs/$parent/artifacts/report/table1.md" 1400,900
+# MLflow 3.17 picks GenAI or model-training pages from a per-browser switch; set it in the address
+ml=workflowType=machine_learning
+cells=$("$python" -c 'import urllib.parse; print(urllib.parse.quote("tags.`d2bench.kind` = '"'cell'"'"))')
+shoot runs "$url/#/experiments/$experiment/runs?$ml&searchFilter=$cells" 1400,760
+shoot parent "$url/#/experiments/$experiment/runs/$parent?$ml" 1400,1500
+shoot parent-artifacts "$url/#/experiments/$experiment/runs/$parent/artifacts/report/table1.md?$ml" 1400,900

@@ -68,7 +68,7 @@ def aggregate_metrics(table: pd.DataFrame) -> dict[str, float]:
     """``<row>/<metric>``, ``<row>/<metric>_std`` and ``<row>/<metric>_n`` from
     :func:`row_aggregates` (metrics without any finished value are left out)."""
     from ..tracking.measurements import metric_row_name
-    from ..tracking.tracker import DISPLAY_METRICS
+    from ..tracking.tracker import DISPLAY_DECIMALS, DISPLAY_METRICS
 
     metrics: dict[str, float] = {}
     for line in table.to_dict("records"):
@@ -77,8 +77,8 @@ def aggregate_metrics(table: pd.DataFrame) -> dict[str, float]:
             if not line[f"{name} n"]:
                 continue
             key = name.replace(" ", "_")
-            metrics[f"{row}/{key}"] = float(line[f"{name} mean"])
-            metrics[f"{row}/{key}_std"] = float(line[f"{name} std"])
+            metrics[f"{row}/{key}"] = round(float(line[f"{name} mean"]), DISPLAY_DECIMALS)
+            metrics[f"{row}/{key}_std"] = round(float(line[f"{name} std"]), DISPLAY_DECIMALS)
             metrics[f"{row}/{key}_n"] = float(line[f"{name} n"])
     return metrics
 

@@ -82,6 +82,8 @@ DISPLAY_METRICS: dict[str, tuple[tuple[str, ...], float]] = {
     "memory_GB": (("mem_alloc_gb", "peak_rss_gb"), 1.0),
     "train_minutes": (("train_seconds",), 1.0 / 60.0),
 }
+#: Display metrics are rounded (the UI shows every digit it gets); the fractions stay exact.
+DISPLAY_DECIMALS = 3
 #: The per-epoch validation curve, in percent, beside the fractions the cell logs.
 DISPLAY_CURVES: dict[str, str] = {"val/jf_mean": "val/JF", "val/j_mean": "val/J",
                                   "val/f_mean": "val/F"}  # fmt: skip
@@ -623,7 +625,7 @@ def display_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             value = metrics.get(source)
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if number and math.isfinite(value):
-                out[name] = float(value) * scale
+                out[name] = round(float(value) * scale, DISPLAY_DECIMALS)
                 break
     return out
 
