@@ -41,12 +41,15 @@ read -r experiment parent <<< "$ids"
 
 shoot() {  # NAME URL WIDTHxHEIGHT
     "$chromium" --headless --no-sandbox --disable-gpu --hide-scrollbars \
-        --user-data-dir="$work/chromium" --window-size="$3" --virtual-time-budget=20000 \
+        --user-data-dir="$work/chromium" --window-size="$3" --virtual-time-budget=30000 \
         --screenshot="$work/$1.png" "$2" 2> /dev/null
     "$python" - "$work/$1.png" "$out/$1.png" <<'PY'
 import sys
 from PIL import Image
 image = Image.open(sys.argv[1]).convert("RGB")
+if sys.argv[2].endswith("parent-artifacts.png"):  # the artifact's path on this machine
+    from PIL import ImageDraw
+    ImageDraw.Draw(image).rectangle([425, 168, 1010, 192], fill=(255, 255, 255))
 image.quantize(colors=96, method=Image.Quantize.MEDIANCUT).save(sys.argv[2], optimize=True)
 PY
     echo "$out/$1.png"
@@ -54,6 +57,7 @@ PY
 # MLflow 3.17 picks GenAI or model-training pages from a per-browser switch; set it in the address
 ml=workflowType=machine_learning
 cells=$("$python" -c 'import urllib.parse; print(urllib.parse.quote("tags.`d2bench.kind` = '"'cell'"'"))')
-shoot runs "$url/#/experiments/$experiment/runs?$ml&searchFilter=$cells" 1400,760
+sort='orderByKey=metrics.%60JF%60&orderByAsc=false'
+shoot runs "$url/#/experiments/$experiment/runs?$ml&searchFilter=$cells&$sort" 1400,760
 shoot parent "$url/#/experiments/$experiment/runs/$parent?$ml" 1400,1500
 shoot parent-artifacts "$url/#/experiments/$experiment/runs/$parent/artifacts/report/table1.md?$ml" 1400,900
