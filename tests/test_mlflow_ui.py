@@ -194,3 +194,5 @@ def test_a_second_report_refreshes_the_parent(served_study, tmp_path: Path):
     history = _get(uri, "metrics/get-history", run_id=parent, metric_key="d2conv3d_iv/JF")
     assert [m["value"] for m in history["metrics"]] == pytest.approx([70.5, 70.5])
     assert _download(uri, parent, "report/table1.md") == (tmp_path / "table1.md").read_text()
+    rows = json.loads(_download(uri, parent, "rows.json"))
+    assert [line[0] for line in rows["data"]] == ["baseline", "d2conv3d_iv", "iv-fast"]  # replaced

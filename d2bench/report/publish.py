@@ -1,7 +1,7 @@
 """Put a written report on the study's parent run in MLflow, so the UI alone shows the study.
 
 Every ``d2bench report`` refreshes it: per row and metric the mean, std and n over the row's
-finished cells (as metrics ``<row>/JF``, ``<row>/JF_std``, ``<row>/JF_n`` and as the MLflow
+finished cells (as metrics ``<row>/JF``, ``<row>/JF_std``, ``<row>/JF_n`` and as the JSON
 table ``rows.json``), the study's shape as params, and the report folder itself (tables in
 Markdown, LaTeX and CSV, figures, the page) under the artifact folder ``report/``. The numbers
 are in the tables' units (J&F in percent, FPS, memory in GB): the cells' in-run figures; the

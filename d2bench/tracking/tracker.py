@@ -358,8 +358,8 @@ class Tracker:
     ) -> str:
         """Put a report on the study's parent run: ``metrics`` (a new value each time),
         ``params`` (logged once: a value that changed since is kept as a tag instead, MLflow's
-        params being immutable), ``tables`` as MLflow tables (``name.json``, shown by the UI's
-        artifact view), ``folders`` as artifact folders (replacing same-named files), and the
+        params being immutable), ``tables`` as ``name.json`` (``columns`` and ``data``, replaced
+        each time), ``folders`` as artifact folders (replacing same-named files), and the
         description. Returns the parent run's id."""
         from mlflow.entities import Metric, Param
 
@@ -385,8 +385,9 @@ class Tracker:
             if key in held and held[key] != _param_value(value):
                 tag = f"d2bench.now.{key}"
                 with_retries(lambda t=tag, v=value: self.client.set_tag(run_id, t, _param_value(v)))
-        for name, frame in tables.items():
-            with_retries(lambda n=name, f=frame: self.client.log_table(run_id, f, f"{n}.json"))
+        for name, frame in tables.items():  # MlflowClient.log_table would append each time
+            text = json.dumps(json.loads(frame.to_json(orient="split", index=False)), indent=1)
+            with_retries(lambda n=name, t=text: self.client.log_text(run_id, t, f"{n}.json"))
         for destination, folder in folders.items():
             with_retries(
                 lambda d=destination, f=folder: self.client.log_artifacts(run_id, str(f), d)
