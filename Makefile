@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The versions the tests passed with (constraints.txt); `make upgrade-deps` refreshes them.
 CONSTRAINTS ?= -c constraints.txt
 
-.PHONY: demo test test-services lint format clean upgrade-deps
+.PHONY: demo test test-services lint format clean upgrade-deps screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/d2bench demo
+
+# The MLflow UI screenshots of the README (docs/ui/*.png): a small study, its report, `d2bench ui`
+# and headless Chromium (Debian: apt-get install chromium). Not part of `make test`.
+screenshots: $(VENV)/.installed
+	D2BENCH=$(BIN)/d2bench ./scripts/ui_screenshots.sh $(WORK)
 
 # What the study tests run against: Debian's slurm-wlm and munge (installed with apt when root and
 # missing; the test set-up starts and stops the one-node cluster of slurm/test-cluster/).

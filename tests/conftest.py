@@ -128,7 +128,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> str:
         stderr=open(folder / "server.log", "w"),  # noqa: SIM115
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded machine starts gunicorn and the job runner slowly
     while True:
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:

@@ -185,6 +185,7 @@ def _ui(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"MLflow tracking server: {uri}")
+        _print_study_pages(uri, uri)
         return 0
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     if not Path(mlflow).exists():
@@ -192,9 +193,20 @@ def _ui(args: argparse.Namespace) -> int:
     open_store(uri)  # the server opens it too: created or upgraded once, never by two at a time
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
                str(args.port)]  # fmt: skip
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    _print_study_pages(uri, f"http://{args.host}:{args.port}")
+    sys.stdout.flush()
     os.execv(command[0], command)  # become the server: signals reach it directly
     return 0
+
+
+def _print_study_pages(uri: str, ui_url: str) -> None:
+    """Each study's runs page (as model training, not MLflow 3's GenAI overview)."""
+    from ..tracking import Tracker
+    from ..tracking.tracker import experiment_page
+
+    for name, experiment_id in Tracker(uri).studies():
+        print(f"  {name}: {experiment_page(ui_url, experiment_id)}")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

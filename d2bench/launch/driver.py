@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..elapsed import elapsed_text, format_duration
-from ..study.cells import Cell, expand_cells
+from ..study.cells import Cell, expand_cells, varying_keys
 from ..study.planner import CellRecord, CellState, Plan, PlannedCell, make_plan
 from ..study.spec import Study
 from ..tracking import Tracker, git_revision
+from ..tracking.tracker import study_description
 from .base import Backend, LaunchContext
 from .job_end import explain_stale
 from .liveness import make_liveness, orphaned_workers
@@ -205,9 +206,15 @@ def launch_study(
 
         prepare_data(study, echo)
         environment = launch_environment()
-        parent = tracker.ensure_study_run(study.name, study.text, backend.name, environment)
+        description = study_description(
+            study.name, study.spec.description, str(study.path) if study.path else None
+        )
+        parent = tracker.ensure_study_run(
+            study.name, study.text, backend.name, environment, description
+        )
+        varying = varying_keys(item.cell for item in plan.cells)
         tasks = [_new_attempt(study, item, backend.name, tracker, parent, runs_dir, environment,
-                              force=item.cell.row in force_rows)
+                              force=item.cell.row in force_rows, varying=varying)
                  for item in chosen]  # fmt: skip
     context = LaunchContext(
         study.name, study.resources, runs_dir / "_backend" / study.name,
@@ -246,6 +253,7 @@ def _new_attempt(
     runs_dir: Path,
     environment: dict,
     force: bool,
+    varying: set[str] | None = None,
 ) -> CellTask:
     cell = item.cell
     if item.state == CellState.STALE and item.record is not None:
@@ -255,7 +263,7 @@ def _new_attempt(
     if force and item.state == CellState.DONE and cell_dir.exists():
         shutil.rmtree(cell_dir)  # --force: recompute, do not return the old result
     run_id = tracker.create_cell_run(
-        study.name, parent, cell, backend, cell_dir, environment["git"]
+        study.name, parent, cell, backend, cell_dir, environment["git"], varying
     )
     return CellTask(
         study=study.name,

@@ -92,6 +92,7 @@ def record_job_end(tracker: Tracker, run_id: str, job_id: str) -> JobEnd:
     holds one keeps it: its logs may have been cleaned up since)."""
     from ..tracking.tracker import TAG_JOB_END, TAG_JOB_LOGS
 
+    run_id = tracker.current_run_id(run_id)
     tags = tracker.client.get_run(run_id).data.tags
     if tags.get(TAG_JOB_END):
         summary = tags[TAG_JOB_END]

@@ -69,6 +69,6 @@ def _record_crash(task: CellTask, code: int) -> None:
     if code < 0:
         reason = f"worker process killed by {signal.Signals(-code).name}"
     tracker = Tracker(task.tracking_uri)
-    run = tracker.client.get_run(task.run_id)
+    run = tracker.client.get_run(tracker.current_run_id(task.run_id))
     if run.info.status == "RUNNING":
         tracker.cell_logger(task.run_id).failed(reason + "\n", Path(task.cell_dir))

@@ -254,6 +254,6 @@ def _record_trial_error(task: CellTask, error: BaseException | None) -> None:
     from ..tracking import Tracker
 
     tracker = Tracker(task.tracking_uri)
-    if tracker.client.get_run(task.run_id).info.status == "RUNNING":
+    if tracker.client.get_run(tracker.current_run_id(task.run_id)).info.status == "RUNNING":
         text = f"Ray Tune trial failed after its retries: {error!r}\n"
         tracker.cell_logger(task.run_id).failed(text, Path(task.cell_dir))

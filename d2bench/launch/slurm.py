@@ -169,8 +169,8 @@ class SlurmBackend:
         jobs = executor.map_array(CellJob(), [task.to_dict() for task in tasks])
         tracker = Tracker(tasks[0].tracking_uri)
         for task, job in zip(tasks, jobs, strict=True):
-            tracker.client.set_tag(task.run_id, TAG_JOB, job.job_id)
-            tracker.client.set_tag(task.run_id, TAG_JOB_LOGS, str(job.paths.folder))
+            tags = {TAG_JOB: job.job_id, TAG_JOB_LOGS: str(job.paths.folder)}
+            tracker.set_attempt_tags(task.run_id, tags)
         if self.detach:
             for task in tasks:
                 on_outcome(task, "SUBMITTED")
@@ -209,7 +209,7 @@ def _job_outcome(task: CellTask, job: Any) -> str:
         return str(job.result())
     except Exception as error:  # the job ended without a result: killed, out of memory, ...
         tracker = Tracker(task.tracking_uri)
-        status = tracker.client.get_run(task.run_id).info.status
+        status = tracker.client.get_run(tracker.current_run_id(task.run_id)).info.status
         if status != "RUNNING":
             return status
         return record_job_failure(tracker, task, job.job_id, str(error))

@@ -33,6 +33,7 @@ from .maps import RecordedMaps, maps_figure, read_maps
 from .measurement import StudyMeasurement, fps_origin, parse_measurement, with_measured_fps
 from .page import FigureEntry, render_page, write_page
 from .protocol import protocol_from_configs
+from .publish import publish_report
 from .render import to_csv, to_latex, to_markdown
 from .sequences import per_sequence_frame
 from .study_layouts import layouts_for_study, tables_of
@@ -401,10 +402,14 @@ def generate_report(
     tracking_uri: str | None = None,
     ui_url: str | None = None,
 ) -> ReportFiles:
-    """``d2bench report``: load the study, gather from the tracker, write ``reports/<study>``."""
+    """``d2bench report``: load the study, gather from the tracker, write ``reports/<study>``,
+    and put the tables and figures on the study's parent run in MLflow."""
     from ..study import load_study
     from ..tracking import Tracker
 
     study = load_study(study_path)
-    data = collect_report_data(study, Tracker(tracking_uri), ui_url)
-    return write_report(data, out_dir or Path("reports") / study.name)
+    tracker = Tracker(tracking_uri)
+    data = collect_report_data(study, tracker, ui_url)
+    files = write_report(data, out_dir or Path("reports") / study.name)
+    publish_report(tracker, study, data, files)  # the UI shows what the files show
+    return files

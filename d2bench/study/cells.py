@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,22 +69,60 @@ class Cell:
         """Cell folders are named by key alone, so two studies share a finished cell."""
         return Path(runs_dir) / "cells" / self.key
 
-    def params(self) -> dict[str, Any]:
-        """Flat ``section.key`` parameters: what this cell sets away from the paper protocol.
+    @property
+    def run_name(self) -> str:
+        """How the cell's runs are named, so that a list of runs reads like the table:
+        ``d2conv3d_iv · 1+elu · seed 0`` (the activation only where the variant has one)."""
+        parts = [self.row]
+        if self.config.model.variant.startswith("d2conv3d"):
+            parts.append(self.config.model.activation or "1+elu")
+        return " · ".join([*parts, f"seed {self.seed}"])
 
-        Only non-default settings (plus the variant, activation and seed, always) become MLflow
-        params: they are what tells cells apart in the UI, and a store holding thousands of
-        runs stays quick to plan against. The full config is the run's ``config.yaml``.
+    def flat_config(self) -> dict[str, Any]:
+        """Every config key as ``section.key`` (the defaults included), plus the input digests."""
+        flat = dict(_flatten(self.config.model_dump(mode="json")))
+        if self.inputs is not None:  # what the key holds in place of the paths
+            flat["inputs.data"] = self.inputs.data
+            flat["inputs.weights"] = self.inputs.weights
+        return flat
+
+    def params(self, varying: Collection[str] | None = None) -> dict[str, Any]:
+        """The MLflow params of the cell's runs: ``row``, ``variant``, ``activation`` and
+        ``seed`` first, then the ``section.key`` settings that tell the study's cells apart.
+
+        ``varying`` names the keys whose values differ across the study's cells
+        (:func:`varying_keys`): each is logged with its value in every cell, a default value
+        included, so that comparing runs or drawing parallel coordinates over an axis never
+        meets a cell without it. Without ``varying`` (a cell on its own), the keys the cell sets
+        away from the defaults. The full config is the run's ``config.yaml``.
         """
-        explicit = self.config.model_dump(mode="json", exclude_defaults=True)
-        params = dict(_flatten(explicit))
-        params.setdefault("model.variant", self.config.model.variant)
-        params.setdefault("model.activation", self.config.model.activation)
-        params.setdefault("train.seed", self.config.train.seed)
-        if self.inputs is not None:  # what the key holds in place of the paths above
-            params["inputs.data"] = self.inputs.data
-            params["inputs.weights"] = self.inputs.weights
+        model = self.config.model
+        params: dict[str, Any] = {
+            "row": self.row,
+            "variant": model.variant,
+            "activation": model.activation or "1+elu",
+            "seed": self.seed,
+        }
+        shown = {"model.variant", "model.activation", "train.seed"}
+        if varying is None:
+            explicit = self.config.model_dump(mode="json", exclude_defaults=True)
+            chosen = dict(_flatten(explicit))
+        else:
+            flat = self.flat_config()
+            chosen = {key: flat.get(key) for key in sorted(varying)}
+        params.update({key: value for key, value in chosen.items() if key not in shown})
         return params
+
+
+def varying_keys(cells: Iterable[Cell]) -> set[str]:
+    """The ``section.key`` settings (and input digests) whose values differ across ``cells``."""
+    values: dict[str, set[str]] = {}
+    count = 0
+    for cell in cells:
+        count += 1
+        for key, value in cell.flat_config().items():
+            values.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
+    return {key for key, found in values.items() if len(found) > 1} if count > 1 else set()
 
 
 def _flatten(tree: dict[str, Any], prefix: str = ""):
