@@ -126,6 +126,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> str:
          "--artifacts-destination", str(folder / "artifacts")],
         stdout=subprocess.DEVNULL,
         stderr=open(folder / "server.log", "w"),  # noqa: SIM115
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as `d2bench ui`
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300  # a loaded machine starts gunicorn and the job runner slowly

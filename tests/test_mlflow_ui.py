@@ -6,6 +6,10 @@ the parent run the rows' aggregates and the report's tables and figures."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -196,3 +200,61 @@ def test_a_second_report_refreshes_the_parent(served_study, tmp_path: Path):
     assert _download(uri, parent, "report/table1.md") == (tmp_path / "table1.md").read_text()
     rows = json.loads(_download(uri, parent, "rows.json"))
     assert [line[0] for line in rows["data"]] == ["baseline", "d2conv3d_iv", "iv-fast"]  # replaced
+
+
+def _descendants(pid: int) -> list[str]:
+    """Command lines of every process below ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (
+                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            )
+        except OSError:  # ended while we looked
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(commands.get(child, ""))
+            stack.append(child)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_d2bench_ui_serves_the_store_without_mlflows_job_runner(tmp_path: Path) -> None:
+    """MLflow 3's server starts GenAI job runners (huey consumers that outlive a stopped UI);
+    `d2bench ui` switches them off, so browsing a study costs one server process."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "d2bench.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None, "d2bench ui ended before serving"
+                assert time.monotonic() < deadline, "d2bench ui did not answer within 300 s"
+                time.sleep(0.5)
+        time.sleep(3)  # MLflow starts its job runner right after the server answers
+        below = _descendants(process.pid)
+        assert not [c for c in below if "huey" in c or "_job_runner" in c], below
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

@@ -173,6 +173,10 @@ def _status(args: argparse.Namespace) -> int:
     return 1 if counts.get("failed") else 0
 
 
+#: MLflow's switch for the server's job runner (read by ``mlflow ui`` and ``mlflow server``).
+MLFLOW_JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
 def _ui(args: argparse.Namespace) -> int:
     """Start ``mlflow ui`` on the study store and print its address."""
     import os
@@ -196,6 +200,9 @@ def _ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
     _print_study_pages(uri, f"http://{args.host}:{args.port}")
     sys.stdout.flush()
+    # MLflow 3's server also starts a job runner (GenAI jobs: a handful of huey consumers that
+    # outlive a stopped UI and keep cores busy); a study browser needs none of it.
+    os.environ.setdefault(MLFLOW_JOB_EXECUTION, "false")
     os.execv(command[0], command)  # become the server: signals reach it directly
     return 0
 
