@@ -191,3 +191,25 @@ def test_a_trial_worker_drops_a_systemexit_from_a_finalizer_and_reports_other_er
     Finalized(SystemExit(1))
     Finalized(ValueError("a real error"))
     assert [type(error) for error in seen] == [ValueError]
+
+
+def test_system_metrics_interval_is_read_from_the_environment_and_checked() -> None:
+    from d2bench.tracking.system_metrics import ENV, sampling_interval
+
+    assert sampling_interval({}) is None and sampling_interval({ENV: "0"}) is None
+    assert sampling_interval({ENV: "2.5"}) == 2.5
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(ValueError, match=f"{ENV}={bad!r}: expected a sampling interval"):
+            sampling_interval({ENV: bad})
+
+
+def test_run_refuses_a_bad_system_metrics_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = write_study(tmp_path, "sysmetrics")
+    monkeypatch.delenv("D2BENCH_SYSTEM_METRICS", raising=False)
+    assert main(["run", str(study), "--system-metrics", "0", "--dry-run"]) == 2
+    assert "--system-metrics 0: the interval must be > 0 seconds" in capsys.readouterr().err
+    monkeypatch.setenv("D2BENCH_SYSTEM_METRICS", "soon")
+    assert main(["run", str(study), "--dry-run"]) == 2
+    assert "D2BENCH_SYSTEM_METRICS='soon'" in capsys.readouterr().err

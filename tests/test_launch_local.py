@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,28 @@ def test_failure_is_recorded_the_rest_finish_and_retry_failed_reruns_only_it(
         "nothing to do: 1 done, 1 failed (rerun failed cells with --retry-failed)" in again.stdout
     )
 
-    retry = d2bench("run", str(study), "--retry-failed", *args, cwd=tmp_path, check=True)
+    retry = d2bench(
+        "run", str(study), "--retry-failed", "--system-metrics", "0.2", *args, cwd=tmp_path,
+        check=True,
+    )  # fmt: skip
     assert "scheduling 1 cell(s)" in retry.stdout and "dcnv1 (seed 0): FINISHED" in retry.stdout
     # Redirected output (a log): the cell's training steps as plain lines, the run's timing,
     # no escape codes.
     assert re.search(r"\[1/1\] dcnv1 \(seed 0\): FINISHED \(\S+ elapsed\)", retry.stdout)
     assert re.search(r"^epoch 1/1  2/2  loss \S+ .* elapsed$", retry.stderr, re.M), retry.stderr
     assert "\x1b[" not in retry.stdout + retry.stderr and "\r" not in retry.stderr
+    # --system-metrics: the machine's use sampled into the cell's run while it trained, and
+    # stopped before inference (so never while FPS is timed).
+    retried = tracker.study_runs("local-fail").set_index("row").loc["dcnv1", "run_id"]
+    cpu = tracker.client.get_metric_history(retried, "system/cpu_utilization_percentage")
+    assert cpu, "no system metrics in the run"
+    log = tracker.download_artifact(retried, "cell.log").read_text()
+    stamp = re.search(r"^(\S+ \S+) INFO inference on", log, re.M)
+    assert stamp, log
+    inference_ms = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() * 1000
+    assert max(metric.timestamp for metric in cpu) <= inference_ms + 1
+    first_run = runs.loc["baseline", "run_id"]  # run without the flag: no sampler
+    assert not tracker.client.get_metric_history(first_run, "system/cpu_utilization_percentage")
     records = tracker.cell_records("local-fail")
     assert Counter(r.status for r in records) == Counter({"FINISHED": 2, "FAILED": 1})
     assert set(tracker.study_runs("local-fail")["status"]) == {"FINISHED"}
@@ -146,7 +162,10 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_the_cell_resumes_from_the_
 
     *_, older, newest = list_checkpoints(checkpoints)
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    retry = d2bench("run", str(study), "--retry-failed", *args, cwd=tmp_path, check=True)
+    retry = d2bench(
+        "run", str(study), "--retry-failed", "--system-metrics", "0.2", *args, cwd=tmp_path,
+        check=True,
+    )  # fmt: skip
     assert "baseline (seed 0): FINISHED" in retry.stdout
     log = (checkpoints.parent / "cell.log").read_text()
     assert f"skipped checkpoint {newest.name}: it does not load" in log

@@ -85,6 +85,7 @@ def _checked_launch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 def _run(args: argparse.Namespace) -> int:
     from ..launch import launch_study
 
+    _system_metrics_setting(args.system_metrics)
     study, backend, runs_dir = _checked_launch(args)
     summary = launch_study(
         study,
@@ -102,6 +103,24 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return summary.exit_code
+
+
+def _system_metrics_setting(seconds: float | None) -> None:
+    """``--system-metrics`` becomes the workers' ``D2BENCH_SYSTEM_METRICS`` (the backends pass
+    ``D2BENCH_*`` on); a bad value set by hand fails here, before anything is scheduled."""
+    import os
+
+    from ..cli import UsageError
+    from ..tracking.system_metrics import ENV, sampling_interval
+
+    if seconds is not None:
+        if not seconds > 0:
+            raise UsageError(f"--system-metrics {seconds:g}: the interval must be > 0 seconds")
+        os.environ[ENV] = f"{seconds:g}"
+    try:
+        sampling_interval()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _preflight(backend: Any, study: Any, runs_dir: Path, tracking_uri: str | None) -> None:
@@ -256,6 +275,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--detach", action="store_true", help="slurm: return after submission")
     run.add_argument(
         "--runs-dir", metavar="DIR", help="where cell folders go (default: the study's runs_dir)"
+    )
+    run.add_argument(
+        "--system-metrics",
+        type=float,
+        nargs="?",
+        const=10.0,
+        default=None,
+        metavar="SECONDS",
+        help="log CPU/memory/GPU use to each cell's run while it trains (never while FPS is "
+        "timed), sampled every SECONDS (default when given: 10; off by default)",
     )
     _common(run)
     run.set_defaults(handler=_run)

@@ -445,6 +445,7 @@ def run_cell(
     handle_signals: bool = True,
     show_progress: bool = True,
     checkpoint_every_s: float | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or finish, or just return) one cell; see the module docstring for the layout.
 
@@ -452,7 +453,9 @@ def run_cell(
     same key is returned although its config differs in machine-local keys only (the data
     moved, another card): the key holds everything else, the data and weights by digest.
     ``on_metrics`` receives the training curve as it is committed (with each checkpoint), and
-    ``on_commit`` is called after each commit's last event.
+    ``on_commit`` is called after each commit's last event. ``on_phase`` hears ``"train"``
+    before training and ``"infer"`` before inference and the speed measurement (so a system
+    metrics sampler can stop before FPS is timed).
     """
     from ..bench.environment import collect_environment
     from .distributed import DistContext, resolve_device
@@ -475,6 +478,8 @@ def run_cell(
         model = build_seeded_model(config)
         metrics: dict[str, float] = {}
         if config.train.epochs > 0:
+            if on_phase is not None:
+                on_phase("train")
             distributed = config.train.gpus > 1 and "WORLD_SIZE" not in os.environ
             if distributed:
                 metrics |= _train_with_torchrun(config, cell_dir, model, on_metrics, on_commit)
@@ -491,6 +496,8 @@ def run_cell(
                 return {}
         else:
             model.to(device)
+        if on_phase is not None:
+            on_phase("infer")
         log.info("inference on %s", config.data.val_set)
         inferred = infer_cell(config, cell_dir, model, device, show_progress)
         metrics |= inferred["metrics"]

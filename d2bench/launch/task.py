@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..tracking.system_metrics import TrainingSystemMetrics, sampling_interval
+
 Outcome = Literal["FINISHED", "FAILED", "KILLED"]
 #: What :func:`execute_cell` returns when the cell stopped at a checkpoint on the scheduler's
 #: warning signal and the caller is to requeue it (its run is left RUNNING for the next job).
@@ -75,6 +77,12 @@ def inject_faults(config: dict[str, Any], row: str) -> dict[str, Any]:
     return {**config, "data": data}
 
 
+def _system_metrics(tracker: Any, run_id: str) -> TrainingSystemMetrics | None:
+    """The training-time system metrics sampler, when ``D2BENCH_SYSTEM_METRICS`` asks for it."""
+    interval = sampling_interval()
+    return None if interval is None else TrainingSystemMetrics(run_id, tracker.uri, interval)
+
+
 def execute_cell(
     task: CellTask,
     *,
@@ -101,6 +109,7 @@ def execute_cell(
     logger = tracker.cell_logger(task.run_id)
     logger.started(job_id)
     cell_dir = Path(task.cell_dir)
+    sampler = _system_metrics(tracker, logger.run_id)
     try:
         from ..engine.cell import run_cell
 
@@ -113,6 +122,7 @@ def execute_cell(
             on_commit=logger.flush,
             handle_signals=handle_signals,
             show_progress=True,  # lines in logs (SLURM, Ray), a live bar on a terminal
+            on_phase=sampler,
         )
     except KeyboardInterrupt:
         logger.interrupted("interrupted (Ctrl-C)")
@@ -129,5 +139,8 @@ def execute_cell(
     except Exception:
         logger.failed(traceback.format_exc(), cell_dir if cell_dir.is_dir() else None)
         return "FAILED"
+    finally:
+        if sampler is not None:
+            sampler.stop()
     logger.finished(result, cell_dir)
     return "FINISHED"
