@@ -190,30 +190,78 @@ def _cuda_flags() -> list[str]:
     return ["-O3", "--expt-relaxed-constexpr", "-lineinfo", *_machine_arch_flags(), *extra]
 
 
+#: Written beside a finished build: what it was built from and with. A process whose own
+#: settings match loads the library directly, without regenerating build.ninja: that file names
+#: the torch of the environment that wrote it, so two checkouts with their own virtual
+#: environments (same torch release) would otherwise rebuild the shared folder in turn.
+BUILD_RECORD = "d2bench-build.json"
+CFLAGS = ("-O3", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
+
+
+def _build_settings(with_cuda: bool, name: str, build_dir: Path) -> dict[str, object]:
+    import torch
+
+    return {
+        "library": name,
+        "torch": str(torch.__version__),
+        "sources": build_dir.name,  # torch release, flavour, sources digest and layout
+        "cflags": list(CFLAGS),
+        "ldflags": list(LDFLAGS),
+        "cuda_cflags": _cuda_flags() if with_cuda else None,
+    }
+
+
+def _load_recorded_build(build_dir: Path, settings: dict[str, object], verbose: bool) -> bool:
+    """Load the folder's library when its record matches ``settings``; False to build."""
+    import json
+
+    import torch
+
+    library = build_dir / f"{settings['library']}.so"
+    try:
+        recorded = json.loads((build_dir / BUILD_RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    if recorded != settings or not library.is_file():
+        return False
+    torch.ops.load_library(str(library))
+    if verbose:
+        print(f"d2bench: loaded the cached operator build {library}", file=sys.stderr)
+    return True
+
+
 def load_library() -> bool:
     """Build if needed and load the library into the process; True when CUDA kernels are in it."""
     from torch.utils import cpp_extension
+
+    from ..atomic_io import atomic_write_json
 
     folder = source_dir()
     with_cuda = _cuda_wanted()
     _check_toolchain()
     verbose = os.environ.get(VERBOSE_ENV, "0") == "1"
     build_dir = build_directory(with_cuda)
+    name = "d2bench_ops_cuda" if with_cuda else "d2bench_ops_cpu"
+    settings = _build_settings(with_cuda, name, build_dir)
     try:
+        if _load_recorded_build(build_dir, settings, verbose):
+            return with_cuda
         staged = staged_sources(folder, build_dir)
         cpp_extension.load(
-            name="d2bench_ops_cuda" if with_cuda else "d2bench_ops_cpu",
+            name=name,
             sources=_sources(staged, with_cuda),
             extra_include_paths=[str(staged)],
             # No -std flag: torch picks the standard its own headers were built for (C++20);
             # overriding it compiles c10 types differently and crashes when a kernel throws.
-            extra_cflags=["-O3", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
+            extra_cflags=list(CFLAGS),  # copies: torch appends its own flags to these lists
+            extra_ldflags=list(LDFLAGS),
             extra_cuda_cflags=_cuda_flags() if with_cuda else None,
             build_directory=str(build_dir),
             is_python_module=False,
             verbose=verbose,
         )
+        atomic_write_json(build_dir / BUILD_RECORD, settings)
     except (RuntimeError, OSError, ImportError) as error:
         raise OpsBuildError(
             f"building the d2bench operators from {folder} failed: {error}. "
