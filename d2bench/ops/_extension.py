@@ -199,7 +199,7 @@ CFLAGS = ("-O3", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
 
 
-def _build_settings(with_cuda: bool, name: str, build_dir: Path) -> dict[str, object]:
+def _build_settings(name: str, build_dir: Path, cuda_flags: list[str] | None) -> dict[str, object]:
     import torch
 
     return {
@@ -208,7 +208,7 @@ def _build_settings(with_cuda: bool, name: str, build_dir: Path) -> dict[str, ob
         "sources": build_dir.name,  # torch release, flavour, sources digest and layout
         "cflags": list(CFLAGS),
         "ldflags": list(LDFLAGS),
-        "cuda_cflags": _cuda_flags() if with_cuda else None,
+        "cuda_cflags": cuda_flags,
     }
 
 
@@ -243,7 +243,8 @@ def load_library() -> bool:
     verbose = os.environ.get(VERBOSE_ENV, "0") == "1"
     build_dir = build_directory(with_cuda)
     name = "d2bench_ops_cuda" if with_cuda else "d2bench_ops_cpu"
-    settings = _build_settings(with_cuda, name, build_dir)
+    cuda_flags = _cuda_flags() if with_cuda else None
+    settings = _build_settings(name, build_dir, cuda_flags)
     try:
         if _load_recorded_build(build_dir, settings, verbose):
             return with_cuda
@@ -256,7 +257,7 @@ def load_library() -> bool:
             # overriding it compiles c10 types differently and crashes when a kernel throws.
             extra_cflags=list(CFLAGS),  # copies: torch appends its own flags to these lists
             extra_ldflags=list(LDFLAGS),
-            extra_cuda_cflags=_cuda_flags() if with_cuda else None,
+            extra_cuda_cflags=list(cuda_flags) if cuda_flags else None,  # a copy, as above
             build_directory=str(build_dir),
             is_python_module=False,
             verbose=verbose,

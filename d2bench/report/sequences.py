@@ -45,27 +45,27 @@ def _metric(run: pd.Series, name: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _eval_records(fetch: FetchJson, run_id: str, name: str, checkpoint: str) -> list[dict]:
+    """One eval file's records; a malformed file is warned about and contributes none."""
+    evaluation = fetch(run_id, name)
+    if not evaluation:
+        return []
+    try:
+        return records_from_eval(evaluation, checkpoint)
+    except ValueError as error:
+        log.warning("run %s: %s: %s", run_id, name, error)
+        return []
+
+
 def _from_files(run: pd.Series, fetch: FetchJson, run_id: str) -> list[dict]:
     """Records from the run's eval files (runs logged before the per-sequence table)."""
-    records: list[dict] = []
-    final = fetch(run_id, EVAL_FILE)
-    if final:
-        try:
-            records += records_from_eval(final, "final")
-        except ValueError as error:
-            log.warning("run %s: %s: %s", run_id, EVAL_FILE, error)
+    records = _eval_records(fetch, run_id, EVAL_FILE, "final")
     best = _metric(run, _METRIC["best_val"])
     if best is None:
         return records
     if best == _metric(run, _METRIC["final"]):  # the best epoch was the last: the same weights
         return records + [{**r, "checkpoint": "best_val"} for r in records]
-    other = fetch(run_id, BEST_VAL_EVAL_FILE)
-    if other:
-        try:
-            records += records_from_eval(other, "best_val")
-        except ValueError as error:
-            log.warning("run %s: %s: %s", run_id, BEST_VAL_EVAL_FILE, error)
-    return records
+    return records + _eval_records(fetch, run_id, BEST_VAL_EVAL_FILE, "best_val")
 
 
 def _consistent(run: pd.Series, run_id: str, records: list[dict]) -> list[dict]:
