@@ -27,7 +27,7 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="show the installed versions and exit")
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
-        from .versions import version_text
+        from .core.versions import version_text
 
         print(version_text())
         parser.exit()

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from d2bench.atomic_io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from d2bench.core.atomic_io import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 
 def test_writes_text_bytes_and_json_and_replaces_the_old_file(tmp_path: Path) -> None:
@@ -40,7 +45,7 @@ def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
     path.write_text("old")
     script = (
         "import os, sys\n"
-        "from d2bench.atomic_io import atomic_open\n"
+        "from d2bench.core.atomic_io import atomic_open\n"
         "with atomic_open(sys.argv[1]) as handle:\n"
         "    handle.write('half of the new')\n"
         "    handle.flush()\n"

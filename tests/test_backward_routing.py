@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import d2bench.ops as ops
-from d2bench.config import ModelConfig
+from d2bench.core.config import ModelConfig
 from d2bench.layers import D2Conv3d, SampledConv3d
 from d2bench.ops import routing
 from d2bench.ops.routing import backward_decision, grad_for_backward, record_backward_paths
@@ -329,7 +329,7 @@ def test_tiny_model_training_step_keeps_every_d2_layer_on_tensor_cores(precision
     """A whole training step of a tiny model (channels_last_3d, autocast, Lovász loss, as
     ``bench train`` runs it): every D² layer's backward takes the tensor-core kernels."""
     from d2bench.engine.amp import Amp, autocast_dtype
-    from d2bench.metrics.lovasz import lovasz_hinge
+    from d2bench.engine.lovasz import lovasz_hinge
     from d2bench.models import build_model
 
     torch.manual_seed(0)

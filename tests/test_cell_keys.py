@@ -20,7 +20,7 @@ import pytest
 import yaml
 from study_helpers import TINY_SYNTH, d2bench, write_study
 
-from d2bench.config import CellConfig
+from d2bench.core.config import CellConfig
 from d2bench.study import MACHINE_LOCAL_KEYS, expand_cells, load_study, parse_study
 from d2bench.study.file_digest import CACHE_ENV, RACY_NS, cache_path, file_sha256
 from d2bench.study.signature import CellInputs, experiment_signature
@@ -291,7 +291,7 @@ def test_a_study_finished_then_its_data_moved_schedules_nothing(
 
     # A worker handed the cell again (its run lost, its folder kept) returns the finished result
     # although the config it gets names the new data root: the key is the same.
-    from d2bench.engine.cell import run_cell
+    from d2bench.runner.cell import run_cell
 
     (cell,) = expand_cells(load_study(study, environ=moved))
     cell_dir = cell.cell_dir(tmp_path / "runs")

@@ -18,24 +18,24 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from study_helpers import TINY_BASE, d2bench, write_study
 
-from d2bench.config import parse_cell_config
+from d2bench.core.config import parse_cell_config
+from d2bench.core.per_sequence import PER_SEQUENCE_TABLE, global_jf, records_from_table
 from d2bench.data import SynthSpec, TrainClips, ensure_synthetic_davis
-from d2bench.engine.cell import (
+from d2bench.engine.checkpoint import list_best, list_checkpoints, load_checkpoint
+from d2bench.engine.journal import MetricsJournal
+from d2bench.engine.signals import CellInterrupted
+from d2bench.engine.trainer import Trainer
+from d2bench.report.layout import table1_layout, with_checkpoints
+from d2bench.report.render import to_markdown
+from d2bench.report.table import build_table
+from d2bench.runner.cell import (
     BEST_VAL_EVAL_FILE,
     CHECKPOINT_DIR,
     METRICS_FILE,
     build_seeded_model,
     run_cell,
 )
-from d2bench.engine.checkpoint import list_best, list_checkpoints, load_checkpoint
-from d2bench.engine.journal import MetricsJournal
-from d2bench.engine.signals import CellInterrupted
-from d2bench.engine.trainer import Trainer
-from d2bench.engine.validation import VAL_JF, Validator
-from d2bench.per_sequence import PER_SEQUENCE_TABLE, global_jf, records_from_table
-from d2bench.report.layout import table1_layout, with_checkpoints
-from d2bench.report.render import to_markdown
-from d2bench.report.table import build_table
+from d2bench.runner.validation import VAL_JF, Validator
 from d2bench.study import StudyError, expand_cells, load_study
 from d2bench.tracking import Tracker
 

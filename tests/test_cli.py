@@ -13,8 +13,8 @@ import pytest
 from study_helpers import write_study
 
 from d2bench.cli import build_parser, main
-from d2bench.config import ModelConfig
-from d2bench.elapsed import elapsed_text, format_duration
+from d2bench.core.config import ModelConfig
+from d2bench.core.elapsed import elapsed_text, format_duration
 from d2bench.engine.progress import Progress
 from d2bench.launch.ray_backend import quiet_ray_environment
 
@@ -150,7 +150,7 @@ def test_the_cell_log_line_of_an_activation_row_names_its_activation(
     tmp_path: Path, synthetic_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """The activation rows differ from d2conv3d_iv only there: their lines must say which."""
-    from d2bench.engine.cell import run_cell
+    from d2bench.runner.cell import run_cell
     from d2bench.study import expand_cells, load_study
 
     monkeypatch.setenv("D2BENCH_OPS", "reference")  # no compiled build needed

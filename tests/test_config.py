@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from d2bench.config import ConfigError, config_to_dict, load_cell_config, parse_cell_config
+from d2bench.core.config import ConfigError, config_to_dict, load_cell_config, parse_cell_config
 
 
 def test_defaults_are_the_papers_table1_protocol() -> None:
@@ -135,7 +135,7 @@ def test_train_refuses_a_duplicated_key_before_writing(tmp_path, monkeypatch, ca
 
 def test_replace_blocks_are_checked_against_the_decoders_blocks() -> None:
     torch_models = pytest.importorskip("d2bench.models")
-    from d2bench.config import DECODER_BLOCKS
+    from d2bench.core.config import DECODER_BLOCKS
 
     assert DECODER_BLOCKS == torch_models.REFINEMENT_BLOCKS
     with pytest.raises(ConfigError, match=r"model\.replace_blocks: unknown decoder block 'rf4'"):

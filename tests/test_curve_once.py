@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from d2bench.config import parse_cell_config
+from d2bench.core.config import parse_cell_config
 from d2bench.data import SynthSpec, TrainClips, ensure_synthetic_davis
-from d2bench.engine.cell import CHECKPOINT_DIR, METRICS_FILE, build_seeded_model
 from d2bench.engine.checkpoint import list_checkpoints, load_checkpoint
 from d2bench.engine.journal import MetricsJournal
 from d2bench.engine.signals import CellInterrupted
 from d2bench.engine.trainer import CHECKPOINT_EVERY_ENV, Trainer
 from d2bench.launch.task import CellTask
+from d2bench.runner.cell import CHECKPOINT_DIR, METRICS_FILE, build_seeded_model
 from d2bench.tracking import Tracker
 
 SPEC = SynthSpec(

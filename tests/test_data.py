@@ -256,7 +256,7 @@ def test_train_clips_draw_once_per_build_from_seed_and_rank(tiny_root: Path) -> 
 
 
 def test_clip_sampling_is_a_checked_config_key() -> None:
-    from d2bench.config import ConfigError, parse_cell_config
+    from d2bench.core.config import ConfigError, parse_cell_config
 
     assert parse_cell_config({"data": {"root": "x"}}).data.clip_sampling == "random-sorted"
     with pytest.raises(ConfigError, match=r"data\.clip_sampling"):

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from d2bench.config import parse_cell_config
+from d2bench.core.config import parse_cell_config
 from d2bench.data import SynthSpec, TrainClips, ensure_synthetic_davis, read_masks
 from d2bench.engine.checkpoint import list_checkpoints, load_checkpoint
 from d2bench.engine.inference import predict_video

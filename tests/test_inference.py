@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from d2bench.config import InferConfig
+from d2bench.core.config import InferConfig
 from d2bench.engine.inference import plan_clips, predict_video, stitch_scores, write_masks
 
 

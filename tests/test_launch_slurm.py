@@ -14,10 +14,10 @@ import pytest
 import yaml
 from study_helpers import TINY_BASE, d2bench, write_study
 
-from d2bench.engine.cell import read_result
 from d2bench.engine.checkpoint import list_checkpoints
 from d2bench.engine.trainer import CHECKPOINT_EVERY_ENV
 from d2bench.launch.liveness import pid_alive
+from d2bench.runner.cell import read_result
 from d2bench.study import expand_cells, load_study
 from d2bench.tracking import Tracker
 from d2bench.tracking.tracker import (

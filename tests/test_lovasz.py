@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from d2bench.metrics.lovasz import lovasz_hinge, lovasz_hinge_flat
+from d2bench.engine.lovasz import lovasz_hinge, lovasz_hinge_flat
 
 
 def _slow_lovasz(logits: list[float], labels: list[int]) -> float:

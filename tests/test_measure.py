@@ -16,7 +16,7 @@ import pytest
 from study_helpers import d2bench, write_study
 
 from d2bench.cli import main
-from d2bench.measurement import evaluated_checkpoint
+from d2bench.core.measurement import evaluated_checkpoint
 from d2bench.report import build_table
 from d2bench.report.layout import FPS, JF, MEM, LayoutRow, TableLayout
 from d2bench.report.measurement import parse_measurement

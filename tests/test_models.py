@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from d2bench.cli import main
-from d2bench.config import ModelConfig
+from d2bench.core.config import ModelConfig
+from d2bench.core.names import VARIANT_NAMES
 from d2bench.layers import ASPP3d, D2Conv3d, DeformConv3d, get_variant
 from d2bench.models import (
     BackboneSpec,
@@ -23,7 +24,6 @@ from d2bench.models import (
     build_model,
     load_backbone_weights,
 )
-from d2bench.names import VARIANT_NAMES
 
 CLIP = (8, 480, 864)
 SMALL = (8, 64, 96)
@@ -469,7 +469,7 @@ def test_cli_backbone_choices_match_the_config() -> None:
     from typing import get_args
 
     from d2bench.commands.weights import BACKBONES
-    from d2bench.config import Backbone
+    from d2bench.core.config import Backbone
     from d2bench.models import BACKBONE_NAMES
 
     assert BACKBONES == get_args(Backbone) == BACKBONE_NAMES

@@ -12,21 +12,21 @@ import pytest
 import torch
 from torch import nn
 
-from d2bench.config import ModelConfig
-from d2bench.engine.cell import _oob_metrics
-from d2bench.engine.inference import PAD_MULTIPLE
-from d2bench.layers import D2Conv3d
-from d2bench.metrics.oob import record_oob
-from d2bench.models import build_model
-from d2bench.oob_floor import (
+from d2bench.core.config import ModelConfig
+from d2bench.core.oob_floor import (
     INFERENCE_PAD_MULTIPLE,
     block_volume,
     plain_conv_floor,
     plain_conv_outside,
 )
+from d2bench.engine.inference import PAD_MULTIPLE
+from d2bench.layers import D2Conv3d
+from d2bench.metrics.oob import record_oob
+from d2bench.models import build_model
 from d2bench.report.artifacts import oob_shares
 from d2bench.report.figures import OOBFloor, oob_figure, save_figure
 from d2bench.report.generate import study_oob_floors
+from d2bench.runner.cell import _oob_metrics
 from d2bench.study import expand_cells, load_study
 
 REPO = Path(__file__).resolve().parents[1]

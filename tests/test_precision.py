@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from d2bench.config import ConfigError, parse_cell_config
+from d2bench.core.config import ConfigError, parse_cell_config
 from d2bench.data import SynthSpec, TrainClips, ensure_synthetic_davis
 from d2bench.engine import amp as amp_module
 from d2bench.engine.amp import Amp, autocast_dtype
@@ -114,7 +114,7 @@ def test_unknown_sampling_precision_names_the_key_and_the_choices() -> None:
 
 
 def test_table_caption_names_the_precision_and_fp32_sampling() -> None:
-    from d2bench.config import config_to_dict
+    from d2bench.core.config import config_to_dict
     from d2bench.report.protocol import protocol_from_configs
 
     def caption_dtype(**sections: dict) -> str | None:

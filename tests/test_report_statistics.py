@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 from test_report import _check_latex_structure, _md_rows
 
-from d2bench.metrics.davis.statistics import global_summary
-from d2bench.per_sequence import (
+from d2bench.core.per_sequence import (
     BEST_VAL_EVAL_FILE,
     EVAL_FILE,
     cell_records,
@@ -20,6 +19,7 @@ from d2bench.per_sequence import (
     records_from_eval,
     records_from_table,
 )
+from d2bench.metrics.davis.statistics import global_summary
 from d2bench.report import build_table, table1_layout, to_csv, to_latex, to_markdown
 from d2bench.report.sequences import per_sequence_frame
 from d2bench.report.statistics import (
@@ -271,7 +271,7 @@ def _eval_result(values: dict[str, list[tuple[float, float]]]) -> dict:
 
 
 def test_records_add_up_to_the_evaluations_global_jf(tmp_path):
-    from d2bench.engine import cell
+    from d2bench.runner import cell
 
     assert (EVAL_FILE, BEST_VAL_EVAL_FILE) == (cell.EVAL_FILE, cell.BEST_VAL_EVAL_FILE)
     result = _eval_result({"a": [(0.9, 0.8), (0.5, 0.3)], "b": [(0.7, 0.6)]})

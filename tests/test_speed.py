@@ -13,7 +13,7 @@ from torch import nn
 
 from d2bench.bench import model_bench
 from d2bench.cli import main
-from d2bench.config import InferConfig
+from d2bench.core.config import InferConfig
 from d2bench.engine.inference import plan_clips, predict_video
 from d2bench.layers import replace_convs
 from d2bench.metrics.maps import load_maps, record_maps, save_maps

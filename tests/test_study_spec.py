@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from d2bench.cli import main
-from d2bench.names import VARIANT_NAMES
+from d2bench.core.names import VARIANT_NAMES
 from d2bench.study import StudyError, cell_key, expand_cells, load_study
 
 REPO = Path(__file__).resolve().parents[1]

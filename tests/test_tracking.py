@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from d2bench.config import CellConfig
+from d2bench.core.config import CellConfig
 from d2bench.study.cells import Cell, cell_key
 from d2bench.study.signature import CellInputs
 from d2bench.tracking import FINAL_METRICS, Tracker

@@ -2,7 +2,7 @@
 
 - :mod:`d2bench.bench.common`: what every benchmark shares (``Target``, report files, Markdown
   pieces).
-- :mod:`d2bench.bench.environment`: ``collect_environment(device)``.
+- :mod:`d2bench.ops.environment`: ``collect_environment(device)``.
 - :mod:`d2bench.bench.timing`: ``time_fn`` (L2-rotated, per-call CUDA-event timing) and
   ``peak_extra_memory``.
 - :mod:`d2bench.bench.ops_bench`: ``d2bench bench ops`` (D²Conv3D and 3D DCNv2 against cuDNN).

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic_io import atomic_write_text
+from ..core.atomic_io import atomic_write_text
 
 __all__ = [
     "DILATION_RANGE",

@@ -300,7 +300,7 @@ def run_eval_benchmark(
             measured[protocol] = _measure_protocol(
                 paths, protocol, workers=workers, repeats=repeats, slow_subset=subset, say=say
             )
-    from .environment import collect_environment  # imports torch: after the timings
+    from ..ops.environment import collect_environment  # imports torch: after the timings
 
     objects = measured["davis16"]["objects"]
     report = {

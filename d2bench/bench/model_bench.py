@@ -34,11 +34,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import InferConfig, ModelConfig
+from ..core.config import InferConfig, ModelConfig
+from ..core.names import PAPER_LABELS, VARIANT_NAMES, canonical_variant_name
 from ..layers.branch import SampledConv3d
-from ..names import PAPER_LABELS, VARIANT_NAMES, canonical_variant_name
+from ..ops.environment import collect_environment, resolve_device
 from .common import Target, fmt, gpu_slug, md_cell, revision_text, write_report
-from .environment import collect_environment, resolve_device
 from .timing import cudnn_benchmark, time_fn
 
 SCHEMA = "d2bench.model_bench/1"

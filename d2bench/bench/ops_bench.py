@@ -27,6 +27,8 @@ import d2bench.ops as ops
 from d2bench.ops import reference
 from d2bench.ops.geometry import make_geometry
 
+from ..core.provenance import git_state
+from ..ops.environment import collect_environment, resolve_device
 from .common import (
     DILATION_RANGE,
     Target,
@@ -37,7 +39,6 @@ from .common import (
     revision_text,
     write_report,
 )
-from .environment import collect_environment, git_state, resolve_device
 from .timing import (
     MAX_INPUT_SETS,
     MIN_INPUT_SETS,

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from ..ops.environment import collect_environment, resolve_device
 from .common import DILATION_RANGE, gpu_slug, pass_mark, write_report
-from .environment import collect_environment, resolve_device
 
 SCHEMA = "d2bench.tile_bench/1"
 ROWS_VARIABLE = "D2BENCH_CUDA_BACKWARD_ROWS"

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from ..engine.amp import Amp, autocast_context, autocast_dtype
-from ..metrics.lovasz import lovasz_hinge
+from ..engine.lovasz import lovasz_hinge
+from ..ops.environment import collect_environment
 from ..ops.routing import grad_conversion, record_backward_paths
 from .common import gpu_slug
-from .environment import collect_environment
 
 GB = 1024**3
 SAMPLING_PRECISIONS = ("autocast", "fp32")

@@ -68,7 +68,7 @@ def _bench_tiles(args: argparse.Namespace) -> int:
 
 def _bench_model(args: argparse.Namespace) -> int:
     from ..cli import UsageError
-    from ..names import canonical_variant_name
+    from ..core.names import canonical_variant_name
 
     for name in args.variants or []:
         try:

@@ -27,7 +27,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     print(format_table(result))
     if args.json is not None:
-        from ..atomic_io import atomic_write_text
+        from ..core.atomic_io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=1, allow_nan=False) + "\n")
         print(f"\nwrote {args.json}")

@@ -30,8 +30,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def _plan(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     """The study, the task, and the task's file (written, not yet run)."""
     from ..cli import UsageError
+    from ..core.measurement import MeasureTask, record_path
     from ..launch.measure_plan import MeasurePlanError, plan_targets
-    from ..measurement import MeasureTask, record_path
     from ..study import expand_cells
     from ..tracking import Tracker
     from ..tracking.measurements import study_run_id

@@ -1,6 +1,6 @@
 """``d2bench train CONFIG`` and ``d2bench infer CONFIG --checkpoint CKPT``: one config by hand.
 
-The config is the same schema a study expands into (d2bench.config.CellConfig), so a study cell
+The config is the same schema a study expands into (d2bench.core.config.CellConfig), so a study cell
 can be reproduced by running its ``config.yaml`` with these two commands.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 def _load(path: Path):
     from ..cli import UsageError
-    from ..config import ConfigError, load_cell_config
+    from ..core.config import ConfigError, load_cell_config
 
     try:
         return load_cell_config(path)
@@ -33,9 +33,9 @@ def _check_data_root(config) -> None:
 def _prepare(config_path: Path, out: Path | None, default_parent: str):
     import yaml
 
-    from ..config import config_to_dict
-    from ..engine.cell import build_seeded_model
+    from ..core.config import config_to_dict
     from ..engine.distributed import resolve_device
+    from ..runner.cell import build_seeded_model
 
     config = _load(config_path)
     _check_data_root(config)
@@ -47,9 +47,9 @@ def _prepare(config_path: Path, out: Path | None, default_parent: str):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..engine.cell import CHECKPOINT_DIR, train_cell
     from ..engine.checkpoint import newest_checkpoint
     from ..engine.signals import CellInterrupted
+    from ..runner.cell import CHECKPOINT_DIR, train_cell
 
     config, out, device, model = _prepare(args.config, args.out, "runs/train")
     model_text = f"{config.model.describe()} ({config.model.backbone})"
@@ -78,8 +78,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _infer(args: argparse.Namespace) -> int:
     from ..cli import UsageError
-    from ..engine.cell import infer_cell
     from ..engine.checkpoint import load_checkpoint
+    from ..runner.cell import infer_cell
 
     if not args.checkpoint.is_file():
         raise UsageError(f"checkpoint {args.checkpoint} does not exist")
@@ -96,7 +96,7 @@ def _infer(args: argparse.Namespace) -> int:
     inferred = infer_cell(config, out, model, device, not args.quiet)
     print(f"masks written to {out / inferred['artifacts']['masks']}")
     if args.eval:
-        from ..engine.cell import evaluate_cell
+        from ..runner.cell import evaluate_cell
 
         metrics = evaluate_cell(config, out)
         print(

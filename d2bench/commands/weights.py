@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-#: ``d2bench.config.Backbone``, repeated here: the CLI imports every command module at start-up,
-#: and this one must not pull in pydantic (GPU machines may have only torch and numpy).
+#: ``d2bench.core.config.Backbone``, repeated here: the CLI imports every command module at
+#: start-up, and this one must not pull in pydantic (GPU machines may have only torch and numpy).
 BACKBONES: tuple[str, ...] = ("csn152", "csn50", "tiny")
 
 

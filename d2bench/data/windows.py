@@ -19,7 +19,7 @@ from typing import get_args
 
 import numpy as np
 
-from ..config import ClipSampling
+from ..core.config import ClipSampling
 
 #: The allowed ``data.clip_sampling`` values, the original's first.
 CLIP_SAMPLINGS: tuple[str, ...] = get_args(ClipSampling)

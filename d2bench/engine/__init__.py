@@ -1,1 +1,1 @@
-"""Training, clip inference and the cell runner (imports torch; the study side must not)."""
+"""Training loop, checkpoints, clip inference: the machinery a cell runs (imports torch)."""

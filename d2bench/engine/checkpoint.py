@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic_io import atomic_open
+from ..core.atomic_io import atomic_open
 
 _NAME = re.compile(r"^ckpt-e(\d{4})-b(\d{6})\.pt$")
 _BEST_NAME = re.compile(r"^best-e(\d{4})\.pt$")

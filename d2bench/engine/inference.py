@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..config import InferConfig
+from ..core.config import InferConfig
 from ..data.padding import pad_to_multiple
 from .amp import autocast_context, warn_if_full_precision
 

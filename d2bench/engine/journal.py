@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..atomic_io import atomic_write_text
+from ..core.atomic_io import atomic_write_text
 
 MetricsCallback = Callable[[dict[str, float], int], None]
 

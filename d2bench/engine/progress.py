@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TextIO
 
-from ..elapsed import elapsed_text
+from ..core.elapsed import elapsed_text
 
 #: Width of the bar on a terminal, in characters.
 BAR_WIDTH = 24

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_cell_config
+    from ..core.config import load_cell_config
     from .cell import CONFIG_FILE, build_seeded_model, train_cell
     from .distributed import resolve_device
 

@@ -19,7 +19,7 @@ differ from an uninterrupted run's. The curve is committed with each checkpoint 
 ``checkpoint_every_s`` seconds mid-epoch: the live curve lags by that much at most.
 
 With ``train.validate_every_epochs`` the loop validates at the end of those epochs (see
-:mod:`d2bench.engine.validation`), logs ``val/*`` through the same journal (so once across
+:mod:`d2bench.runner.validation`), logs ``val/*`` through the same journal (so once across
 resumes) and keeps the weights with the best validation J&F as ``best-eEEEE.pt`` beside the
 training checkpoints. The best-so-far score and file name live in every training checkpoint, so
 a resumed run compares against the same best as one that never stopped; best files that no
@@ -43,8 +43,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import CellConfig
-from ..metrics.lovasz import lovasz_hinge
+from ..core.config import CellConfig
+from ..core.contract import VAL_F, VAL_J, VAL_JF
+from ..engine.lovasz import lovasz_hinge
 from .amp import Amp
 from .checkpoint import (
     atomic_torch_save,
@@ -60,7 +61,6 @@ from .distributed import DistContext
 from .journal import MetricsJournal
 from .progress import Progress
 from .signals import CellInterrupted, StopFlag
-from .validation import VAL_F, VAL_J, VAL_JF
 
 #: Scores a model on the validation split: ``val/jf_mean``, ``val/j_mean``, ``val/f_mean``.
 ValidateFn = Callable[[nn.Module], dict[str, float]]

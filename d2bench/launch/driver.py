@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..elapsed import elapsed_text, format_duration
+from ..core.elapsed import elapsed_text, format_duration
+from ..core.provenance import git_revision
 from ..study.cells import Cell, expand_cells, varying_keys
 from ..study.planner import CellRecord, CellState, Plan, PlannedCell, make_plan
 from ..study.spec import Study
-from ..tracking import Tracker, git_revision
+from ..tracking import Tracker
 from ..tracking.tracker import study_description
 from .base import Backend, LaunchContext
 from .job_end import explain_stale
@@ -309,7 +310,7 @@ def launch_environment() -> dict:
     import platform
 
     from .. import __version__
-    from ..versions import package_versions
+    from ..core.versions import package_versions
 
     return {
         "git": git_revision(),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..measurement import MeasureTask
+from ..core.measurement import MeasureTask
 from ..study.spec import Resources
 
 BACKENDS: tuple[str, ...] = ("local", "slurm", "ray")
@@ -55,7 +55,7 @@ class MeasureJob:
     """The callable a SLURM job or a Ray task runs: the measurement, its outcome as a dict."""
 
     def __call__(self, task_data: dict[str, Any]) -> dict[str, Any]:
-        from ..engine.measure_rows import MeasureDeviceError
+        from ..runner.measure_rows import MeasureDeviceError
         from .measure_job import execute_measurement
 
         task = MeasureTask.from_dict(task_data)

@@ -1,4 +1,4 @@
-"""The measuring process: run a :class:`~d2bench.measurement.MeasureTask` and record it.
+"""The measuring process: run a :class:`~d2bench.core.measurement.MeasureTask` and record it.
 
 ``python -m d2bench.launch.measure_job TASK.json`` is what every backend ends up running (in a
 subprocess, a SLURM job or a Ray task): measure every row on the task's device, write the
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..atomic_io import atomic_write_text
-from ..measurement import MeasureTask
+from ..core.atomic_io import atomic_write_text
+from ..core.measurement import MeasureTask
 
 EXIT_DEVICE = 2
 
@@ -56,8 +56,9 @@ def execute_measurement(task: MeasureTask, echo: Callable[[str], None] = print) 
     The record's ``beside`` holds :func:`host_activity` before and after measuring, so the
     report can tell a measurement taken beside other work.
     """
-    from ..engine.measure_rows import measure_rows, resolve_measure_device
-    from ..tracking import Tracker, git_revision
+    from ..core.provenance import git_revision
+    from ..runner.measure_rows import measure_rows, resolve_measure_device
+    from ..tracking import Tracker
     from ..tracking.measurements import (
         create_measurement_run,
         fail_measurement_run,
@@ -89,7 +90,7 @@ def execute_measurement(task: MeasureTask, echo: Callable[[str], None] = print) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..engine.measure_rows import MeasureDeviceError
+    from ..runner.measure_rows import MeasureDeviceError
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..measurement import MeasureTarget, evaluated_checkpoint, read_finished_result
+from ..core.measurement import MeasureTarget, evaluated_checkpoint, read_finished_result
 from ..study.cells import Cell
 from ..study.spec import Study
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import describe_validation_error
-from ..yaml_files import YamlFileError, read_yaml_file
+from ..core.config import describe_validation_error
+from ..core.yaml_files import YamlFileError, read_yaml_file
 
 PROFILE_DIR_ENV = "D2BENCH_SLURM_PROFILES"
 

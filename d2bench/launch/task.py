@@ -101,7 +101,7 @@ def execute_cell(
     for which ``being_requeued()`` says the scheduler requeues the job anyway returns
     :data:`REQUEUED`, the run left RUNNING likewise; any other stop is KILLED.
     """
-    from ..config import CellConfig
+    from ..core.config import CellConfig
     from ..engine.signals import CellInterrupted
     from ..tracking import Tracker
 
@@ -111,7 +111,7 @@ def execute_cell(
     cell_dir = Path(task.cell_dir)
     sampler = _system_metrics(tracker, logger.run_id)
     try:
-        from ..engine.cell import run_cell
+        from ..runner.cell import run_cell
 
         config = CellConfig.model_validate(inject_faults(task.config, task.row))
         result = run_cell(

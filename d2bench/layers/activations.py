@@ -13,7 +13,7 @@ from types import MappingProxyType
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..names import (
+from ..core.names import (
     ACTIVATION_ALIASES,
     ACTIVATION_NAMES,
     DEFAULT_ACTIVATION,
@@ -56,7 +56,7 @@ ACTIVATIONS: Mapping[str, ActivationFn] = MappingProxyType(
 )
 
 if tuple(ACTIVATIONS) != ACTIVATION_NAMES:
-    raise ImportError("d2bench.names.ACTIVATION_NAMES and ACTIVATIONS disagree")
+    raise ImportError("d2bench.core.names.ACTIVATION_NAMES and ACTIVATIONS disagree")
 
 
 def apply_activation(name: str, h: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ..names import (
+from ..core.names import (
     DEFAULT_ACTIVATION,
     PAPER_LABELS,
     VARIANT_ALIASES,
@@ -49,7 +49,7 @@ VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
 )
 
 if tuple(VARIANTS) != VARIANT_NAMES:
-    raise ImportError("d2bench.names.VARIANT_NAMES and the registry disagree")
+    raise ImportError("d2bench.core.names.VARIANT_NAMES and the registry disagree")
 
 
 def get_variant(name: str, **overrides: Any) -> VariantSpec:

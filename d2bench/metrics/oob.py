@@ -47,7 +47,7 @@ locations N · G · 27 · T'·H'·W' (G = offset groups, 1 for every layer here)
 - ``plain_conv_floor_share`` is that floor for the volumes each layer saw (the share a plain
   3×3×3 conv with the layer's stride, padding and dilation has fully outside; partly outside it
   is 0), pooled in ``total`` and averaged in ``total.layer_mean`` like the layers' shares
-  (:mod:`d2bench.oob_floor`).
+  (:mod:`d2bench.core.oob_floor`).
 - The volume is the layer's input feature map: in the network, that of the clip after its
   frames were zero-padded to a multiple of 32, so the padded border rows belong to it.
 - Layers without sampling (the baseline's convs, ASPP's dilated convs) have no entry: a model
@@ -69,10 +69,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.oob_floor import plain_conv_outside
 from ..layers.branch import SampledConv3d
 from ..layers.d2 import D2Conv3d
 from ..layers.deform import DeformConv3d
-from ..oob_floor import plain_conv_outside
 from ..ops.geometry import KERNEL_TAPS, TAPS
 from .sampling_hooks import SamplingHookRecorder
 

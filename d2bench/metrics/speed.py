@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..bench.environment import collect_environment, resolve_device
-from ..config import InferConfig
+from ..core.config import InferConfig
 from ..engine.inference import PAD_MULTIPLE, autocast_context, plan_clips, predict_video
+from ..ops.environment import collect_environment, resolve_device
 
 SCHEMA = "d2bench.inference_measure/1"
 GB = 1024**3

@@ -1,6 +1,6 @@
 """The segmentation network of the paper: ir-CSN encoder, 3DC-Seg decoder, conv variants.
 
-``build_model(cfg.model)`` turns a :class:`d2bench.config.ModelConfig` into a
+``build_model(cfg.model)`` turns a :class:`d2bench.core.config.ModelConfig` into a
 :class:`SegmentationModel`; ``load_backbone_weights`` reads the pretrained encoder (a state
 dict or the VMZ Caffe2 ``.pkl``).
 """

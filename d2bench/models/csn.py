@@ -18,7 +18,7 @@ from .frozen_bn import FrozenBatchNorm3d
 #: Feature maps the encoder returns: e1 (1/4), e2 (1/8), e3 (1/16), e4 (1/32).
 Features = tuple[Tensor, Tensor, Tensor, Tensor]
 
-#: Backbone names accepted by :func:`backbone_spec` (``d2bench.config.Backbone``).
+#: Backbone names accepted by :func:`backbone_spec` (``d2bench.core.config.Backbone``).
 BACKBONE_NAMES: tuple[str, ...] = ("csn152", "csn50", "tiny")
 
 #: Bottleneck output channels are this many times the width of its depthwise conv.

@@ -3,7 +3,7 @@
 Example (a CPU-sized model)::
 
     >>> import torch
-    >>> from d2bench.config import ModelConfig
+    >>> from d2bench.core.config import ModelConfig
     >>> from d2bench.models import build_model
     >>> cfg = ModelConfig(backbone="tiny", tiny_width=4, decoder_channels=8, variant="iv")
     >>> model = build_model(cfg)
@@ -28,7 +28,7 @@ from .decoder import REFINEMENT_BLOCKS, Decoder3d
 from .weights import load_backbone_weights
 
 if TYPE_CHECKING:
-    from ..config import ModelConfig
+    from ..core.config import ModelConfig
 
 #: Normalisation of the pretrained ir-CSN-152 encoder (as 3DC-Seg), for RGB input in [0, 1].
 INPUT_MEAN: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)

@@ -1,4 +1,4 @@
-"""Build (once, cached) and load the compiled operator library from ``ops_cuda/``.
+"""Build (once, cached) and load the compiled operator library from ``d2bench/ops/csrc/``.
 
 The library is built just in time with torch's C++ extension machinery and ninja, into a cache
 folder keyed by the torch version, whether CUDA kernels are included and a hash of the sources;
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 #: Environment variables the loader reads.
-SOURCE_ENV = "D2BENCH_OPS_SRC"  # folder holding the C++/CUDA sources (default: <repo>/ops_cuda)
+SOURCE_ENV = "D2BENCH_OPS_SRC"  # folder of the C++/CUDA sources (default: the packaged csrc/)
 BUILD_ENV = "D2BENCH_BUILD_DIR"  # where builds are cached (default: ~/.cache/d2bench/ops)
 VERBOSE_ENV = "D2BENCH_VERBOSE_BUILD"  # "1" shows the compiler's output
 CUDA_ENV = "D2BENCH_BUILD_CUDA"  # "0" builds the CPU kernels only, even on a GPU machine
@@ -32,13 +32,16 @@ class OpsBuildError(RuntimeError):
 
 
 def source_dir() -> Path:
-    """The folder with the operator sources: ``$D2BENCH_OPS_SRC`` or ``ops_cuda/`` in the repo."""
+    """The folder with the operator sources: ``$D2BENCH_OPS_SRC`` or the package's ``csrc/``.
+
+    The sources ship inside the package (package data), so an installed wheel builds too.
+    """
     configured = os.environ.get(SOURCE_ENV)
-    folder = Path(configured) if configured else Path(__file__).resolve().parents[2] / "ops_cuda"
+    folder = Path(configured) if configured else Path(__file__).resolve().parent / "csrc"
     if not (folder / "registration.cpp").is_file():
         raise OpsBuildError(
-            f"operator sources not found in {folder}. Install d2bench from its repository "
-            f"(pip install -e .) or point {SOURCE_ENV} at the ops_cuda/ folder; "
+            f"operator sources not found in {folder}. Reinstall d2bench (its wheel ships "
+            f"d2bench/ops/csrc/) or point {SOURCE_ENV} at a folder holding registration.cpp; "
             "D2BENCH_OPS=reference runs the slow pure-PyTorch operators without building."
         )
     return folder
@@ -235,7 +238,7 @@ def load_library() -> bool:
     """Build if needed and load the library into the process; True when CUDA kernels are in it."""
     from torch.utils import cpp_extension
 
-    from ..atomic_io import atomic_write_json
+    from ..core.atomic_io import atomic_write_json
 
     folder = source_dir()
     with_cuda = _cuda_wanted()

@@ -1,6 +1,6 @@
 """Fake kernels and autograd for the compiled operators, registered once the library is loaded.
 
-The schemas and the device kernels come from C++ (``ops_cuda/``); what torch.compile and
+The schemas and the device kernels come from C++ (``d2bench/ops/csrc/``); what torch.compile and
 autograd need on top is declared here, as torch.library recommends.
 """
 

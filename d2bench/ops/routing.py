@@ -1,6 +1,6 @@
 """Which backward kernel a compiled sampled-convolution call takes, and a record of it.
 
-The CUDA entry points (``fused_backward_applies`` in ``ops_cuda/cuda/sampling_conv_cuda.cu``)
+The CUDA entry points (``fused_backward_applies`` in ``csrc/cuda/sampling_conv_cuda.cu``)
 send a float16/bfloat16 backward call to the tensor-core kernels only when the input *and the
 upstream gradient* are channels_last_3d (plus channel counts, alignment and an accumulator that
 must fit within the output); every other CUDA call takes the CUDA-core kernels, several times
@@ -45,7 +45,7 @@ __all__ = [
 BackwardPath = Literal["tensor_core", "cuda_core", "cpu"]
 
 #: Input channels of the tensor-core backward's float32 accumulator per input voxel
-#: (``kTensorCoreAccumulatorChannels`` in ``ops_cuda/cuda/launch.h``).
+#: (``kTensorCoreAccumulatorChannels`` in ``d2bench/ops/csrc/cuda/launch.h``).
 ACCUMULATOR_CHANNELS = 64
 #: The environment variable the CUDA entry points read to force the CUDA-core backward.
 _FORCE_ENV = "D2BENCH_CUDA_BACKWARD"

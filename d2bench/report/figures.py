@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from ..names import ACTIVATION_NAMES, VARIANT_NAMES
+from ..core.names import ACTIVATION_NAMES, VARIANT_NAMES
 from .layout import run_label
 from .measurement import FpsOrigin, fps_origin
 from .table import normalise_runs

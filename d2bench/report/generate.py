@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..config import config_to_dict
-from ..names import VARIANT_NAMES
-from ..oob_floor import block_volume, plain_conv_floor
+from ..core.config import config_to_dict
+from ..core.names import VARIANT_NAMES
+from ..core.oob_floor import block_volume, plain_conv_floor
 from .artifacts import fill_missing_metrics
 from .figures import (
     CURVE_METRICS,
@@ -68,7 +68,7 @@ _FIGURE_TEXT = {
         "in *fully or partly* outside, but its border taps split between *fully* (s ≥ 1) and "
         "*partly* (s < 1), so those columns have no floor. "
         "Variants without sampling layers (Revised Baseline, ASPP) have no such share. "
-        "Definition: `d2bench.metrics.oob`, `d2bench.oob_floor`.",
+        "Definition: `d2bench.metrics.oob`, `d2bench.core.oob_floor`.",
     ),
     "jf_fps": (
         "J&F against FPS",

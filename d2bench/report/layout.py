@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ..names import (
+from ..core.names import (
     ACTIVATION_LABELS,
     ACTIVATION_NAMES,
     DEFAULT_ACTIVATION,

@@ -23,8 +23,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..names import PAPER_LABELS
-from ..oob_floor import INFERENCE_PAD_MULTIPLE
+from ..core.names import PAPER_LABELS
+from ..core.oob_floor import INFERENCE_PAD_MULTIPLE
 from .figures import not_recorded_figure
 
 _TITLE = "Predicted dilation and modulation (one sequence)"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..per_sequence import (
+from ..core.per_sequence import (
     BEST_VAL_EVAL_FILE,
     COLUMNS,
     EVAL_FILE,
@@ -87,7 +87,7 @@ def _consistent(run: pd.Series, run_id: str, records: list[dict]) -> list[dict]:
 
 
 def per_sequence_frame(runs: pd.DataFrame, fetch: FetchJson) -> pd.DataFrame:
-    """``run_id`` + :data:`d2bench.per_sequence.COLUMNS` for every finished run that has them."""
+    """``run_id`` + :data:`~d2bench.core.per_sequence.COLUMNS` of every finished run with them."""
     rows: list[dict[str, Any]] = []
     if "status" not in runs.columns or "run_id" not in runs.columns:
         return pd.DataFrame(columns=list(FRAME_COLUMNS))

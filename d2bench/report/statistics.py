@@ -5,7 +5,7 @@ Both rows score the same sequences, though: the difference per sequence is paire
 sequences are the larger sample. For each compared row:
 
 * **Pairing.** Each cell (seed) of the row and of the reference holds J&F per sequence
-  (:mod:`d2bench.per_sequence`). Only sequences that every cell of both rows scored are used
+  (:mod:`d2bench.core.per_sequence`). Only sequences that every cell of both rows scored are used
   (the intersection; the comparison says which were left out). A cell's J&F is the
   object-weighted mean over those sequences (the dataset J&F when none is left out); a row's
   is the mean over its seeds; Δ = row − reference, in points.

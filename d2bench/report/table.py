@@ -3,7 +3,7 @@ the comparison against the reference row, and the status of rows that have no re
 
 The frame is what :meth:`d2bench.tracking.Tracker.study_runs` returns (one row per cell run,
 a ``status`` column and one column per final metric); nothing here talks to MLflow. Given the
-runs' J&F per sequence (:mod:`d2bench.per_sequence`), the J&F column is compared with the
+runs' J&F per sequence (:mod:`d2bench.core.per_sequence`), the J&F column is compared with the
 reference pairwise over the sequences, Holm-corrected across the table's rows
 (:mod:`d2bench.report.statistics`), and that comparison alone marks J&F better or worse; the
 other columns keep Welch's test over seeds.
@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 import pandas as pd
 from scipy import stats
 
-from ..names import DEFAULT_ACTIVATION, canonical_activation, canonical_variant_name
-from ..per_sequence import checkpoint_of_metric
+from ..core.names import DEFAULT_ACTIVATION, canonical_activation, canonical_variant_name
+from ..core.per_sequence import checkpoint_of_metric
 from . import paper
 from .layout import DILATED_VARIANTS, JF, MetricColumn, TableLayout
 from .measurement import IN_RUN_CAPTION, MEASURED_COLUMNS, StudyMeasurement, ran_on_cpu

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import CellConfig
+from ..core.config import CellConfig
 from .inputs import InputIdentifier, UnidentifiedInput
 from .signature import CellInputs, experiment_signature
 from .spec import Study, StudyError

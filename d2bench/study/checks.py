@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..config import unknown_key_message
+from ..core.config import unknown_key_message
 
 if TYPE_CHECKING:
     from .spec import StudyRow

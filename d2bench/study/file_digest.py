@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic_io import atomic_write_json
+from ..core.atomic_io import atomic_write_json
 
 CACHE_ENV = "D2BENCH_CACHE_DIR"
 CACHE_FILE = "digests.json"

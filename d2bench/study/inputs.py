@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import CellConfig, DataConfig
+from ..core.config import CellConfig, DataConfig
 from .file_digest import file_sha256
 from .signature import CellInputs
 

@@ -5,8 +5,8 @@ finished cells under the same keys on both, while any change to what the experim
 give a new key. So the key hashes the resolved config with the *machine-local* keys listed in
 :data:`MACHINE_LOCAL_KEYS` taken out, as Dora's signature leaves out such keys; where a path
 stood for content (the data, the weights), a digest of that content stands in its place. This
-table is the one list of what is left out: everything else in :class:`~d2bench.config.CellConfig`
-enters the key as it is.
+table is the one list of what is left out: everything else in
+:class:`~d2bench.core.config.CellConfig` enters the key as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import CellConfig, config_to_dict
+from ..core.config import CellConfig, config_to_dict
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import (
+from ..core.config import (
     CellConfig,
     Int,
     Real,
@@ -27,7 +27,7 @@ from ..config import (
     describe_validation_error,
     unknown_key_message,
 )
-from ..yaml_files import YamlFileError, read_yaml_file
+from ..core.yaml_files import YamlFileError, read_yaml_file
 from .checks import StudyError, check_distinct_configs, check_row_tables, check_synthetic_data
 from .interpolate import InterpolationError, empty_references, interpolate
 

@@ -1,12 +1,12 @@
 """MLflow tracking for studies (the only package that imports MLflow, and only when used)."""
 
+from ..core.provenance import git_revision
 from .store import StoreError, open_store
 from .tracker import (
     FINAL_METRICS,
     CellRunLogger,
     Tracker,
     default_tracking_uri,
-    git_revision,
     resolve_tracking_uri,
 )
 

@@ -119,7 +119,7 @@ FINAL_METRICS: tuple[str, ...] = (
     "oob_layer_mean_partial_x",
     "train_loss",
     "train_seconds",
-    # the best-validation checkpoint's J&F (d2bench.engine.cell: with per-epoch validation)
+    # the best-validation checkpoint's J&F (d2bench.runner.cell: with per-epoch validation)
     "best_val/jf_mean",
     "best_val/j_mean",
     "best_val/j_recall",
@@ -181,29 +181,6 @@ def with_retries(call: Callable[[], T], attempts: int = 8) -> T:
                 raise
             time.sleep(min(5.0, 0.1 * 2**attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable")
-
-
-def git_revision() -> str:
-    """The d2bench checkout's commit (``+dirty`` when modified), or ``unknown``."""
-    import subprocess
-
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def process_id() -> str:
@@ -834,7 +811,7 @@ class CellRunLogger:
         (the report's paired comparison reads it); nothing when the cell did not evaluate."""
         import pandas as pd
 
-        from ..per_sequence import COLUMNS, PER_SEQUENCE_TABLE, cell_records
+        from ..core.per_sequence import COLUMNS, PER_SEQUENCE_TABLE, cell_records
 
         records = cell_records(cell_dir, artifacts)
         if records:

@@ -1,4 +1,4 @@
-// Shims that let the CUDA sources of ops_cuda/ compile as host C++ and run on the CPU, so that CI
+// Shims that let the CUDA sources of d2bench/ops/csrc/ compile as host C++ and run on the CPU, so that CI
 // (which has no GPU) still executes the CUDA-core kernels' logic. Force-included before every
 // other header by harness.py. A launch runs its blocks one after another, each block as
 // blockDim.x host threads: __syncthreads is a barrier over them, a warp shuffle an exchange

@@ -1,4 +1,4 @@
-"""Builds the CUDA sources of ops_cuda/ as a CPU extension that runs the kernels in emulation.
+"""Builds the CUDA sources of d2bench/ops/csrc/ as a CPU extension running the kernels emulated.
 
 The sources are copied and changed in a few named places (each change must apply exactly, so a
 source that moves on fails here loudly rather than silently testing something else):
@@ -66,7 +66,7 @@ def _replace(text: str, old: str, new: str, where: str, count: int = 1) -> str:
 def prepare(destination: Path) -> Path:
     """Writes the emulation sources under ``destination``; returns the file to compile."""
     shutil.rmtree(destination, ignore_errors=True)
-    shutil.copytree(ROOT / "ops_cuda", destination / "ops_cuda")
+    shutil.copytree(ROOT / "d2bench" / "ops" / "csrc", destination / "ops_cuda")
     cuda = destination / "ops_cuda" / "cuda"
     (cuda / "mma.cuh").write_text(_MMA_STUB)
     (cuda / "wgmma.cuh").write_text("#pragma once\n")
@@ -94,7 +94,7 @@ def prepare(destination: Path) -> Path:
     # One translation unit: the entry points, then every dtype's launcher instantiations.
     shards = sorted(path.name for path in cuda.glob("instantiate_*.cu"))
     if not shards:
-        raise AssertionError("ops_cuda/cuda: no instantiate_*.cu files found")
+        raise AssertionError("d2bench/ops/csrc/cuda: no instantiate_*.cu files found")
     includes = "".join(f'#include "{name}"\n' for name in shards)
     source = source[:start] + source[end + 1 :] + includes + _MODULE
     main = cuda / "emulated.cpp"

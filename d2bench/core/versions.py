@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from . import __version__
+from .. import __version__
 
 #: Packages whose version can change a result or the store's format.
 KEY_PACKAGES: tuple[str, ...] = (

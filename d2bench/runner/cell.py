@@ -48,10 +48,10 @@ from typing import Any
 
 import yaml
 
-from ..atomic_io import atomic_write_text
-from ..config import CellConfig, config_to_dict, load_cell_config
-from .journal import MetricsCallback, MetricsJournal
-from .signals import CellInterrupted
+from ..core.atomic_io import atomic_write_text
+from ..core.config import CellConfig, config_to_dict, load_cell_config
+from ..engine.journal import MetricsCallback, MetricsJournal
+from ..engine.signals import CellInterrupted
 
 #: Called after a checkpoint's metrics were handed over (so the sink sends them on now).
 CommitCallback = Callable[[], None]
@@ -122,8 +122,8 @@ def train_cell(
     """Train (or resume) the cell; ``on_metrics`` gets the curve as it is committed, that is
     each time a checkpoint is written (see :mod:`d2bench.engine.journal`)."""
     from ..data import TrainClips
-    from .distributed import DistContext
-    from .trainer import Trainer
+    from ..engine.distributed import DistContext
+    from ..engine.trainer import Trainer
     from .validation import Validator
 
     data = config.data
@@ -190,7 +190,7 @@ def _train_with_torchrun(
     Rank 0 commits the curve to ``metrics.jsonl`` with each checkpoint; this process forwards
     the lines as they appear. A resuming rank 0 may rewrite the file shorter: then everything is
     forwarded again, and the sink (the MLflow logger) drops the points it already holds."""
-    from .checkpoint import load_checkpoint, newest_checkpoint
+    from ..engine.checkpoint import load_checkpoint, newest_checkpoint
 
     command = [
         sys.executable,
@@ -250,10 +250,10 @@ def infer_cell(
     """Masks for every validation sequence into ``cell_dir/masks_name``; with ``extras``, the
     OOB statistic and maps when the config asks for them."""
     from ..data import frame_names, list_sequences, read_frames
+    from ..engine.inference import predict_video, write_masks
+    from ..engine.progress import Progress
     from ..metrics.maps import record_maps
     from ..metrics.oob import record_oob
-    from .inference import predict_video, write_masks
-    from .progress import Progress
 
     root, infer_cfg = config.data.root, config.infer
     sequences = list_sequences(root, config.data.val_set)
@@ -301,8 +301,8 @@ def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellCo
     frames (downscaled so that the longer side is at most 320 px: the report draws them beside
     the maps, which are coarser still)."""
     from ..data.padding import centred_padding
+    from ..engine.inference import PAD_MULTIPLE, plan_clips
     from ..metrics.maps import save_maps
-    from .inference import PAD_MULTIPLE, plan_clips
 
     clip_len, gap = config.infer.clip_len, config.infer.gap
     plan = plan_clips(len(frames), clip_len, gap, starts=config.infer.clip_starts)
@@ -379,7 +379,7 @@ def evaluate_best_val(
     any: their own inference and J&F, or the final J&F when the best epoch is the last one (the
     same weights). Loads those weights into ``model``: call it after everything that measures
     the final weights."""
-    from .checkpoint import load_checkpoint, newest_best
+    from ..engine.checkpoint import load_checkpoint, newest_best
 
     best = newest_best(cell_dir / CHECKPOINT_DIR)
     if best is None or not config.measure.jf:
@@ -428,8 +428,8 @@ def _measure_speed(
 
 def build_seeded_model(config: CellConfig) -> Any:
     """The cell's model, initialised from its seed (so a run and its resume start alike)."""
+    from ..engine.checkpoint import seed_everything
     from ..models import build_model
-    from .checkpoint import seed_everything
 
     seed_everything(config.train.seed)
     return build_model(config.model)
@@ -457,8 +457,8 @@ def run_cell(
     before training and ``"infer"`` before inference and the speed measurement (so a system
     metrics sampler can stop before FPS is timed).
     """
-    from ..bench.environment import collect_environment
-    from .distributed import DistContext, resolve_device
+    from ..engine.distributed import DistContext, resolve_device
+    from ..ops.environment import collect_environment
 
     cell_dir = Path(cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)

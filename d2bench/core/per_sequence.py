@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 #: The MLflow table artifact of a cell run.
 PER_SEQUENCE_TABLE = "per_sequence.json"
-#: The evaluation files of a cell folder (d2bench.engine.cell writes them; a test keeps the
+#: The evaluation files of a cell folder (d2bench.runner.cell writes them; a test keeps the
 #: names equal): the final weights', and the best-validation weights' when those differ.
 EVAL_FILE = "eval.json"
 BEST_VAL_EVAL_FILE = "eval-best_val.json"

@@ -17,10 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import CellConfig
-
-#: The validation curve's metric keys, logged once per validated epoch (step = epochs done).
-VAL_JF, VAL_J, VAL_F = "val/jf_mean", "val/j_mean", "val/f_mean"
+from ..core.config import CellConfig
+from ..core.contract import VAL_F, VAL_J, VAL_JF
 
 
 class Validator:
@@ -39,8 +37,8 @@ class Validator:
     def __call__(self, model: nn.Module) -> dict[str, float]:
         """``val/jf_mean``, ``val/j_mean``, ``val/f_mean`` of ``model`` (left in eval mode)."""
         from ..data import frame_names, read_frames
+        from ..engine.inference import predict_video, write_masks
         from ..metrics.davis import evaluate
-        from .inference import predict_video, write_masks
 
         root, infer = self.config.data.root, self.config.infer
         channels_last = self.config.train.channels_last and self.device.type == "cuda"

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import CellConfig
-from ..measurement import MeasureTarget, MeasureTask
+from ..core.config import CellConfig
+from ..core.measurement import MeasureTarget, MeasureTask
 
 SCHEMA = "d2bench.study_measurement/1"
 #: The memory figure of a row, by the kind of device (what Table 1's Mem column shows).
@@ -71,8 +71,8 @@ def load_measured_model(target: MeasureTarget, config: CellConfig) -> nn.Module:
         from .cell import build_seeded_model
 
         return build_seeded_model(config)
+    from ..engine.checkpoint import load_checkpoint
     from ..models import build_model
-    from .checkpoint import load_checkpoint
 
     model = build_model(config.model, load_weights=False)
     state = load_checkpoint(target.checkpoint)  # type: ignore[arg-type]
@@ -137,7 +137,7 @@ def _memory_value(report: dict[str, Any]) -> tuple[str | None, float | None]:
 
 def measure_rows(task: MeasureTask, echo: Echo = print) -> dict[str, Any]:
     """Measure every target ``task.rounds`` times, round-robin; the JSON-ready record."""
-    from ..bench.environment import collect_environment
+    from ..ops.environment import collect_environment
 
     device = resolve_measure_device(task.device)
     started = datetime.datetime.now(datetime.UTC)
@@ -206,6 +206,6 @@ def _finite(value: Any) -> bool:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from ..bench.environment import cpu_model
+    from ..core.provenance import cpu_model
 
     return cpu_model() or "CPU"
