@@ -71,6 +71,8 @@ def _mutations(tmp: Path) -> list[tuple[str, Any, str]]:
         ("unknown-measure", lambda t: t.update(measure=["jf", "speed"]), "measure.1"),
         ("bad-reference", lambda t: t.update(reference="table9"), "reference"),
         ("negative-gpus", lambda t: t.update(resources={"gpus": -1}), "resources.gpus"),
+        ("ddp-row-beyond-reserved-gpus",
+         lambda t: _set(t, "rows.0.train", {"gpus": 2}), "rows[0].train.gpus"),
         ("unknown-backend", lambda t: t.update(backend={"name": "kubernetes"}), "backend.name"),
         ("duplicate-seeds", lambda t: t.update(seeds=[1, 1]), "seeds"),
         ("bad-axis-key", lambda t: t.update(axes={"model.nope": [1, 2]}), "axes.model.nope"),

@@ -105,3 +105,23 @@ def check_distinct_configs(rows: Sequence[StudyRow], indices: Sequence[int], sou
                 "(table: [table1, table2])"
             )
         first[key] = (index, row.name)
+
+
+def check_gpus_reserved(
+    rows: Sequence[StudyRow], indices: Sequence[int], reserved: int, source: str
+) -> None:
+    """Refuse a row that trains on more GPUs than a cell reserves.
+
+    A cell with ``train.gpus: N > 1`` starts N ``torchrun`` ranks on the GPUs its worker was
+    given; the Ray and SLURM backends give every cell of a study ``resources.gpus``, so with fewer
+    the ranks would share or miss devices and fail only after the cell was scheduled.
+    """
+    for row, index in zip(rows, indices, strict=True):
+        wanted = row.config.train.gpus
+        if wanted > 1 and wanted > reserved:
+            raise StudyError(
+                f"{source}: rows[{index}].train.gpus: row {row.name!r} trains on {wanted} GPUs "
+                f"but each cell reserves resources.gpus = {reserved}; set resources.gpus to at "
+                f"least {wanted} (every cell of a study reserves the same), or put the row in a "
+                "study of its own"
+            )

@@ -28,7 +28,13 @@ from ..core.config import (
     unknown_key_message,
 )
 from ..core.yaml_files import YamlFileError, read_yaml_file
-from .checks import StudyError, check_distinct_configs, check_row_tables, check_synthetic_data
+from .checks import (
+    StudyError,
+    check_distinct_configs,
+    check_gpus_reserved,
+    check_row_tables,
+    check_synthetic_data,
+)
 from .interpolate import InterpolationError, empty_references, interpolate
 
 MEASUREMENTS: tuple[str, ...] = ("jf", "fps", "memory", "oob")
@@ -385,6 +391,7 @@ def _expand_rows(spec: StudySpec, context: _Context) -> tuple[StudyRow, ...]:
     if len(set(names)) != len(names):
         raise StudyError(f"{source}: axes: crossing rows with axes gives duplicate row names")
     check_distinct_configs(rows, indices, source)
+    check_gpus_reserved(rows, indices, spec.resources.gpus, source)
     if spec.select == "best-val":
         _check_rows_validate(rows, indices, source)
     return tuple(rows)
