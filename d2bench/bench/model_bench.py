@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.config import InferConfig, ModelConfig
-from ..core.names import PAPER_LABELS, VARIANT_NAMES, canonical_variant_name
+from ..core.names import PAPER_LABELS, VARIANT_NAMES, canonical_variant_name, variant_names
 from ..layers.branch import SampledConv3d
 from ..ops.environment import collect_environment, resolve_device
 from .common import Target, fmt, gpu_slug, md_cell, revision_text, write_report
@@ -523,7 +523,7 @@ def _resolve_variants(variants: Sequence[str] | None) -> list[str]:
     if not variants:
         return list(VARIANT_NAMES)
     names = [canonical_variant_name(name) for name in variants]
-    ordered = [name for name in VARIANT_NAMES if name in names]  # Table 1 order, no duplicates
+    ordered = [name for name in variant_names() if name in names]  # Table 1 order, no duplicates
     return ordered if BASELINE in ordered else [BASELINE, *ordered]
 
 

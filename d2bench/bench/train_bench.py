@@ -35,8 +35,6 @@ from .common import gpu_slug
 
 GB = 1024**3
 SAMPLING_PRECISIONS = ("autocast", "fp32")
-#: The variants whose layers run a sampling operator (the others ignore sampling_precision).
-_SAMPLING_KINDS = ("dcn", "d2")
 
 
 def _sync(device: torch.device) -> None:
@@ -155,9 +153,9 @@ def bench_variant(
 
 def has_sampling_operator(variant: str) -> bool:
     """Whether ``variant``'s layers run a sampling operator (so sampling_precision matters)."""
-    from ..layers import get_variant
+    from ..layers import SampledConv3d, get_variant
 
-    return get_variant(variant).kind in _SAMPLING_KINDS
+    return issubclass(get_variant(variant).layer_type, SampledConv3d)
 
 
 def _relative(record: dict[str, Any]) -> dict[tuple[str, str], tuple[float, float]]:

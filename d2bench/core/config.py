@@ -28,7 +28,12 @@ from pydantic import (
     model_validator,
 )
 
-from .names import DEFAULT_ACTIVATION, canonical_activation, canonical_variant_name
+from .names import (
+    DEFAULT_ACTIVATION,
+    canonical_activation,
+    canonical_variant_name,
+    takes_activation,
+)
 from .yaml_files import YamlFileError, read_yaml_file
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -117,13 +122,13 @@ class ModelConfig(_Strict):
     def describe(self) -> str:
         """The variant as a log line names it; a D² variant with its dilation activation (the
         activation rows of a study differ in nothing else)."""
-        if not self.variant.startswith("d2conv3d"):
+        if not takes_activation(self.variant):
             return self.variant
         return f"{self.variant} (activation {self.activation or DEFAULT_ACTIVATION})"
 
     @model_validator(mode="after")
     def _activation_needs_a_d2_variant(self) -> ModelConfig:
-        if self.activation is not None and not self.variant.startswith("d2conv3d"):
+        if self.activation is not None and not takes_activation(self.variant):
             raise ValueError(
                 f"activation applies to the D²Conv3D variants (d2conv3d_i..iv) only; "
                 f"variant {self.variant!r} has no dilation to activate: remove activation"

@@ -1,7 +1,8 @@
 """Names of the variants and dilation activations, free of torch.
 
 Study specs, the planner and reports need to validate and label variants without importing
-torch; :mod:`d2bench.layers` builds its registry from these same names, so there is one list.
+torch. The variants' names, aliases and labels come from :mod:`.variants`, which reads them from
+the declarations of the layer classes themselves, so there is one list.
 """
 
 from __future__ import annotations
@@ -9,42 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-#: Canonical variant names, in the row order of Table 1.
-VARIANT_NAMES: tuple[str, ...] = (
-    "baseline",
-    "aspp",
-    "dcnv1",
-    "dcnv2",
-    "d2conv3d_i",
-    "d2conv3d_ii",
-    "d2conv3d_iii",
-    "d2conv3d_iv",
-)
+from .variants import CATALOGUE, variant_info
 
-#: Other accepted spellings (matched case-insensitively).
-VARIANT_ALIASES: Mapping[str, str] = MappingProxyType(
-    {
-        "revised_baseline": "baseline",
-        "i": "d2conv3d_i",
-        "ii": "d2conv3d_ii",
-        "iii": "d2conv3d_iii",
-        "iv": "d2conv3d_iv",
-    }
-)
+#: Canonical names of the package's variants, in the row order of Table 1 (each declared by
+#: its layer class in :mod:`d2bench.layers`; :func:`variant_names` adds any registered since).
+VARIANT_NAMES: tuple[str, ...] = CATALOGUE.names()
 
-#: How each row is labelled in the paper, for reports.
-PAPER_LABELS: Mapping[str, str] = MappingProxyType(
-    {
-        "baseline": "Revised Baseline",
-        "aspp": "ASPP",
-        "dcnv1": "DCNv1",
-        "dcnv2": "DCNv2",
-        "d2conv3d_i": "(I) S (|D|=1)",
-        "d2conv3d_ii": "(II) S (|D|=2)",
-        "d2conv3d_iii": "(III) S+T (|D|=3)",
-        "d2conv3d_iv": "(IV) S+T (|D|=3)",
-    }
-)
+#: Other accepted spellings (matched case-insensitively); a live view of the catalogue.
+VARIANT_ALIASES: Mapping[str, str] = CATALOGUE.aliases
+
+#: How each row is labelled in the paper, for reports; a live view of the catalogue.
+PAPER_LABELS: Mapping[str, str] = CATALOGUE.labels
 
 #: Canonical dilation activation names, in the column order of Table 2.
 ACTIVATION_NAMES: tuple[str, ...] = ("none", "1+relu", "relu", "1+elu")
@@ -63,14 +39,20 @@ ACTIVATION_LABELS: Mapping[str, str] = MappingProxyType(
 DEFAULT_ACTIVATION = "1+elu"
 
 
+def variant_names() -> tuple[str, ...]:
+    """Every variant known to this process, in table order: :data:`VARIANT_NAMES` plus those
+    registered at run time by modules outside the package."""
+    return CATALOGUE.names()
+
+
 def canonical_variant_name(name: str) -> str:
     """Resolve a variant name or alias (any case); ValueError listing the known names."""
-    key = name.strip().lower() if isinstance(name, str) else name
-    key = VARIANT_ALIASES.get(key, key)
-    if key not in VARIANT_NAMES:
-        known = [*VARIANT_NAMES, *VARIANT_ALIASES]
-        raise ValueError(f"unknown variant {name!r}; known names: {', '.join(known)}")
-    return key
+    return variant_info(name).name
+
+
+def takes_activation(variant: str) -> bool:
+    """Whether ``variant`` predicts dilations, so that a dilation activation applies to it."""
+    return variant_info(variant).takes_activation
 
 
 def canonical_activation(name: str) -> str:

@@ -9,6 +9,7 @@ Example::
     ['0']
 """
 
+from ..core.variants import VariantInfo, register_variant, unregister_variant
 from .activations import (
     ACTIVATION_ALIASES,
     ACTIVATIONS,
@@ -17,6 +18,8 @@ from .activations import (
     canonical_activation,
 )
 from .aspp import RATES_512, RATES_1024, ASPP3d, default_rates
+from .base import ConvVariant
+from .baseline import KeepConv3d
 from .branch import SampledConv3d, ZeroInitConv3d
 from .conv_settings import is_replaceable
 from .d2 import D2Conv3d
@@ -28,8 +31,10 @@ from .registry import (
     VARIANTS,
     canonical_variant_name,
     get_variant,
+    layer_types,
+    variant_names,
 )
-from .replace import VARIANT_LAYERS, build_layer, replace_convs, resolve_block
+from .replace import build_layer, replace_convs, resolve_block
 from .spec import DILATION_AXES, KINDS, VariantSpec
 
 __all__ = [
@@ -43,12 +48,14 @@ __all__ = [
     "RATES_1024",
     "VARIANTS",
     "VARIANT_ALIASES",
-    "VARIANT_LAYERS",
     "VARIANT_NAMES",
     "ASPP3d",
+    "ConvVariant",
     "D2Conv3d",
     "DeformConv3d",
+    "KeepConv3d",
     "SampledConv3d",
+    "VariantInfo",
     "VariantSpec",
     "ZeroInitConv3d",
     "apply_activation",
@@ -58,6 +65,10 @@ __all__ = [
     "default_rates",
     "get_variant",
     "is_replaceable",
+    "layer_types",
+    "register_variant",
     "replace_convs",
     "resolve_block",
+    "unregister_variant",
+    "variant_names",
 ]

@@ -13,7 +13,9 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
+from ..core.variants import VariantInfo, register_variant
 from ..ops.geometry import IntOr3, triple
+from .base import ConvVariant, check_kind
 from .conv_settings import conv_settings
 from .spec import VariantSpec
 
@@ -52,14 +54,15 @@ def _unit(
     )
 
 
-class ASPP3d(nn.Module):
+@register_variant(VariantInfo("aspp", "ASPP", kind="aspp", table_order=20))
+class ASPP3d(ConvVariant, nn.Module):
     """A 1×1×1 branch plus one dilated 3×3×3 branch per rate, concatenated and fused by 1×1×1.
 
     ``stride`` is applied by every branch, so the output size equals that of the replaced
     size-preserving conv. ``width`` is each branch's channel count (default ``out_channels``).
+    It replaces only the first 3×3×3 conv of a block (see :meth:`convs_to_replace`).
     """
 
-    kind: ClassVar[str] = "aspp"
     #: No deformation branch.
     branch_channels: ClassVar[int] = 0
 
@@ -99,8 +102,8 @@ class ASPP3d(nn.Module):
         rates: Sequence[int | Sequence[int]] | None = None,
     ) -> Self:
         """An ASPP block with ``conv``'s channels, stride, device and dtype (not its weights)."""
-        if spec is not None and spec.kind != cls.kind:
-            raise ValueError(f"{cls.__name__} implements kind {cls.kind!r}, spec is {spec.kind!r}")
+        if spec is not None:
+            check_kind(cls, spec)
         settings = conv_settings(conv)
         if not settings.keeps_size:
             raise ValueError(
@@ -118,8 +121,10 @@ class ASPP3d(nn.Module):
         block.train(conv.training)
         return block
 
-    def matches(self, spec: VariantSpec) -> bool:
-        return spec.kind == self.kind
+    @classmethod
+    def convs_to_replace(cls, convs: list[str], converted: list[str]) -> list[str]:
+        """The block's first dense conv, unless the block already holds an ASPP block."""
+        return [] if converted else convs[:1]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fuse(torch.cat([branch(x) for branch in self.branches], dim=1))

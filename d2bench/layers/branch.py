@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.hooks import RemovableHandle
 
 from ..ops.geometry import IntOr3, triple
+from .base import ConvVariant, check_kind
 from .conv_settings import conv_settings
 from .spec import SAMPLING_PRECISIONS, SamplingPrecision, VariantSpec
 
@@ -60,7 +61,7 @@ def autocast_off(x: Tensor) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-class SampledConv3d(nn.Module, ABC):
+class SampledConv3d(ConvVariant, nn.Module, ABC):
     """Base of :class:`DeformConv3d` and :class:`D2Conv3d`: weight, branch, precision, checkpoint.
 
     Subclasses say how many channels the branch predicts, how its raw output becomes the
@@ -77,9 +78,10 @@ class SampledConv3d(nn.Module, ABC):
     upcast every argument to float32 inside the op.
     """
 
-    kind: ClassVar[str]
     #: Attribute name of the branch conv; it also names the branch's entries in state dicts.
     branch_name: ClassVar[str]
+    #: What the operator's geometry argument is: a ``dilation`` map or free ``offset``s.
+    sampling_geometry: ClassVar[str]
 
     def __init__(
         self,
@@ -144,8 +146,7 @@ class SampledConv3d(nn.Module, ABC):
     @classmethod
     def from_conv(cls, conv: nn.Conv3d, spec: VariantSpec) -> Self:
         """A layer of variant ``spec`` that starts from ``conv``'s weight, bias and geometry."""
-        if spec.kind != cls.kind:
-            raise ValueError(f"{cls.__name__} implements kind {cls.kind!r}, spec is {spec.kind!r}")
+        check_kind(cls, spec)
         settings = conv_settings(conv)
         layer = cls(
             conv.in_channels,
@@ -190,6 +191,16 @@ class SampledConv3d(nn.Module, ABC):
     def matches(self, spec: VariantSpec) -> bool:
         """Whether this layer already is what ``spec`` asks for (``checkpoint_branch`` and
         ``sampling_precision`` aside: they change no weight)."""
+
+    @classmethod
+    @abstractmethod
+    def branch_channels_for(cls, spec: VariantSpec) -> int:
+        """Output channels of the deformation branch under ``spec``."""
+
+    @abstractmethod
+    def sampling_coordinates(self, geometry: Tensor) -> list[Tensor]:
+        """The (t, y, x) coordinates, each N×(G·27)×P, at which the operator samples for the
+        geometry argument it received (what the out-of-bounds statistic counts)."""
 
     @abstractmethod
     def deformation_from_branch(self, h: Tensor) -> Deformation:

@@ -12,12 +12,56 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from ..core.variants import VariantInfo, register_variant
 from ..ops.geometry import KERNEL_TAPS, IntOr3
 from .activations import DEFAULT_ACTIVATION, apply_activation, canonical_activation
 from .branch import Deformation, SampledConv3d
+from .coordinates import d2_coordinates
 from .spec import DILATION_CHANNELS, SamplingPrecision, VariantSpec
 
 
+def _branch_channels(dilation_axes: str, modulation: bool) -> int:
+    return DILATION_CHANNELS[dilation_axes] + (KERNEL_TAPS if modulation else 0)
+
+
+@register_variant(
+    VariantInfo(
+        "d2conv3d_i",
+        "(I) S (|D|=1)",
+        kind="d2",
+        modulation=True,
+        dilation_axes="s",
+        aliases=("i",),
+        table_order=50,
+    ),
+    VariantInfo(
+        "d2conv3d_ii",
+        "(II) S (|D|=2)",
+        kind="d2",
+        modulation=True,
+        dilation_axes="yx",
+        aliases=("ii",),
+        table_order=60,
+    ),
+    VariantInfo(
+        "d2conv3d_iii",
+        "(III) S+T (|D|=3)",
+        kind="d2",
+        modulation=False,
+        dilation_axes="tyx",
+        aliases=("iii",),
+        table_order=70,
+    ),
+    VariantInfo(
+        "d2conv3d_iv",
+        "(IV) S+T (|D|=3)",
+        kind="d2",
+        modulation=True,
+        dilation_axes="tyx",
+        aliases=("iv",),
+        table_order=80,
+    ),
+)
 class D2Conv3d(SampledConv3d):
     """3×3×3 convolution with a dynamic dilation map s = (s_t, s_y, s_x) per output voxel.
 
@@ -26,8 +70,8 @@ class D2Conv3d(SampledConv3d):
     1 (not an activated value), so the temporal extent is then that of the replaced conv.
     """
 
-    kind: ClassVar[str] = "d2"
     branch_name: ClassVar[str] = "dilation_conv"
+    sampling_geometry: ClassVar[str] = "dilation"
 
     def __init__(
         self,
@@ -56,7 +100,7 @@ class D2Conv3d(SampledConv3d):
         super().__init__(
             in_channels,
             out_channels,
-            self.dilation_channels + (KERNEL_TAPS if modulation else 0),
+            _branch_channels(dilation_axes, modulation),
             stride=stride,
             padding=padding,
             dilation=dilation,
@@ -79,6 +123,13 @@ class D2Conv3d(SampledConv3d):
             "activation": spec.activation,
             "modulation": spec.modulation,
         }
+
+    @classmethod
+    def branch_channels_for(cls, spec: VariantSpec) -> int:
+        return _branch_channels(spec.dilation_axes, spec.modulation)
+
+    def sampling_coordinates(self, geometry: Tensor) -> list[Tensor]:
+        return d2_coordinates(geometry, self.stride, self.padding, self.dilation)
 
     def matches(self, spec: VariantSpec) -> bool:
         return (

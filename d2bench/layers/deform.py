@@ -8,11 +8,21 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from ..core.variants import VariantInfo, register_variant
 from ..ops.geometry import KERNEL_TAPS, IntOr3
 from .branch import Deformation, SampledConv3d
+from .coordinates import deform_coordinates
 from .spec import OFFSET_CHANNELS, SamplingPrecision, VariantSpec
 
 
+def _branch_channels(modulation: bool) -> int:
+    return OFFSET_CHANNELS + (KERNEL_TAPS if modulation else 0)
+
+
+@register_variant(
+    VariantInfo("dcnv1", "DCNv1", kind="dcn", modulation=False, table_order=30),
+    VariantInfo("dcnv2", "DCNv2", kind="dcn", modulation=True, table_order=40),
+)
 class DeformConv3d(SampledConv3d):
     """3×3×3 deformable convolution; ``modulation`` adds DCNv2's sigmoid mask per tap.
 
@@ -20,8 +30,8 @@ class DeformConv3d(SampledConv3d):
     layer equals the replaced conv (times 0.5 on the input with modulation: sigmoid(0) = 0.5).
     """
 
-    kind: ClassVar[str] = "dcn"
     branch_name: ClassVar[str] = "offset_conv"
+    sampling_geometry: ClassVar[str] = "offset"
 
     def __init__(
         self,
@@ -42,7 +52,7 @@ class DeformConv3d(SampledConv3d):
         super().__init__(
             in_channels,
             out_channels,
-            OFFSET_CHANNELS + (KERNEL_TAPS if modulation else 0),
+            _branch_channels(modulation),
             stride=stride,
             padding=padding,
             dilation=dilation,
@@ -57,8 +67,15 @@ class DeformConv3d(SampledConv3d):
     def spec_options(cls, spec: VariantSpec) -> dict[str, Any]:
         return {"modulation": spec.modulation}
 
+    @classmethod
+    def branch_channels_for(cls, spec: VariantSpec) -> int:
+        return _branch_channels(spec.modulation)
+
     def matches(self, spec: VariantSpec) -> bool:
         return spec.kind == self.kind and spec.modulation == self.modulation
+
+    def sampling_coordinates(self, geometry: Tensor) -> list[Tensor]:
+        return deform_coordinates(geometry, self.stride, self.padding, self.dilation)
 
     def deformation_from_branch(self, h: Tensor) -> Deformation:
         offset = h[:, :OFFSET_CHANNELS]

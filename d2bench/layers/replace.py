@@ -12,26 +12,15 @@ from collections.abc import Iterator, Sequence
 
 from torch import nn
 
-from .aspp import ASPP3d
 from .conv_settings import is_replaceable
-from .d2 import D2Conv3d
-from .deform import DeformConv3d
-from .registry import get_variant
+from .registry import get_variant, layer_types
 from .spec import VariantSpec
-
-#: The layers :func:`replace_convs` creates (and recognises as already converted).
-VARIANT_LAYERS: tuple[type[nn.Module], ...] = (DeformConv3d, D2Conv3d, ASPP3d)
 
 
 def build_layer(conv: nn.Conv3d, spec: VariantSpec) -> nn.Module:
-    """The layer that stands in for ``conv`` under ``spec`` (``conv`` itself for the baseline)."""
-    if spec.kind == "conv":
-        return conv
-    if spec.kind == "aspp":
-        return ASPP3d.from_conv(conv, spec)
-    if spec.kind == "dcn":
-        return DeformConv3d.from_conv(conv, spec)
-    return D2Conv3d.from_conv(conv, spec)
+    """The layer that stands in for ``conv`` under ``spec`` (``conv`` itself for the baseline):
+    the class registered for the spec's kind builds it."""
+    return spec.layer_type.from_conv(conv, spec)  # type: ignore[attr-defined]
 
 
 def _join(prefix: str, name: str) -> str:
@@ -53,23 +42,26 @@ def resolve_block(module: nn.Module, name: str) -> nn.Module:
     return current
 
 
-def _walk(module: nn.Module, prefix: str, seen: set[int]) -> Iterator[tuple[str, nn.Module]]:
+def _walk(
+    module: nn.Module, prefix: str, seen: set[int], converted: tuple[type, ...]
+) -> Iterator[tuple[str, nn.Module]]:
     """Modules in definition order, not descending into already-converted layers."""
     if id(module) in seen:
         return
     seen.add(id(module))
     yield prefix, module
-    if isinstance(module, VARIANT_LAYERS):
+    if isinstance(module, converted):
         return
     for name, child in module.named_children():
-        yield from _walk(child, _join(prefix, name), seen)
+        yield from _walk(child, _join(prefix, name), seen, converted)
 
 
 def _plan_block(module: nn.Module, block: str, spec: VariantSpec) -> list[str]:
     """Names (relative to ``module``) of the convs to replace in ``block``; validates it."""
-    found = list(_walk(resolve_block(module, block), block, set()))
-    convs = [name for name, m in found if is_replaceable(m)]
-    converted = [(name, m) for name, m in found if isinstance(m, VARIANT_LAYERS)]
+    types = layer_types()
+    found = list(_walk(resolve_block(module, block), block, set(), types))
+    convs = [name for name, m in found if is_replaceable(m) and not isinstance(m, types)]
+    converted = [(name, m) for name, m in found if isinstance(m, types)]
     if not convs and not converted:
         raise ValueError(f"block {block or '(whole module)'!r} contains no 3×3×3 nn.Conv3d")
     for name, layer in converted:
@@ -78,11 +70,8 @@ def _plan_block(module: nn.Module, block: str, spec: VariantSpec) -> list[str]:
                 f"{name!r} is already a {type(layer).__name__} of another variant; "
                 f"cannot convert block {block!r} to {spec.name!r}"
             )
-    if spec.kind == "conv":
-        return []
-    if spec.kind == "aspp":
-        return [] if converted else convs[:1]
-    return convs
+    layer_type = spec.layer_type
+    return layer_type.convs_to_replace(convs, [name for name, _ in converted])  # type: ignore[attr-defined]
 
 
 def replace_convs(

@@ -11,15 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
+from ..core.variants import CATALOGUE
 from ..ops.geometry import KERNEL_TAPS
 from .activations import canonical_activation
 
-VariantKind = Literal["conv", "aspp", "dcn", "d2"]
+#: A layer family: the kind of a registered variant class (see :mod:`d2bench.core.variants`).
+VariantKind = str
 DilationAxes = Literal["", "s", "yx", "tyx"]
 #: The dtype the sampling operator runs in under autocast (see :class:`.SampledConv3d`).
 SamplingPrecision = Literal["autocast", "fp32"]
 
-KINDS: tuple[str, ...] = ("conv", "aspp", "dcn", "d2")
+#: The package's kinds, in table order (``conv``, ``aspp``, ``dcn``, ``d2``); a spec accepts any
+#: kind registered in the process, these and those registered at run time.
+KINDS: tuple[str, ...] = CATALOGUE.kinds()
 DILATION_AXES: tuple[str, ...] = ("", "s", "yx", "tyx")
 SAMPLING_PRECISIONS: tuple[str, ...] = ("autocast", "fp32")
 
@@ -42,7 +46,7 @@ class VariantSpec:
     Attributes:
         name: label of the variant (a registry name or anything the user chooses).
         kind: ``conv`` (left as is), ``aspp`` (ASPP-3D block), ``dcn`` (free offsets),
-            ``d2`` (dynamic dilation).
+            ``d2`` (dynamic dilation), or the kind of a variant class registered at run time.
         modulation: predict a sigmoid mask per tap (``dcn`` and ``d2`` only).
         dilation_axes: ``d2`` only: ``s`` = (1, d, d), ``yx`` = (1, d_y, d_x),
             ``tyx`` = (d_t, d_y, d_x); empty for the other kinds.
@@ -69,11 +73,12 @@ class VariantSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             _fail("name", "a non-empty string", self.name)
-        if self.kind not in KINDS:
-            _fail("kind", f"one of {', '.join(KINDS)}", self.kind)
+        kinds = CATALOGUE.kinds()
+        if self.kind not in kinds:
+            _fail("kind", f"one of {', '.join(kinds)}", self.kind)
         if not isinstance(self.modulation, bool):
             _fail("modulation", "a bool", self.modulation)
-        if self.modulation and self.kind not in ("dcn", "d2"):
+        if self.modulation and self.kind in ("conv", "aspp"):
             _fail("modulation", f"False for kind {self.kind!r} (no deformation branch)", True)
         if not isinstance(self.checkpoint_branch, bool):
             _fail("checkpoint_branch", "a bool", self.checkpoint_branch)
@@ -130,16 +135,17 @@ class VariantSpec:
         return DILATION_CHANNELS[self.dilation_axes]
 
     @property
+    def layer_type(self) -> type:
+        """The registered class that implements this spec's kind."""
+        return CATALOGUE.layer(self.kind)
+
+    @property
     def branch_channels(self) -> int:
-        """Output channels of the deformation branch (0 where there is none)."""
-        modulation = KERNEL_TAPS if self.modulation else 0
-        if self.kind == "dcn":
-            return OFFSET_CHANNELS + modulation
-        if self.kind == "d2":
-            return self.dilation_channels + modulation
-        return 0
+        """Output channels of the deformation branch (0 where there is none): the layer class
+        says (``branch_channels_for``)."""
+        return self.layer_type.branch_channels_for(self)  # type: ignore[attr-defined]
 
     @property
     def replaces_convs(self) -> bool:
         """Whether applying this variant changes a model at all (the baseline does not)."""
-        return self.kind != "conv"
+        return self.layer_type.replaces_convs  # type: ignore[attr-defined]

@@ -1,9 +1,10 @@
 """Recording the predicted dilation and modulation maps of the D² layers (the paper's Fig. 4).
 
-Inside :func:`record_maps`, every forward of a :class:`~d2bench.layers.D2Conv3d` appends, per
-batch item (one clip), its dilation map ``s`` (3×T'×H'×W': the factor along t, y and x of every
-output voxel, exactly as the operator received it) and the mean of its 27 modulation values per
-output voxel (T'×H'×W'; layers without modulation record none). Calls are kept in order, so for
+Inside :func:`record_maps`, every forward of a D² layer (a sampling layer whose geometry is a
+dilation map, such as :class:`~d2bench.layers.D2Conv3d`) appends, per batch item (one clip), its
+dilation map ``s`` (3×T'×H'×W': the factor along t, y and x of every output voxel, exactly as the
+operator received it) and the mean of its 27 modulation values per output voxel (T'×H'×W';
+layers without modulation record none). Calls are kept in order, so for
 a video run through :func:`d2bench.engine.inference.predict_video` entry i is the i-th clip of
 its clip plan. Recording copies every map to the host (a device synchronisation per layer call):
 use it on the video to be drawn, not while timing.
@@ -22,7 +23,6 @@ import numpy as np
 from torch import Tensor, nn
 
 from ..layers.branch import SampledConv3d
-from ..layers.d2 import D2Conv3d
 from .sampling_hooks import SamplingHookRecorder
 
 
@@ -60,7 +60,7 @@ def _stack(parts: list[np.ndarray], what: str) -> np.ndarray:
 class MapRecorder(SamplingHookRecorder):
     """Collects the maps of the model's D² layers while attached (see module doc)."""
 
-    def __init__(self, layers: dict[str, D2Conv3d]) -> None:
+    def __init__(self, layers: dict[str, SampledConv3d]) -> None:
         super().__init__(layers)
         self.maps: dict[str, LayerMaps] = {name: LayerMaps() for name in layers}
 
@@ -83,9 +83,13 @@ class MapRecorder(SamplingHookRecorder):
         return {name: arrays for name, maps in self.maps.items() if (arrays := maps.arrays())}
 
 
-def d2_layers(model: nn.Module) -> dict[str, D2Conv3d]:
-    """The model's D² layers by dotted name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, D2Conv3d)}
+def d2_layers(model: nn.Module) -> dict[str, SampledConv3d]:
+    """The model's D² layers (those that sample along a predicted dilation map) by dotted name."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, SampledConv3d) and m.sampling_geometry == "dilation"
+    }
 
 
 @contextmanager

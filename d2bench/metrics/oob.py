@@ -2,9 +2,10 @@
 
 Definition
 ----------
-A sampling layer (DCNv1/DCNv2: :class:`~d2bench.layers.DeformConv3d`; D²Conv3D I–IV:
-:class:`~d2bench.layers.D2Conv3d`) reads its input of size T×H×W at one *sampling location*
-per (batch item, offset group, tap k = 0..26, output voxel p). Its coordinate along axis
+A sampling layer (any :class:`~d2bench.layers.SampledConv3d`: DCNv1/DCNv2 are
+:class:`~d2bench.layers.DeformConv3d`, D²Conv3D I–IV :class:`~d2bench.layers.D2Conv3d`) reads its
+input of size T×H×W at one *sampling location* per (batch item, offset group, tap k = 0..26,
+output voxel p). The layer computes where (``sampling_coordinates``); its coordinate along axis
 a ∈ (t, y, x) is, exactly as the operators compute it (same dtype, same order of operations:
 float32 for float32/bfloat16/float16 inputs, float64 for float64 inputs)::
 
@@ -71,9 +72,11 @@ from torch import Tensor, nn
 
 from ..core.oob_floor import plain_conv_outside
 from ..layers.branch import SampledConv3d
-from ..layers.d2 import D2Conv3d
-from ..layers.deform import DeformConv3d
-from ..ops.geometry import KERNEL_TAPS, TAPS
+
+# Re-exported: the coordinates are part of this statistic's definition (module doc).
+from ..layers.coordinates import d2_coordinates as d2_coordinates
+from ..layers.coordinates import deform_coordinates as deform_coordinates
+from ..ops.geometry import KERNEL_TAPS
 from .sampling_hooks import SamplingHookRecorder
 
 AXES: tuple[str, str, str] = ("t", "y", "x")
@@ -89,70 +92,6 @@ _FIELDS: tuple[str, ...] = (
     "partly_y",
     "partly_x",
 )
-
-
-def _tap_offsets(like: Tensor) -> Tensor:
-    """27×3 tap offsets p_k (depth-major), in ``like``'s dtype and device."""
-    return torch.tensor(TAPS, dtype=like.dtype, device=like.device)
-
-
-def _centres(
-    out_size: Sequence[int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    like: Tensor,
-) -> list[Tensor]:
-    """Per axis, the centre-tap coordinate of every output voxel, shaped to broadcast on N×K×P."""
-    t_out, h_out, w_out = out_size
-    grids = []
-    for axis, size in enumerate(out_size):
-        line = torch.arange(size, dtype=like.dtype, device=like.device)
-        line = line * stride[axis] - padding[axis] + dilation[axis]
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = size
-        grids.append(line.view(shape).expand(1, 1, t_out, h_out, w_out).reshape(1, 1, -1))
-    return grids
-
-
-def d2_coordinates(
-    dilation_map: Tensor,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-) -> list[Tensor]:
-    """Sampling coordinates (t, y, x) of a D² layer, each N×27×P, as the operator computes them."""
-    n = dilation_map.shape[0]
-    out_size = tuple(dilation_map.shape[2:])
-    centres = _centres(out_size, stride, padding, dilation, dilation_map)
-    taps = _tap_offsets(dilation_map)
-    coords = []
-    for axis in range(3):
-        step = dilation[axis] * dilation_map[:, axis].reshape(n, 1, -1)  # dil · s, N×1×P
-        coords.append(centres[axis] + taps[:, axis].view(1, -1, 1) * step)
-    return coords
-
-
-def deform_coordinates(
-    offset: Tensor,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-) -> list[Tensor]:
-    """Sampling coordinates (t, y, x) of a DCN layer, each N×(G·27)×P (offset N×3·G·27×…)."""
-    n, channels = offset.shape[:2]
-    if channels % (3 * KERNEL_TAPS):
-        raise ValueError(f"offset must have 3·G·27 channels, got {channels}")
-    groups = channels // (3 * KERNEL_TAPS)
-    out_size = tuple(offset.shape[2:])
-    centres = _centres(out_size, stride, padding, dilation, offset)
-    taps = _tap_offsets(offset).repeat(groups, 1)  # (G·27)×3
-    per_tap = offset.reshape(n, groups * KERNEL_TAPS, 3, -1)
-    coords = []
-    for axis in range(3):
-        grid = centres[axis] + (taps[:, axis] * dilation[axis]).view(1, -1, 1)
-        coords.append(grid + per_tap[:, :, axis])
-    return coords
 
 
 def count_outside(coords: Sequence[Tensor], in_size: Sequence[int]) -> Tensor:
@@ -171,12 +110,9 @@ def count_outside(coords: Sequence[Tensor], in_size: Sequence[int]) -> Tensor:
 
 
 def layer_coordinates(layer: SampledConv3d, geometry: Tensor) -> list[Tensor]:
-    """Sampling coordinates of ``layer`` for the geometry argument its operator received."""
-    if isinstance(layer, D2Conv3d):
-        return d2_coordinates(geometry, layer.stride, layer.padding, layer.dilation)
-    if isinstance(layer, DeformConv3d):
-        return deform_coordinates(geometry, layer.stride, layer.padding, layer.dilation)
-    raise TypeError(f"no sampling coordinates known for {type(layer).__name__}")
+    """Sampling coordinates of ``layer`` for the geometry argument its operator received (the
+    layer computes them: see :meth:`~d2bench.layers.SampledConv3d.sampling_coordinates`)."""
+    return layer.sampling_coordinates(geometry)
 
 
 @dataclass

@@ -15,11 +15,12 @@ from ..core.names import (
     DEFAULT_ACTIVATION,
     PAPER_LABELS,
     VARIANT_NAMES,
+    takes_activation,
 )
 from . import paper
 
 #: Variants whose dilation goes through an activation (Table 2 applies to them only).
-DILATED_VARIANTS: tuple[str, ...] = tuple(v for v in VARIANT_NAMES if v.startswith("d2conv3d"))
+DILATED_VARIANTS: tuple[str, ...] = tuple(v for v in VARIANT_NAMES if takes_activation(v))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import CellConfig
+from ..core.names import takes_activation
 from .inputs import InputIdentifier, UnidentifiedInput
 from .signature import CellInputs, experiment_signature
 from .spec import Study, StudyError
@@ -74,7 +75,7 @@ class Cell:
         """How the cell's runs are named, so that a list of runs reads like the table:
         ``d2conv3d_iv · 1+elu · seed 0`` (the activation only where the variant has one)."""
         parts = [self.row]
-        if self.config.model.variant.startswith("d2conv3d"):
+        if takes_activation(self.config.model.variant):
             parts.append(self.config.model.activation or "1+elu")
         return " · ".join([*parts, f"seed {self.seed}"])
 
