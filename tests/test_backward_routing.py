@@ -107,12 +107,13 @@ def test_misaligned_tensors_take_cuda_cores():
     assert _cuda(g, x, weight).reason == "upstream gradient channels_last_3d"
 
 
-def test_forced_cuda_core_backward_is_mirrored(monkeypatch):
-    monkeypatch.setenv("D2BENCH_CUDA_BACKWARD", "simt")
+def test_forced_cuda_core_backward_is_mirrored():
     x, grad, weight = _call()
-    assert _cuda(grad, x, weight) == routing.BackwardDecision(
-        "cuda_core", "D2BENCH_CUDA_BACKWARD=simt"
-    )
+    with ops.kernel_policy(backward="cuda_core"):
+        assert _cuda(grad, x, weight) == routing.BackwardDecision(
+            "cuda_core", "kernel policy backward='cuda_core'"
+        )
+    assert _cuda(grad, x, weight) == routing.BackwardDecision("tensor_core")
 
 
 # -- the upstream gradient handed to the kernels ---------------------------------------------

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 
 from d2bench.bench import tile_bench
 from d2bench.cli import main
+from d2bench.ops import current_kernel_policy, kernel_policy
 
 INPUT_64 = (
     "void (anonymous namespace)::simt_input_grad_kernel<float, (anonymous namespace)::"
@@ -62,13 +62,14 @@ def test_report_marks_the_faster_height_and_counts_the_launchers_hits():
     assert "chose the faster height in 1 of 2 cases" in text
 
 
-def test_forced_rows_restores_the_variable(monkeypatch):
-    monkeypatch.setenv(tile_bench.ROWS_VARIABLE, "128")
-    with tile_bench.forced_rows(64):
-        assert os.environ[tile_bench.ROWS_VARIABLE] == "64"
-    with tile_bench.forced_rows(None):
-        assert tile_bench.ROWS_VARIABLE not in os.environ
-    assert os.environ[tile_bench.ROWS_VARIABLE] == "128"
+def test_forced_rows_sets_the_kernel_policy_and_restores_it():
+    with kernel_policy(backward_rows=128):
+        with tile_bench.forced_rows(64):
+            assert current_kernel_policy().backward_rows == 64
+        with tile_bench.forced_rows(None):
+            assert current_kernel_policy().backward_rows == "auto"
+        assert current_kernel_policy().backward_rows == 128
+    assert current_kernel_policy().backward_rows == "auto"
 
 
 def test_without_a_gpu_the_command_says_what_it_needs(capsys, tmp_path):

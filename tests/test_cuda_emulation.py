@@ -8,7 +8,6 @@ what is emulated and how.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -25,16 +24,11 @@ F64 = torch.float64
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory) -> Iterator:
-    # The tensor-core backward is not emulated: every 16-bit call takes the CUDA-core one.
-    previous = os.environ.get("D2BENCH_CUDA_BACKWARD")
-    os.environ["D2BENCH_CUDA_BACKWARD"] = "simt"
-    try:
-        yield harness.build(tmp_path_factory.mktemp("cuda-emulation"))
-    finally:
-        if previous is None:
-            os.environ.pop("D2BENCH_CUDA_BACKWARD", None)
-        else:
-            os.environ["D2BENCH_CUDA_BACKWARD"] = previous
+    # The tensor-core backward is not emulated: every 16-bit call takes the CUDA-core one (the
+    # emulated module keeps its own kernel policy, apart from the compiled operators').
+    module = harness.build(tmp_path_factory.mktemp("cuda-emulation"))
+    module.set_kernel_policy("auto", "cuda_core", 0)
+    yield module
 
 
 def _inputs(kind, dtype, n=2, c=8, o=6, size=(3, 5, 6), stride=1, groups=1, scale=2.0):

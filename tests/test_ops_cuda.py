@@ -248,7 +248,7 @@ def _away_from_whole(coords: torch.Tensor, margin: float = 0.05) -> torch.Tensor
 @pytest.mark.parametrize(
     "dtype,layout", [(torch.float32, None), (torch.float32, CL), (torch.bfloat16, None)]
 )
-def test_cuda_core_backward_grids_match_reference(dtype, layout, monkeypatch):
+def test_cuda_core_backward_grids_match_reference(dtype, layout):
     """float32 (either layout) and 16-bit calls outside the tensor-core backward: every gradient
     against float64, at each tile height of both kernels (forced, so that the launcher's cost
     model cannot leave one untested) and at the height the launcher picks."""
@@ -264,8 +264,8 @@ def test_cuda_core_backward_grids_match_reference(dtype, layout, monkeypatch):
         )
         tolerance = 1e-5 if dtype == torch.float32 else 1e-2
         for rows in ("64", "128", ""):
-            monkeypatch.setenv("D2BENCH_CUDA_BACKWARD_ROWS", rows)
-            got, kernels = _kernels_run(functools.partial(_values_and_grads, run, inputs))
+            with ops.kernel_policy(backward_rows=int(rows) if rows else "auto"):
+                got, kernels = _kernels_run(functools.partial(_values_and_grads, run, inputs))
             for kernel in ("simt_weight_grad_kernel", "simt_input_grad_kernel") if rows else ():
                 pattern = re.compile(rf"{kernel}<.*, {rows}>")
                 assert any(pattern.search(name) for name in kernels), (kernel, rows, case)
@@ -274,11 +274,13 @@ def test_cuda_core_backward_grids_match_reference(dtype, layout, monkeypatch):
                     assert _rel(a, b) < tolerance, (kind, case, rows or "chosen", name)
 
 
-def test_forced_backward_tile_height_rejects_other_values(monkeypatch):
-    monkeypatch.setenv("D2BENCH_CUDA_BACKWARD_ROWS", "96")
-    inputs, geom = _inputs("d2", c=16, o=8, dtype=torch.float32, map_dtype=torch.float32)
-    with pytest.raises(RuntimeError, match="D2BENCH_CUDA_BACKWARD_ROWS must be 64 or 128"):
-        _values_and_grads(_run("d2", 1, geom), inputs)
+def test_forced_backward_tile_height_rejects_other_values():
+    message = "backward_rows must be one of 'auto', 64, 128"
+    with pytest.raises(ValueError, match=message), ops.kernel_policy(backward_rows=96):
+        pass
+    with pytest.raises(RuntimeError, match="backward_rows must be 0 \\(auto\\), 64 or 128"):
+        torch.ops.d2bench._set_kernel_policy("auto", "auto", 96)
+    assert ops.current_kernel_policy().backward_rows == "auto"
 
 
 MEMORY_CASES = [
@@ -383,20 +385,19 @@ HOPPER_CASES = [
 @pytest.mark.parametrize("kind,case", HOPPER_CASES, ids=[f"{k}-{i}" for i, (k, _) in
                                                          enumerate(HOPPER_CASES)])  # fmt: skip
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_hopper_forward_matches_reference(monkeypatch, kind, case, dtype):
+def test_hopper_forward_matches_reference(kind, case, dtype):
     """The wgmma forward (the default on Hopper) against float64 and the mma.sync forward."""
     case = dict(case)
     groups = case.pop("groups", 1)
     inputs, geom = _inputs(kind, n=2, groups=groups, dtype=dtype, map_dtype=torch.float32,
                            layout=CL, **{"size": (4, 10, 12), **case})  # fmt: skip
-    monkeypatch.delenv("D2BENCH_CUDA_FORWARD", raising=False)
     got, kernels = _kernels_run(lambda: _run(kind, groups, geom)(*inputs))
     assert any("hopper_forward_kernel" in name for name in kernels), sorted(kernels)
     want = _oracle(kind, groups, geom)(*[None if t is None else t.double() for t in inputs])
     assert got.dtype == dtype and got.is_contiguous(memory_format=CL)
     assert _rel(got, want) < 1e-2
-    monkeypatch.setenv("D2BENCH_CUDA_FORWARD", "mma")
-    plain, kernels = _kernels_run(lambda: _run(kind, groups, geom)(*inputs))
+    with ops.kernel_policy(forward="mma"):
+        plain, kernels = _kernels_run(lambda: _run(kind, groups, geom)(*inputs))
     assert not any("hopper_forward_kernel" in name for name in kernels)
     assert _rel(got, plain) < 1e-2
 
@@ -440,11 +441,10 @@ def _check_far_end(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, wgt: tor
 
 
 @pytest.mark.skipif(not _hopper(), reason="needs a compute-capability-9.0 GPU (sm_90a kernel)")
-def test_hopper_forward_index_past_2_pow_31_elements(monkeypatch):
+def test_hopper_forward_index_past_2_pow_31_elements():
     """64-bit addressing in the wgmma forward: input and output of > 2³¹ elements."""
     x, s, wgt = _inputs_past_2_pow_31(c=32, o=32, h=4096, w=4200, weight_scale=30)
     x = x.contiguous(memory_format=CL)  # the wgmma forward's layout (the old copy is freed)
-    monkeypatch.delenv("D2BENCH_CUDA_FORWARD", raising=False)
     out, kernels = _kernels_run(lambda: ops.d2conv3d(x, s, None, wgt))
     assert any("hopper_forward_kernel" in name for name in kernels)
     _check_far_end(out, x, s, wgt)

@@ -3,15 +3,15 @@
 The launcher of the CUDA-core backward (float32, float64, and 16-bit calls outside the
 tensor-core backward) picks each kernel's tile height (64 or 128 rows) with a wave model whose
 per-row cost of the small tile was set from this measurement. This benchmark times both
-heights of both kernels (``D2BENCH_CUDA_BACKWARD_ROWS``) and the height the launcher picks, so
-the model can be checked on a new GPU and re-tuned from data rather than guessed.
+heights of both kernels (forced by the kernel policy's ``backward_rows``, see
+:mod:`d2bench.ops.policy`) and the height the launcher picks, so the model can be checked on a
+new GPU and re-tuned from data rather than guessed.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -22,10 +22,12 @@ from typing import Any
 import torch
 
 from ..ops.environment import collect_environment, resolve_device
+from ..ops.policy import kernel_policy
 from .common import DILATION_RANGE, gpu_slug, pass_mark, write_report
 
 SCHEMA = "d2bench.tile_bench/1"
-ROWS_VARIABLE = "D2BENCH_CUDA_BACKWARD_ROWS"
+#: What forces the heights: the kernel policy's field, as the report names it.
+ROWS_SETTING = "kernel_policy(backward_rows=...)"
 HEIGHTS = (64, 128)
 KERNELS = ("simt_input_grad_kernel", "simt_weight_grad_kernel")
 _KERNEL_HEIGHT = re.compile(r"(simt_(?:input|weight)_grad_kernel)<.*?, (64|128)>")
@@ -77,19 +79,10 @@ class TileBenchUnavailable(RuntimeError):
 
 @contextlib.contextmanager
 def forced_rows(rows: int | None) -> Iterator[None]:
-    """Sets (or, for None, clears) the tile-height override, restoring it afterwards."""
-    before = os.environ.get(ROWS_VARIABLE)
-    if rows is None:
-        os.environ.pop(ROWS_VARIABLE, None)
-    else:
-        os.environ[ROWS_VARIABLE] = str(rows)
-    try:
+    """Within the block, both kernels at ``rows`` (64 or 128), or for None at the height the
+    launcher picks; the policy in force before is restored afterwards."""
+    with kernel_policy(backward_rows="auto" if rows is None else rows):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(ROWS_VARIABLE, None)
-        else:
-            os.environ[ROWS_VARIABLE] = before
 
 
 def _layer_inputs(shape: TileShape, dev: torch.device) -> tuple[torch.Tensor, ...]:
@@ -119,15 +112,27 @@ def _forward_backward(inputs: tuple[torch.Tensor, ...]) -> None:
     out.backward(torch.ones_like(out))
 
 
+def kernel_and_height(event_name: str) -> str | None:
+    """``kernel/height`` for a CUDA-core backward kernel's profiler event, else None.
+
+    Read from the kernel's template name (``simt_input_grad_kernel<..., 64>``): the height the
+    launcher picks by itself is known nowhere else, since the torch profiler names a GPU kernel
+    only by its symbol and attributes it to the operator that launched it, not to the launcher's
+    choice within that operator.
+    """
+    match = _KERNEL_HEIGHT.search(event_name)
+    return f"{match.group(1)}/{match.group(2)}" if match else None
+
+
 def kernel_times_ms(event_names_and_us: list[tuple[str, float]], calls: int) -> dict[str, Any]:
     """Per call: each backward kernel's time keyed ``kernel/height``, and the total of all."""
     times: collections.Counter[str] = collections.Counter()
     total = 0.0
     for name, microseconds in event_names_and_us:
         total += microseconds
-        match = _KERNEL_HEIGHT.search(name)
-        if match:
-            times[f"{match.group(1)}/{match.group(2)}"] += microseconds
+        key = kernel_and_height(name)
+        if key:
+            times[key] += microseconds
     result: dict[str, Any] = {key: value / calls / 1000 for key, value in sorted(times.items())}
     result["total"] = total / calls / 1000
     return result
@@ -178,7 +183,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Per call: profiler kernel times, mean of {report['protocol']['repeats']} "
         f"forward+backward calls after {report['protocol']['warmup']} warm-up calls; "
         "channels_last_3d data and weight, float32 maps. Heights forced with "
-        f"`{ROWS_VARIABLE}`; **bold**: the faster; ✓: the launcher's own choice was the faster.",
+        f"`{ROWS_SETTING}`; **bold**: the faster; ✓: the launcher's own choice was the faster.",
         f"- Started {env.get('timestamp_utc')}, took {report['wall_s']:.0f} s",
         "",
         "| shape (dtype N, C_in→C_out, T, H×W) | input grad 64 / 128 rows | chosen "
@@ -256,7 +261,7 @@ def run_tile_benchmark(
         "schema": SCHEMA,
         "quick": quick,
         "environment": environment,
-        "protocol": {"repeats": repeats, "warmup": warmup, "variable": ROWS_VARIABLE},
+        "protocol": {"repeats": repeats, "warmup": warmup, "forced_by": ROWS_SETTING},
         "results": results,
         "wall_s": time.perf_counter() - started,
     }

@@ -7,6 +7,9 @@ kernel and autograd, so they run under autograd, ``torch.compile`` and ``torch.l
 The pure-PyTorch reference (:mod:`d2bench.ops.reference`) is used instead only when the user sets
 ``D2BENCH_OPS=reference``: it is slow and memory-hungry, and meant as the testing oracle.
 
+Developers comparing CUDA kernels hold the launchers to one with :func:`kernel_policy` (see
+:mod:`d2bench.ops.policy`); by default they choose.
+
 Example::
 
     >>> import torch, d2bench.ops as ops
@@ -26,8 +29,18 @@ from torch import Tensor
 
 from . import reference
 from .geometry import IntOr3, check_d2_inputs, check_deform_inputs, make_geometry
+from .policy import KernelPolicy, current_kernel_policy, kernel_policy
 
-__all__ = ["OPS_BACKENDS", "d2conv3d", "deform_conv3d", "ensure_loaded", "selected_backend"]
+__all__ = [
+    "OPS_BACKENDS",
+    "KernelPolicy",
+    "current_kernel_policy",
+    "d2conv3d",
+    "deform_conv3d",
+    "ensure_loaded",
+    "kernel_policy",
+    "selected_backend",
+]
 
 #: Values of the environment variable ``D2BENCH_OPS``.
 OPS_BACKENDS = ("compiled", "reference")

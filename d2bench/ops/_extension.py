@@ -65,7 +65,11 @@ def _source_files(folder: Path) -> list[Path]:
 
 
 def _sources(folder: Path, with_cuda: bool) -> list[str]:
-    files = [folder / "registration.cpp", *sorted((folder / "cpu").glob("*.cpp"))]
+    files = [
+        folder / "registration.cpp",
+        folder / "kernel_policy.cpp",
+        *sorted((folder / "cpu").glob("*.cpp")),
+    ]
     if with_cuda:
         files += sorted((folder / "cuda").glob("*.cu"))
     return [str(f) for f in files]

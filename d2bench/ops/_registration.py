@@ -11,7 +11,7 @@ import threading
 import torch
 from torch import Tensor
 
-from . import routing
+from . import policy, routing
 from .geometry import ConvGeometry
 
 _lock = threading.Lock()
@@ -138,5 +138,6 @@ def load_and_register() -> bool:
 
             _state["cuda"] = load_library()
             _register()
+            policy.bind_library()
             _state["loaded"] = True
     return _state["cuda"]

@@ -1,4 +1,5 @@
-"""The device a measurement runs on: GPU, CUDA, cuDNN and the numerics switches of torch.
+"""The device a measurement runs on: GPU, CUDA, cuDNN, the numerics switches of torch and the
+kernel policy the compiled operators are held to.
 
 The torch side of a result's provenance; the host, versions and revision come from
 :mod:`d2bench.core.provenance`.
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from ..core.provenance import host_fields
+from .policy import current_kernel_policy
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -79,4 +81,5 @@ def collect_environment(device: str | torch.device | None = None) -> dict[str, A
         "cpu_count": os.cpu_count(),
         **host,
         **numerics_settings(),
+        "kernel_policy": current_kernel_policy().as_dict(),
     }

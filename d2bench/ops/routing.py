@@ -3,8 +3,9 @@
 The CUDA entry points (``fused_backward_applies`` in ``csrc/cuda/sampling_conv_cuda.cu``)
 send a float16/bfloat16 backward call to the tensor-core kernels only when the input *and the
 upstream gradient* are channels_last_3d (plus channel counts, alignment and an accumulator that
-must fit within the output); every other CUDA call takes the CUDA-core kernels, several times
-slower. A training step's upstream gradient need not be channels_last_3d (``loss.sum().backward()``
+must fit within the output), unless the kernel policy (:mod:`d2bench.ops.policy`) holds them to
+the CUDA-core kernels; every other CUDA call takes the CUDA-core kernels, several times slower.
+A training step's upstream gradient need not be channels_last_3d (``loss.sum().backward()``
 straight after a layer hands it an expanded scalar; another layer's backward may return a
 contiguous gradient), and it is often the only thing the fast path lacks.
 
@@ -18,7 +19,6 @@ collects each call's decision, named after the layer that made it, for benchmark
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import is_fake
+
+from .policy import current_kernel_policy
 
 __all__ = [
     "ACCUMULATOR_CHANNELS",
@@ -47,8 +49,6 @@ BackwardPath = Literal["tensor_core", "cuda_core", "cpu"]
 #: Input channels of the tensor-core backward's float32 accumulator per input voxel
 #: (``kTensorCoreAccumulatorChannels`` in ``d2bench/ops/csrc/cuda/launch.h``).
 ACCUMULATOR_CHANNELS = 64
-#: The environment variable the CUDA entry points read to force the CUDA-core backward.
-_FORCE_ENV = "D2BENCH_CUDA_BACKWARD"
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 _CL = torch.channels_last_3d
 
@@ -100,8 +100,8 @@ def _call_conditions(
 ) -> str:
     """Why a CUDA call cannot take the tensor-core backward whatever its upstream gradient's
     layout; empty when it can."""
-    if os.environ.get(_FORCE_ENV) == "simt":
-        return f"{_FORCE_ENV}=simt"
+    if current_kernel_policy().backward == "cuda_core":
+        return "kernel policy backward='cuda_core'"
     if input.dtype not in _HALF_TYPES:
         return f"{str(input.dtype).removeprefix('torch.')} input (tensor cores: 16-bit only)"
     n, c = input.shape[:2]

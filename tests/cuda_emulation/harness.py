@@ -8,7 +8,8 @@ source that moves on fails here loudly rather than silently testing something el
 - dynamic shared memory comes from the emulated block;
 - the CUDA dispatch registration is replaced by a pybind11 module exposing the backward entry
   points, which then take CPU tensors;
-- the entry points and all instantiate_*.cu files are compiled as one translation unit.
+- the entry points and all instantiate_*.cu files are compiled as one translation unit, beside
+  the kernel policy (kernel_policy.cpp), which the module's ``set_kernel_policy`` sets.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ _MODULE = """
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("d2conv3d_backward", &d2bench::cuda::d2conv3d_backward_cuda);
   m.def("deform_conv3d_backward", &d2bench::cuda::deform_conv3d_backward_cuda);
+  m.def("set_kernel_policy", &d2bench::set_kernel_policy);
 }
 """
 
@@ -63,8 +65,8 @@ def _replace(text: str, old: str, new: str, where: str, count: int = 1) -> str:
     return text.replace(old, new)
 
 
-def prepare(destination: Path) -> Path:
-    """Writes the emulation sources under ``destination``; returns the file to compile."""
+def prepare(destination: Path) -> list[Path]:
+    """Writes the emulation sources under ``destination``; returns the files to compile."""
     shutil.rmtree(destination, ignore_errors=True)
     shutil.copytree(ROOT / "d2bench" / "ops" / "csrc", destination / "ops_cuda")
     cuda = destination / "ops_cuda" / "cuda"
@@ -99,19 +101,19 @@ def prepare(destination: Path) -> Path:
     source = source[:start] + source[end + 1 :] + includes + _MODULE
     main = cuda / "emulated.cpp"
     main.write_text(source)
-    return main
+    return [main, destination / "ops_cuda" / "kernel_policy.cpp"]
 
 
 def build(workdir: Path) -> ModuleType:
     """Compiles the emulation (about half a minute on two cores) and imports it."""
     from torch.utils.cpp_extension import load
 
-    main = prepare(workdir / "src")
+    sources = prepare(workdir / "src")
     (workdir / "build").mkdir(parents=True, exist_ok=True)
     flags = ["-std=c++20", "-O1", "-w", "-include", str(HERE / "emu.h"), f"-I{HERE / 'stub'}"]
     return load(
         name="d2bench_cuda_emulated",
-        sources=[str(main)],
+        sources=[str(path) for path in sources],
         extra_cflags=flags,
         build_directory=str(workdir / "build"),
         verbose=False,

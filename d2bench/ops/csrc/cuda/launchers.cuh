@@ -14,7 +14,6 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -22,6 +21,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "../kernel_policy.h"
 #include "common.cuh"
 #include "fused_backward.cuh"
 #include "fused_forward.cuh"
@@ -72,12 +72,9 @@ void launch_fused(const at::Tensor& x, const Taps& taps, const at::Tensor& w_cl,
   }
 }
 
-// Which forward serves a 16-bit call: by default the Hopper kernel wherever it applies;
-// D2BENCH_CUDA_FORWARD=mma keeps the mma.sync kernel of fused_forward.cuh.
-bool hopper_forward_wanted() {
-  const char* choice = std::getenv("D2BENCH_CUDA_FORWARD");
-  return choice == nullptr || std::string(choice) != "mma";
-}
+// Which forward serves a 16-bit call: by default the Hopper kernel wherever it applies; the
+// kernel policy's forward "mma" keeps the mma.sync kernel of fused_forward.cuh.
+bool hopper_forward_wanted() { return kernel_policy().forward != ForwardKernel::mma; }
 
 #ifdef D2BENCH_SM90A_BUILD
 // cuTensorMapEncodeTiled from the driver, looked up once (no link against libcuda).
@@ -204,16 +201,9 @@ int64_t resident_ctas(const void* kernel, int threads, int smem) {
 constexpr double kSmallWeightGradTileCost = 1.1;
 constexpr double kSmallInputGradTileCost = 0.8;
 
-// The CUDA-core backward's tile height set by D2BENCH_CUDA_BACKWARD_ROWS (64 or 128), or 0 to let
-// the wave model choose: to measure both heights on a shape.
-int forced_backward_rows() {
-  const char* choice = std::getenv("D2BENCH_CUDA_BACKWARD_ROWS");
-  if (choice == nullptr || *choice == '\0') return 0;
-  const std::string rows(choice);
-  TORCH_CHECK(rows == "64" || rows == "128", "D2BENCH_CUDA_BACKWARD_ROWS must be 64 or 128, got '",
-              rows, "'");
-  return std::stoi(rows);
-}
+// The CUDA-core backward's tile height forced by the kernel policy (64 or 128), or 0 to let the
+// wave model choose: to measure both heights on a shape.
+int forced_backward_rows() { return static_cast<int>(kernel_policy().backward_rows); }
 
 template <typename scalar_t, typename Taps, int BM>
 void launch_simt_weight_grad(const at::Tensor& x, const Taps& taps, const at::Tensor& gout,

@@ -24,11 +24,10 @@
 #include <torch/library.h>
 
 #include <array>
-#include <cstdlib>
-#include <string>
 #include <tuple>
 
 #include "../checks.h"
+#include "../kernel_policy.h"
 #include "common.cuh"
 #include "launch.h"
 
@@ -66,12 +65,12 @@ SamplingArgs prepare(const at::Tensor& input, const at::Tensor& coords,
 // kTensorCoreAccumulatorChannels channels of every input voxel; where that is larger than the
 // output (fewer than 128 output channels at stride 1, or a strided layer), a call that wants the
 // input gradient takes the CUDA-core backward (simt_backward.cuh), whose accumulator is sized
-// within the output. So do all calls under D2BENCH_CUDA_BACKWARD=simt (to compare the two).
+// within the output. So do all calls under the kernel policy's backward "cuda_core" (to compare
+// the two). d2bench/ops/routing.py mirrors this decision in Python: change both together.
 bool fused_backward_applies(const at::Tensor& x, const at::Tensor& gout, const ConvShape& s,
                             bool input_grad) {
   const auto t = x.scalar_type();
-  const char* choice = std::getenv("D2BENCH_CUDA_BACKWARD");
-  if (choice != nullptr && std::string(choice) == "simt") return false;
+  if (kernel_policy().backward == BackwardKernel::cuda_core) return false;
   const int64_t accumulator_bytes = s.batch * s.in_plane() * kTensorCoreAccumulatorChannels *
                                     static_cast<int64_t>(sizeof(float));
   const int64_t output_bytes = s.batch * s.out_plane() * s.out_channels * x.element_size();
