@@ -1,7 +1,8 @@
 """``d2bench demo``: the main job on the embedded default, end to end.
 
 Builds the operators, generates the synthetic DAVIS set on first use, runs every row of both
-tables (``studies/smoke.yaml``) on the study's default backend, measures FPS and memory of every
+tables (``studies/smoke.yaml``, else the packaged ``smoke`` study outside a checkout) on the
+study's default backend, measures FPS and memory of every
 row on one device (``d2bench measure``), writes the report and says where everything is. A
 second run finds every cell finished, measures again and rewrites the report.
 """
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 DEFAULT_STUDY = Path("studies/smoke.yaml")
+#: What runs when there is no ``studies/smoke.yaml`` here: the same study, shipped in the package.
+PACKAGED_STUDY = "smoke"
 
 
 def _banner(text: str) -> None:
@@ -23,6 +26,8 @@ def _demo(args: argparse.Namespace) -> int:
     from ..cli import UsageError, main
     from ..tracking import resolve_tracking_uri
 
+    if args.study is None:
+        args.study = DEFAULT_STUDY if DEFAULT_STUDY.is_file() else _packaged_study()
     if not args.study.is_file():
         raise UsageError(
             f"study {args.study} not found; run `d2bench demo` from the repository root "
@@ -56,11 +61,23 @@ def _demo(args: argparse.Namespace) -> int:
     return run_status
 
 
+def _packaged_study() -> Path:
+    from ..cli import UsageError
+    from ..study import StudyError, resolve_study_file
+
+    try:
+        return resolve_study_file(PACKAGED_STUDY)
+    except StudyError as error:
+        raise UsageError(str(error)) from None
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo", help="run both tables on synthetic data and write the report (the main job)"
     )
-    demo.add_argument("--study", type=Path, default=DEFAULT_STUDY, help="default %(default)s")
+    demo.add_argument("--study", type=Path, default=None,
+                      help=f"default {DEFAULT_STUDY}, else the packaged {PACKAGED_STUDY!r} "
+                      "study")  # fmt: skip
     demo.add_argument("--backend", choices=["local", "ray", "slurm"], default=None,
                       help="default: the study's backend")  # fmt: skip
     demo.add_argument("--out", type=Path, default=None, help="default reports/<study name>")

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .study import STUDY_HELP
+
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
 
 
@@ -118,7 +120,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "measure",
         help="FPS and memory of every finished row on one device (Table 1's FPS/Mem columns)",
     )
-    measure.add_argument("study", help="study file (e.g. studies/smoke.yaml)")
+    measure.add_argument("study", help=STUDY_HELP)
     measure.add_argument(
         "--device",
         default="auto",

@@ -1,10 +1,12 @@
-"""``d2bench report STUDY.yaml``: regenerate a study's tables, figures and report page."""
+"""``d2bench report STUDY``: regenerate a study's tables, figures and report page."""
 
 from __future__ import annotations
 
 import argparse
 import time
 from pathlib import Path
+
+from .study import STUDY_HELP
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -33,7 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report", help="tables (Markdown, LaTeX, CSV) and figures of a study's tracked runs"
     )
-    report.add_argument("study", type=Path, help="the study spec (YAML)")
+    report.add_argument("study", type=Path, help=STUDY_HELP)
     report.add_argument(
         "--out", type=Path, default=None, help="output folder (default: reports/<study name>)"
     )

@@ -243,8 +243,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: The study argument of run, plan, status, measure and report.
+STUDY_HELP = (
+    "study file (e.g. studies/smoke.yaml), or a packaged study's name (smoke, table1, table2)"
+)
+
+
 def _study_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", help="study file (e.g. studies/smoke.yaml)")
+    parser.add_argument("study", help=STUDY_HELP)
 
 
 #: What ``--json`` prints, for the help text (the keys are kept stable; ``format`` says which).

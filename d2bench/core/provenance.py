@@ -93,10 +93,17 @@ def git_state(folder: Path | None = None) -> dict[str, Any]:
     stated = os.environ.get(REVISION_ENV)
     if stated:
         return {"git_revision": stated, "git_dirty": None, "git_checkout": False}
+    outside = {"git_revision": None, "git_dirty": None, "git_checkout": False}
+    own_package = folder is None
     if folder is None:
-        folder = Path(__file__).resolve().parents[1]
+        folder = Path(__file__).resolve().parent.parent  # the d2bench package folder
     if run_quietly(["git", "rev-parse", "--show-toplevel"], cwd=folder) is None:
-        return {"git_revision": None, "git_dirty": None, "git_checkout": False}
+        return outside
+    tracked = ["git", "ls-files", "--error-unmatch", "__init__.py"]
+    if own_package and run_quietly(tracked, cwd=folder) is None:
+        # An installed d2bench inside another project's repository (a virtual environment in
+        # its tree): that repository's revision is not d2bench's.
+        return outside
     revision = run_quietly(["git", "rev-parse", "HEAD"], cwd=folder)
     status = run_quietly(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder)
     return {

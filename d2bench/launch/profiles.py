@@ -1,5 +1,8 @@
 """SLURM cluster profiles: ``slurm/<name>.yaml``, the site-specific half of a submission.
 
+Looked up in ``$D2BENCH_SLURM_PROFILES``, then ``./slurm``, then the profiles shipped inside the
+package (``gpu-cluster``, a template, and ``test-cluster``), so an installed wheel finds them too.
+
 A study says what a cell needs (GPUs, CPUs, memory, time); a profile says where and how it runs
 on one cluster (partition, account, constraint, setup lines such as ``module load``). Fields set
 in a profile override the study's resources, for clusters with fixed node shapes.
@@ -7,12 +10,14 @@ in a profile override the study's resources, for clusters with fixed node shapes
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.config import describe_validation_error
+from ..core.package_data import SLURM_PROFILES, packaged_folder
 from ..core.yaml_files import YamlFileError, read_yaml_file
 
 PROFILE_DIR_ENV = "D2BENCH_SLURM_PROFILES"
@@ -52,14 +57,12 @@ class SlurmProfile(BaseModel):
 
 
 def profile_dirs() -> list[Path]:
-    """Where profiles are looked up: ``$D2BENCH_SLURM_PROFILES``, ./slurm, the checkout's."""
+    """Where profiles are looked up: ``$D2BENCH_SLURM_PROFILES``, ./slurm, the packaged ones."""
     dirs = []
-    import os
-
     if os.environ.get(PROFILE_DIR_ENV):
         dirs.append(Path(os.environ[PROFILE_DIR_ENV]))
     dirs.append(Path.cwd() / "slurm")
-    dirs.append(Path(__file__).resolve().parents[2] / "slurm")
+    dirs.append(packaged_folder(SLURM_PROFILES))
     return dirs
 
 

@@ -1,6 +1,7 @@
 """Study specs, their expansion into cells with stable keys, and the planner. Torch-free."""
 
 from .cells import PROTOCOL_VERSION, Cell, cell_key, expand_cells
+from .packaged import packaged_study_names, resolve_study_file
 from .planner import CellRecord, CellState, Plan, PlannedCell, make_plan
 from .signature import MACHINE_LOCAL_KEYS, CellInputs, experiment_signature
 from .spec import (
@@ -38,5 +39,7 @@ __all__ = [
     "experiment_signature",
     "load_study",
     "make_plan",
+    "packaged_study_names",
     "parse_study",
+    "resolve_study_file",
 ]

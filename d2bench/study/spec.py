@@ -36,6 +36,7 @@ from .checks import (
     check_synthetic_data,
 )
 from .interpolate import InterpolationError, empty_references, interpolate
+from .packaged import resolve_study_file
 
 MEASUREMENTS: tuple[str, ...] = ("jf", "fps", "memory", "oob")
 BACKENDS: tuple[str, ...] = ("local", "ray", "slurm")
@@ -448,10 +449,11 @@ def load_study(
 ) -> Study:
     """Read, interpolate and validate a study file (:class:`StudyError` on any problem).
 
+    ``path`` may also be a packaged study's name (``smoke``; see :mod:`.packaged`).
     ``check_data`` also requires every data root to exist (unless the study generates synthetic
     data), which ``d2bench run`` asks for and read-only commands such as ``plan`` do not.
     """
-    path = Path(path)
+    path = resolve_study_file(path)
     study = parse_study(read_spec_tree(path), str(path), path, environ)
     if check_data:
         check_data_roots(study)
