@@ -32,7 +32,7 @@ def test_a_packaged_study_runs_by_name_with_the_keys_of_its_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no studies/ here
-    assert packaged_study_names() == ["smoke", "table1", "table2"]
+    assert packaged_study_names() == ["node-sweep", "node-sweep-ddp", "smoke", "table1", "table2"]
     by_name = load_study("smoke", environ={})
     by_path = load_study(REPO / "studies" / "smoke.yaml", environ={})
     assert by_name.path == packaged_folder(STUDIES) / "smoke.yaml"
@@ -64,7 +64,7 @@ def test_an_unknown_name_lists_the_packaged_studies(
     with pytest.raises(StudyError) as raised:
         load_study(name)
     assert expected in str(raised.value)
-    assert "packaged studies: smoke, table1, table2" in str(raised.value)
+    assert "packaged studies: node-sweep, node-sweep-ddp, smoke, table1, table2" in str(raised.value)
 
 
 def test_profiles_come_from_the_user_folders_first_then_the_package(

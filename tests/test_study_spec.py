@@ -212,3 +212,18 @@ def test_extends_merges_and_a_cycle_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(StudyError, match="circular"):
         load_study(tmp_path / "a.yaml")
+
+
+def test_the_node_sweep_studies_fill_a_multi_gpu_node_at_full_size() -> None:
+    """node-sweep: 3 Table 1 rows × 2 seeds at csn152/480p, one GPU a cell (Ray runs one cell
+    per GPU); node-sweep-ddp: its IV row on two GPUs, in a study that reserves two."""
+    sweep = load_study(REPO / "studies" / "node-sweep.yaml", environ={})
+    cells = expand_cells(sweep)
+    assert list(sweep.rows) == ["baseline", "dcnv2", "d2conv3d_iv"]
+    assert len(cells) == 6 and sweep.resources.gpus == 1
+    config = sweep.row_config(sweep.rows[2])
+    assert config.model.backbone == "csn152" and config.train.gpus == 1
+    assert (config.train.precision, config.model.sampling_precision) == ("fp16", "fp32")
+    assert (sweep.spec.synthetic_data or {}).get("height") == 480
+    ddp = load_study(REPO / "studies" / "node-sweep-ddp.yaml", environ={})
+    assert ddp.resources.gpus == 2 and ddp.row_config(ddp.rows[0]).train.gpus == 2

@@ -155,7 +155,7 @@ def test_an_installed_wheel_builds_the_operators_and_runs_a_study(tmp_path: Path
     )
     found = json.loads(_run([str(python), "-c", probe], cwd=work, env=env).stdout)
     assert Path(found["package"]).is_relative_to(installed)
-    assert found["names"] == ["smoke", "table1", "table2"]
+    assert found["names"] == ["node-sweep", "node-sweep-ddp", "smoke", "table1", "table2"]
     assert Path(found["smoke"]) == installed / "studies" / "smoke.yaml"
     assert found["partition"] == "gpu"
     assert found["checkout"] is False  # the surrounding repository's revision is not d2bench's
@@ -172,4 +172,4 @@ def test_an_installed_wheel_builds_the_operators_and_runs_a_study(tmp_path: Path
     unknown = subprocess.run([d2bench, "plan", "no-such-study"], cwd=work, env=env,
                              capture_output=True, text=True)  # fmt: skip
     assert unknown.returncode == 2
-    assert "packaged studies: smoke, table1, table2" in unknown.stderr
+    assert "packaged studies: node-sweep, node-sweep-ddp, smoke, table1, table2" in unknown.stderr
