@@ -64,7 +64,8 @@ def test_an_unknown_name_lists_the_packaged_studies(
     with pytest.raises(StudyError) as raised:
         load_study(name)
     assert expected in str(raised.value)
-    assert "packaged studies: node-sweep, node-sweep-ddp, smoke, table1, table2" in str(raised.value)
+    packaged = "packaged studies: node-sweep, node-sweep-ddp, smoke, table1, table2"
+    assert packaged in str(raised.value)
 
 
 def test_profiles_come_from_the_user_folders_first_then_the_package(

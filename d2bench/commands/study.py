@@ -245,7 +245,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 #: The study argument of run, plan, status, measure and report.
 STUDY_HELP = (
-    "study file (e.g. studies/smoke.yaml), or a packaged study's name (smoke, table1, table2, node-sweep, ...)"
+    "study file (e.g. studies/smoke.yaml), or a packaged study's name (smoke, table1, table2, "
+    "node-sweep, node-sweep-ddp)"
 )
 
 
