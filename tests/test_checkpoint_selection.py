@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from study_helpers import TINY_BASE, d2bench, write_study
 
 from d2bench.core.config import parse_cell_config
-from d2bench.core.per_sequence import PER_SEQUENCE_TABLE, global_jf, records_from_table
+from d2bench.core.contract import PER_SEQUENCE_TABLE
+from d2bench.core.per_sequence import global_jf, records_from_table
 from d2bench.data import SynthSpec, TrainClips, ensure_synthetic_davis
 from d2bench.engine.checkpoint import list_best, list_checkpoints, load_checkpoint
 from d2bench.engine.journal import MetricsJournal

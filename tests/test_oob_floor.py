@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from d2bench.core.config import ModelConfig
+from d2bench.core.contract import oob_metrics as _oob_metrics
+from d2bench.core.contract import oob_metrics as oob_shares
 from d2bench.core.oob_floor import (
     INFERENCE_PAD_MULTIPLE,
     block_volume,
@@ -23,10 +25,8 @@ from d2bench.engine.inference import PAD_MULTIPLE
 from d2bench.layers import D2Conv3d
 from d2bench.metrics.oob import record_oob
 from d2bench.models import build_model
-from d2bench.report.artifacts import oob_shares
 from d2bench.report.figures import OOBFloor, oob_figure, save_figure
 from d2bench.report.generate import study_oob_floors
-from d2bench.runner.cell import _oob_metrics
 from d2bench.study import expand_cells, load_study
 
 REPO = Path(__file__).resolve().parents[1]

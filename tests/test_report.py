@@ -313,7 +313,7 @@ def test_every_figure_is_written_and_non_empty(frame, tmp_path):
 
 
 def test_maps_reader_accepts_what_the_recorder_saves(tmp_path):
-    save_maps = pytest.importorskip("d2bench.metrics.maps").save_maps
+    save_maps = pytest.importorskip("d2bench.metrics.sampling_maps").save_maps
     rng = np.random.default_rng(1)
     arrays = {
         "rf2.conv": {

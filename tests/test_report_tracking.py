@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("mlflow")
 
 from d2bench.cli import main
-from d2bench.core.per_sequence import PER_SEQUENCE_TABLE, global_jf, records_from_table
+from d2bench.core.contract import PER_SEQUENCE_TABLE
+from d2bench.core.per_sequence import global_jf, records_from_table
 from d2bench.study import expand_cells, load_study
 from d2bench.tracking import Tracker
 

@@ -1,5 +1,5 @@
 """Tests of the FPS/memory protocol (d2bench.metrics.speed), map recording
-(d2bench.metrics.maps) and ``d2bench bench model --quick``."""
+(d2bench.metrics.sampling_maps) and ``d2bench bench model --quick``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from d2bench.cli import main
 from d2bench.core.config import InferConfig
 from d2bench.engine.inference import plan_clips, predict_video
 from d2bench.layers import replace_convs
-from d2bench.metrics.maps import load_maps, record_maps, save_maps
+from d2bench.metrics.sampling_maps import load_maps, record_maps, save_maps
 from d2bench.metrics.speed import measure_inference, measure_synthetic, synthetic_videos
 
 CFG = InferConfig(clip_len=4, gap=2, precision="fp32")

@@ -34,6 +34,7 @@ def _prepare(config_path: Path, out: Path | None, default_parent: str):
     import yaml
 
     from ..core.config import config_to_dict
+    from ..core.contract import CONFIG_FILE
     from ..engine.distributed import resolve_device
     from ..runner.cell import build_seeded_model
 
@@ -41,15 +42,16 @@ def _prepare(config_path: Path, out: Path | None, default_parent: str):
     _check_data_root(config)
     out = out or Path(default_parent) / config_path.stem
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     device = resolve_device(config.device)
     return config, out, device, build_seeded_model(config)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ..core.contract import CHECKPOINT_DIR, EPOCHS, JF_MEAN, TRAIN_LOSS
     from ..engine.checkpoint import newest_checkpoint
     from ..engine.signals import CellInterrupted
-    from ..runner.cell import CHECKPOINT_DIR, train_cell
+    from ..runner.cell import train_cell
 
     config, out, device, model = _prepare(args.config, args.out, "runs/train")
     model_text = f"{config.model.describe()} ({config.model.backbone})"
@@ -63,13 +65,13 @@ def _train(args: argparse.Namespace) -> int:
     if summary["resumed_from"]:
         print(f"resumed from {summary['resumed_from']}")
     print(
-        f"finished: {summary['epochs']:.0f} epochs, final loss {summary['train_loss']:.4f}; "
+        f"finished: {summary[EPOCHS]:.0f} epochs, final loss {summary[TRAIN_LOSS]:.4f}; "
         f"checkpoint {checkpoint}"
     )
     best = summary["best_val"]
     if best is not None:
         print(
-            f"best validation: epoch {best['epoch']}, J&F {best['jf_mean']:.4f}; "
+            f"best validation: epoch {best['epoch']}, J&F {best[JF_MEAN]:.4f}; "
             f"checkpoint {out / CHECKPOINT_DIR / best['file']}"
         )
     print(f"next: d2bench infer {args.config} --checkpoint {checkpoint}")

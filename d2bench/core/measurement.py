@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RESULT_FILE = "result.json"
-CHECKPOINT_DIR = "checkpoints"
+from .contract import CHECKPOINT_DIR, RESULT_FILE
+
 #: The trainer's regular checkpoints (``engine.checkpoint.checkpoint_name``), oldest to newest
 #: by (epoch, batches done).
 _REGULAR_CHECKPOINT = re.compile(r"^ckpt-e(\d{4})-b(\d{6})\.pt$")

@@ -20,23 +20,27 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .contract import (
+    ARTIFACT_BEST_VAL_EVAL,
+    BEST_VAL_EVAL_FILE,
+    BEST_VAL_PREFIX,
+    EVAL_FILE,
+    F_MEAN,
+    J_MEAN,
+    JF_MEAN,
+)
+
 log = logging.getLogger(__name__)
 
-#: The MLflow table artifact of a cell run.
-PER_SEQUENCE_TABLE = "per_sequence.json"
-#: The evaluation files of a cell folder (d2bench.runner.cell writes them; a test keeps the
-#: names equal): the final weights', and the best-validation weights' when those differ.
-EVAL_FILE = "eval.json"
-BEST_VAL_EVAL_FILE = "eval-best_val.json"
 #: Which weights were scored: the last epoch's, or the best-validation ones (``best_val/*``).
 CHECKPOINTS: tuple[str, ...] = ("final", "best_val")
-#: The table's columns, in order (J, F and J&F as fractions, like the run's metrics).
-COLUMNS: tuple[str, ...] = ("checkpoint", "sequence", "objects", "j_mean", "f_mean", "jf_mean")
+#: The table's columns, in order (J, F and J&F as fractions, under the run's metric keys).
+COLUMNS: tuple[str, ...] = ("checkpoint", "sequence", "objects", J_MEAN, F_MEAN, JF_MEAN)
 
 
 def checkpoint_of_metric(metric: str) -> str:
     """The checkpoint whose J&F a run metric holds: ``best_val/jf_mean`` -> ``best_val``."""
-    return "best_val" if metric.startswith("best_val/") else "final"
+    return "best_val" if metric.startswith(BEST_VAL_PREFIX) else "final"
 
 
 def _number(value: Any) -> float | None:
@@ -75,9 +79,9 @@ def records_from_eval(result: Mapping[str, Any], checkpoint: str = "final") -> l
                 "checkpoint": checkpoint,
                 "sequence": sequence,
                 "objects": len(scores),
-                "j_mean": j_mean,
-                "f_mean": f_mean,
-                "jf_mean": (j_mean + f_mean) / 2.0,
+                J_MEAN: j_mean,
+                F_MEAN: f_mean,
+                JF_MEAN: (j_mean + f_mean) / 2.0,
             }
         )
     return records
@@ -87,7 +91,7 @@ def global_jf(records: Iterable[Mapping[str, Any]]) -> float:
     """The dataset J&F the records stand for (object-weighted mean over sequences)."""
     total = count = 0.0
     for record in records:
-        total += float(record["objects"]) * float(record["jf_mean"])
+        total += float(record["objects"]) * float(record[JF_MEAN])
         count += float(record["objects"])
     if count <= 0:
         raise ValueError("no scored objects")
@@ -112,7 +116,7 @@ def cell_records(cell_dir: Path, artifacts: Mapping[str, Any] | None = None) -> 
     """
     cell_dir = Path(cell_dir)
     artifacts = artifacts or {}
-    best_name = artifacts.get("best_val_eval")
+    best_name = artifacts.get(ARTIFACT_BEST_VAL_EVAL)
     if not isinstance(best_name, str) or not best_name:
         best_name = BEST_VAL_EVAL_FILE if (cell_dir / BEST_VAL_EVAL_FILE).is_file() else None
     records: list[dict] = []
@@ -145,7 +149,7 @@ def records_from_table(data: Mapping[str, Any]) -> list[dict]:
         if not isinstance(row, list) or len(row) != len(columns):
             raise ValueError(f"per-sequence table: a row of {len(columns)} values expected: {row}")
         record = dict(zip(columns, row, strict=True))
-        jf, objects = _number(record["jf_mean"]), _number(record["objects"])
+        jf, objects = _number(record[JF_MEAN]), _number(record["objects"])
         if jf is None or objects is None or objects <= 0:
             raise ValueError(f"per-sequence table: bad jf_mean/objects in {record}")
         unique[(str(record["checkpoint"]), str(record["sequence"]))] = {

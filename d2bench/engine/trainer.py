@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.config import CellConfig
-from ..core.contract import VAL_F, VAL_J, VAL_JF
+from ..core.contract import F_MEAN, J_MEAN, JF_MEAN, VAL_F, VAL_J, VAL_JF
 from ..engine.lovasz import lovasz_hinge
 from .amp import Amp
 from .checkpoint import (
@@ -264,16 +264,16 @@ class Trainer:
         scores = self.validator(self.model)
         self._emit(scores, epochs_done)
         best = summary.best_val
-        if best is not None and scores[VAL_JF] <= best["jf_mean"]:
+        if best is not None and scores[VAL_JF] <= best[JF_MEAN]:
             return
         name = best_checkpoint_name(epochs_done)
         state = {"model": self.model.state_dict(), "epoch": epochs_done, "val": scores}
         atomic_torch_save(state, self.checkpoint_dir / name)
         summary.best_val = {
             "epoch": epochs_done,
-            "jf_mean": scores[VAL_JF],
-            "j_mean": scores[VAL_J],
-            "f_mean": scores[VAL_F],
+            JF_MEAN: scores[VAL_JF],
+            J_MEAN: scores[VAL_J],
+            F_MEAN: scores[VAL_F],
             "file": name,
         }
 

@@ -13,63 +13,29 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.contract import (
+    MEMORY_KEYS,
+    MEMORY_KEYS_BY_SPEED_KEY,
+    OOB_FILE,
+    OOB_KEYS,
+    RESULT_FILE,
+    oob_metrics,
+)
+
 #: Reads one JSON artifact of a run: (run_id, file name) -> parsed mapping, or None.
 FetchJson = Callable[[str, str], Mapping[str, Any] | None]
 
-#: ``oob_*``: pooled over all sampling locations; ``oob_layer_mean_*``: the mean over layers.
-OOB_COLUMNS: tuple[str, ...] = tuple(
-    f"{prefix}{kind}{suffix}"
-    for prefix in ("oob_", "oob_layer_mean_")
-    for kind in ("full", "partial")
-    for suffix in ("", "_t", "_y", "_x")
-)
-MEMORY_COLUMNS: tuple[str, ...] = ("mem_alloc_gb", "mem_reserved_gb", "peak_rss_gb")
-#: Memory keys of the FPS/memory protocol's record -> the run's metric column.
-_MEMORY_KEYS = {
-    "max_allocated_gb": "mem_alloc_gb",
-    "mem_alloc_gb": "mem_alloc_gb",
-    "max_reserved_gb": "mem_reserved_gb",
-    "mem_reserved_gb": "mem_reserved_gb",
-    "peak_rss_gb": "peak_rss_gb",
-}
+#: The OOB and memory columns a run's files can fill.
+OOB_COLUMNS: tuple[str, ...] = OOB_KEYS
+MEMORY_COLUMNS: tuple[str, ...] = MEMORY_KEYS
+#: Memory keys of the FPS/memory protocol's record (or already the run's) -> the run's column.
+_MEMORY_KEYS = {**MEMORY_KEYS_BY_SPEED_KEY, **{key: key for key in MEMORY_KEYS}}
 
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def _reading_shares(reading: Any, prefix: str) -> dict[str, float]:
-    """``{prefix}{full,partial}[_{t,y,x}]`` from one reading of an ``oob.json``."""
-    if not isinstance(reading, Mapping):
-        return {}
-    out: dict[str, float] = {}
-    per_axis = reading.get("per_axis") if isinstance(reading.get("per_axis"), Mapping) else {}
-    for kind, word in (("full", "fully"), ("partial", "partly")):
-        value = _number(reading.get(f"{word}_outside_share"))
-        if value is not None:
-            out[f"{prefix}{kind}"] = value
-        for axis in ("t", "y", "x"):
-            shares = per_axis.get(axis)
-            if not isinstance(shares, Mapping):
-                continue
-            value = _number(shares.get(f"{word}_outside_share"))
-            if value is not None:
-                out[f"{prefix}{kind}_{axis}"] = value
-    return out
-
-
-def oob_shares(summary: Mapping[str, Any]) -> dict[str, float]:
-    """``oob_*`` columns from an ``oob.json``: its ``total`` (pooled) and ``total.layer_mean``
-    (the mean over layers; absent from files written before it existed)."""
-    total = summary.get("total")
-    if not isinstance(total, Mapping):
-        return {}
-    return {
-        **_reading_shares(total, "oob_"),
-        **_reading_shares(total.get("layer_mean"), "oob_layer_mean_"),
-    }
 
 
 def memory_figures(result: Mapping[str, Any]) -> dict[str, float]:
@@ -102,11 +68,11 @@ def fill_missing_metrics(runs: pd.DataFrame, fetch_json: FetchJson) -> pd.DataFr
     for index, run in out[out["status"] == "FINISHED"].iterrows():
         run_id = str(run["run_id"])
         if _all_missing(run, OOB_COLUMNS):
-            summary = fetch_json(run_id, "oob.json")
-            for column, value in (oob_shares(summary) if summary else {}).items():
+            summary = fetch_json(run_id, OOB_FILE)
+            for column, value in (oob_metrics(summary) if summary else {}).items():
                 out.at[index, column] = value
         if _all_missing(run, MEMORY_COLUMNS):
-            result = fetch_json(run_id, "result.json")
+            result = fetch_json(run_id, RESULT_FILE)
             for column, value in (memory_figures(result) if result else {}).items():
                 out.at[index, column] = value
     return out

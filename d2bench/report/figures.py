@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ..core.contract import FPS, JF_MEAN, OOB_LAYER_MEAN, OOB_POOLED, VAL_JF
 from ..core.names import ACTIVATION_NAMES, VARIANT_NAMES
 from .layout import run_label
 from .measurement import FpsOrigin, fps_origin
@@ -142,8 +143,8 @@ def variant_styles(order: Sequence[str]) -> dict[str, Style]:
 
 #: (column prefix, panel row title): the two readings of the statistic.
 _OOB_READINGS = (
-    ("oob_", "pooled over all sampling locations"),
-    ("oob_layer_mean_", "mean over the sampling layers"),
+    (OOB_POOLED, "pooled over all sampling locations"),
+    (OOB_LAYER_MEAN, "mean over the sampling layers"),
 )
 #: Panel columns: "any" = fully + partly (disjoint counts), the share the floor bounds.
 _OOB_KINDS = (
@@ -319,13 +320,13 @@ def jf_fps_points(frame: pd.DataFrame, origin: FpsOrigin | None = None) -> pd.Da
     count ``n`` and whether the FPS is ``comparable`` (see :class:`FpsOrigin`)."""
     runs, order = labelled_runs(frame)
     columns = ["jf", "jf_min", "jf_max", "fps", "fps_min", "fps_max", "n", "comparable"]
-    if "jf_mean" not in runs or "fps" not in runs:
+    if JF_MEAN not in runs or FPS not in runs:
         return pd.DataFrame(columns=columns)
-    runs = runs.dropna(subset=["jf_mean", "fps"])
+    runs = runs.dropna(subset=[JF_MEAN, FPS])
     origin = origin or fps_origin(runs, None)
     order = [label for label in order if label in set(runs["label"])]
     summary = (
-        runs.assign(jf=100.0 * runs["jf_mean"].astype(float), fps=runs["fps"].astype(float))
+        runs.assign(jf=100.0 * runs[JF_MEAN].astype(float), fps=runs[FPS].astype(float))
         .groupby("label")
         .agg(
             jf=("jf", "mean"),
@@ -347,7 +348,7 @@ def jf_fps_figure(frame: pd.DataFrame, origin: FpsOrigin | None = None) -> Figur
     is drawn with hollow markers and said so under the plot; J&F stays within [0, 100]."""
     title = "Accuracy against speed"
     runs, full_order = labelled_runs(frame)
-    if "jf_mean" not in runs or "fps" not in runs:
+    if JF_MEAN not in runs or FPS not in runs:
         return not_recorded_figure(title, "J&F or FPS not recorded.")
     origin = origin or fps_origin(runs, None)
     points = jf_fps_points(frame, origin)
@@ -436,7 +437,7 @@ CURVE_METRICS: tuple[CurveMetric, ...] = (
     CurveMetric("train/loss", "Training loss per optimiser step", "optimiser step",
                 "Lovász hinge loss", smooth=True),
     CurveMetric("epoch/loss", "Training loss, mean per epoch", "epoch", "Lovász hinge loss"),
-    CurveMetric("val/jf_mean", "Validation J&F after each epoch", "epoch", "J&F (%)",
+    CurveMetric(VAL_JF, "Validation J&F after each epoch", "epoch", "J&F (%)",
                 scale=100.0),
 )  # fmt: skip
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..core.config import config_to_dict
+from ..core.contract import MAPS_FILE, RESULT_FILE
 from ..core.names import VARIANT_NAMES
 from ..core.oob_floor import block_volume, plain_conv_floor
 from .artifacts import fill_missing_metrics
@@ -301,7 +302,7 @@ def _load_maps(
         return None, note, None
     for run_id in candidates[:MAPS_CANDIDATES]:
         try:
-            path = tracker.download_artifact(run_id, "maps.npz", scratch / f"maps-{run_id}")
+            path = tracker.download_artifact(run_id, MAPS_FILE, scratch / f"maps-{run_id}")
         except Exception:  # not logged for this run
             continue
         try:
@@ -311,8 +312,8 @@ def _load_maps(
     return (
         None,
         (
-            "Not recorded: no maps.npz among the finished D² runs (set `infer.save_maps_for` to a "
-            "sequence name in the study to record them)."
+            f"Not recorded: no {MAPS_FILE} among the finished D² runs (set "
+            "`infer.save_maps_for` to a sequence name in the study to record them)."
         ),
         None,
     )
@@ -322,7 +323,7 @@ def _run_environment(tracker: Tracker, runs: pd.DataFrame, scratch: Path) -> dic
     """The environment a finished cell recorded in its result.json (where the work ran)."""
     finished = runs[runs["status"] == "FINISHED"] if "status" in runs else runs.iloc[0:0]
     for run_id in list(finished["run_id"])[:1]:
-        result = _download_json(tracker, str(run_id), "result.json", scratch)
+        result = _download_json(tracker, str(run_id), RESULT_FILE, scratch)
         if isinstance(result, dict) and isinstance(result.get("environment"), dict):
             return result["environment"]
     return {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from ..core.contract import BEST_VAL_JF_MEAN, JF_MEAN, MEM_ALLOC_GB, PEAK_RSS_GB
+from ..core.contract import FPS as FPS_KEY
 from ..core.names import (
     ACTIVATION_LABELS,
     ACTIVATION_NAMES,
@@ -89,12 +91,12 @@ class TableLayout:
             raise ValueError(f"layout {self.name!r}: alpha must be in (0, 1), got {self.alpha}")
 
 
-JF = MetricColumn("jf", "J&F", ("jf_mean",), scale=100.0, decimals=1, unit="%")
-FPS = MetricColumn("fps", "FPS", ("fps",), decimals=2, unit="frames/s")
+JF = MetricColumn("jf", "J&F", (JF_MEAN,), scale=100.0, decimals=1, unit="%")
+FPS = MetricColumn("fps", "FPS", (FPS_KEY,), decimals=2, unit="frames/s")
 MEM = MetricColumn(
     "mem",
     "Mem (GB)",
-    ("mem_alloc_gb", "peak_rss_gb"),
+    (MEM_ALLOC_GB, PEAK_RSS_GB),
     decimals=2,
     higher_is_better=False,
     unit="GB",
@@ -102,8 +104,8 @@ MEM = MetricColumn(
 
 #: Header and source of the J&F column of each checkpoint a study can select.
 _CHECKPOINT_JF = {
-    "best-val": ("J&F best-val", "best_val/jf_mean"),
-    "final": ("J&F final", "jf_mean"),
+    "best-val": ("J&F best-val", BEST_VAL_JF_MEAN),
+    "final": ("J&F final", JF_MEAN),
 }
 _CHECKPOINT_WORDS = {
     "best-val": (

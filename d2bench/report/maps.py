@@ -1,10 +1,10 @@
 """The paper's Fig. 4: one sequence's frames beside a replaced layer's predicted maps.
 
-Reads the ``maps.npz`` a cell stores (written by ``d2bench.metrics.maps.save_maps``): keys
-``<layer>/dilation`` (clips×3×T'×H'×W', axes t, y, x), ``<layer>/modulation_mean``
-(clips×T'×H'×W'), an optional ``frames`` array (F×H×W×3, uint8 or floats in [0, 1]) and
-``__metadata__`` (JSON: sequence, clip plan, variant, the frames' native ``frame_size`` and the
-``padding`` inference added). Read with numpy alone, so a report needs no torch.
+Reads the ``maps.npz`` a cell stores through the cell-result contract's reader
+(:func:`d2bench.core.contract.read_maps_file`): per layer ``dilation`` (clips×3×T'×H'×W', axes
+t, y, x) and ``modulation_mean`` (clips×T'×H'×W'), optional ``frames`` (F×H×W×3, uint8 or floats
+in [0, 1]) and the metadata (sequence, clip plan, variant, the frames' native ``frame_size`` and
+the ``padding`` inference added). Read with numpy alone, so a report needs no torch.
 
 The maps cover the padded network input (zero padding on both sides to a multiple of 32), the
 frames do not: each map is cropped back to the frame (:func:`crop_to_frame`) and drawn in the
@@ -13,9 +13,8 @@ frame's own pixel coordinates, so the two line up and no padding shows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..core.contract import MAPS_DILATION, MAPS_MODULATION_MEAN, RecordedMaps, read_maps_file
 from ..core.names import PAPER_LABELS
 from ..core.oob_floor import INFERENCE_PAD_MULTIPLE
 from .figures import not_recorded_figure
@@ -34,46 +34,21 @@ MAX_ROWS = 4
 STORED_FRAME_SIDE = 320
 
 
-@dataclass(frozen=True)
-class RecordedMaps:
-    """What a maps file holds: per layer its arrays, the frames if stored, the metadata."""
-
-    layers: dict[str, dict[str, np.ndarray]]
-    frames: np.ndarray | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
 def read_maps(path: str | Path) -> RecordedMaps:
     """Load a maps ``.npz``; ValueError naming the file when it is not one."""
-    layers: dict[str, dict[str, np.ndarray]] = {}
-    frames = None
-    metadata: dict[str, Any] = {}
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable .npz maps file ({error})") from None
-    with data:
-        for key in data.files:
-            layer, _, name = key.rpartition("/")
-            if key == "__metadata__":
-                metadata = json.loads(str(data[key]))
-            elif name == "frames":
-                frames = data[key]
-            else:
-                layers.setdefault(layer, {})[name] = data[key]
-    return RecordedMaps(layers, frames, metadata)
+    return read_maps_file(path)
 
 
 def pick_layer(layers: dict[str, dict[str, np.ndarray]]) -> str | None:
     """The layer to draw: one with dilation maps, modulation preferred, finest output first."""
-    candidates = [name for name, arrays in layers.items() if "dilation" in arrays]
+    candidates = [name for name, arrays in layers.items() if MAPS_DILATION in arrays]
     if not candidates:
         return None
 
     def rank(name: str) -> tuple[int, int, str]:
         arrays = layers[name]
-        voxels = int(np.prod(arrays["dilation"].shape[2:]))
-        return (0 if "modulation_mean" in arrays else 1, -voxels, name)
+        voxels = int(np.prod(arrays[MAPS_DILATION].shape[2:]))
+        return (0 if MAPS_MODULATION_MEAN in arrays else 1, -voxels, name)
 
     return min(candidates, key=rank)
 
@@ -250,8 +225,8 @@ def maps_figure(
     layer = pick_layer(maps.layers)
     if layer is None:
         return not_recorded_figure(_TITLE, "The maps file has no dilation maps.")
-    dilation = maps.layers[layer]["dilation"]
-    modulation = maps.layers[layer].get("modulation_mean")
+    dilation = maps.layers[layer][MAPS_DILATION]
+    modulation = maps.layers[layer].get(MAPS_MODULATION_MEAN)
     if dilation.ndim != 5 or dilation.shape[1] != 3:
         return not_recorded_figure(
             _TITLE, f"Unexpected dilation map shape {dilation.shape} (clips×3×T×H×W expected)."

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.contract import MEM_ALLOC_GB, PEAK_RSS_GB
+
 #: Table columns (``MetricColumn.name``) a measurement fills.
 MEASURED_COLUMNS: tuple[str, ...] = ("fps", "mem")
 #: A host whose 1-minute load average, less the measuring process itself, reached this share of
@@ -196,8 +198,8 @@ IN_RUN_REASON = (
 
 def ran_on_cpu(runs: pd.DataFrame) -> bool:
     """Whether the runs' memory figures are CPU ones (peak RSS, no GPU memory)."""
-    gpu = "mem_alloc_gb" in runs and runs["mem_alloc_gb"].notna().any()
-    return not gpu and "peak_rss_gb" in runs and bool(runs["peak_rss_gb"].notna().any())
+    gpu = MEM_ALLOC_GB in runs and runs[MEM_ALLOC_GB].notna().any()
+    return not gpu and PEAK_RSS_GB in runs and bool(runs[PEAK_RSS_GB].notna().any())
 
 
 def fps_origin(runs: pd.DataFrame, measurement: StudyMeasurement | None) -> FpsOrigin:

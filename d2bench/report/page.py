@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.contract import FPS, JF_MEAN
 from .render import to_markdown
 from .table import Table
 
@@ -61,8 +62,8 @@ def _runs_section(runs: pd.DataFrame, ui_url: str | None, experiment_id: str | N
     ]
     ordered = runs.sort_values(["row", "seed"], kind="stable") if "row" in runs else runs
     for _, run in ordered.iterrows():
-        jf = run.get("jf_mean")
-        fps = run.get("fps")
+        jf = run.get(JF_MEAN)
+        fps = run.get(FPS)
         url = run_url(str(run["run_id"]), ui_url, experiment_id)
         link = f"[`{run['run_id']}`]({url})" if url else f"`{run['run_id']}`"
         lines.append(

@@ -15,11 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from ..core.per_sequence import (
+from ..core.contract import (
     BEST_VAL_EVAL_FILE,
-    COLUMNS,
+    BEST_VAL_JF_MEAN,
     EVAL_FILE,
+    JF_MEAN,
     PER_SEQUENCE_TABLE,
+)
+from ..core.per_sequence import (
+    COLUMNS,
     global_jf,
     records_from_eval,
     records_from_table,
@@ -29,7 +33,7 @@ from .artifacts import FetchJson
 log = logging.getLogger(__name__)
 
 #: The run metric each checkpoint's records must add up to.
-_METRIC = {"final": "jf_mean", "best_val": "best_val/jf_mean"}
+_METRIC = {"final": JF_MEAN, "best_val": BEST_VAL_JF_MEAN}
 #: How far the records' J&F may be from the run's metric (float round-off only).
 TOLERANCE = 1e-6
 

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..core.contract import JF_MEAN
+
 #: Bootstrap draws per comparison.
 DEFAULT_RESAMPLES = 10_000
 #: The default seed of the bootstrap's generator.
@@ -44,7 +46,7 @@ DEFAULT_SEED = 0
 #: Fewest paired sequences for an interval (DAVIS'16 val has 20, DAVIS'17 val 30).
 MIN_SEQUENCES = 10
 #: Columns of the per-sequence scores the comparison reads (one checkpoint's).
-SCORE_COLUMNS: tuple[str, ...] = ("run_id", "seed", "sequence", "objects", "jf_mean")
+SCORE_COLUMNS: tuple[str, ...] = ("run_id", "seed", "sequence", "objects", JF_MEAN)
 
 
 @dataclass(frozen=True)
@@ -97,14 +99,14 @@ def _check_scores(scores: pd.DataFrame, what: str) -> pd.DataFrame:
     frame = scores.loc[:, list(SCORE_COLUMNS)].copy()
     frame["run_id"] = frame["run_id"].astype(str)
     frame["sequence"] = frame["sequence"].astype(str)
-    frame["jf_mean"] = pd.to_numeric(frame["jf_mean"], errors="coerce")
+    frame[JF_MEAN] = pd.to_numeric(frame[JF_MEAN], errors="coerce")
     frame["objects"] = pd.to_numeric(frame["objects"], errors="coerce")
-    bad = frame[~np.isfinite(frame["jf_mean"]) | ~(frame["objects"] > 0)]
+    bad = frame[~np.isfinite(frame[JF_MEAN]) | ~(frame["objects"] > 0)]
     if not bad.empty:
         first = bad.iloc[0]
         raise ValueError(
             f"{what}: run {first['run_id']} sequence {first['sequence']!r} has no finite "
-            "jf_mean or no positive object count"
+            f"{JF_MEAN} or no positive object count"
         )
     duplicated = frame.duplicated(["run_id", "sequence"])
     if duplicated.any():
@@ -127,7 +129,7 @@ def _matrices(
     frame: pd.DataFrame, cells: list[tuple[str, int]], sequences: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(Σ objects·J&F, objects) as sequences × cells."""
-    frame = frame.assign(weighted=frame["jf_mean"] * frame["objects"])
+    frame = frame.assign(weighted=frame[JF_MEAN] * frame["objects"])
     runs = [run for run, _ in cells]
     sums = frame.pivot(index="sequence", columns="run_id", values="weighted")
     counts = frame.pivot(index="sequence", columns="run_id", values="objects")

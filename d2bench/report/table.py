@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import pandas as pd
 from scipy import stats
 
+from ..core.contract import MEM_ALLOC_GB, MEM_RESERVED_GB, PEAK_RSS_GB
 from ..core.names import DEFAULT_ACTIVATION, canonical_activation, canonical_variant_name
 from ..core.per_sequence import checkpoint_of_metric
 from . import paper
@@ -241,7 +242,7 @@ def _cpu_columns(
     return {
         column.name
         for column, source in zip(layout.columns, sources, strict=True)
-        if (column.name == "mem" and source == "peak_rss_gb") or (column.name == "fps" and on_cpu)
+        if (column.name == "mem" and source == PEAK_RSS_GB) or (column.name == "fps" and on_cpu)
     }
 
 
@@ -450,11 +451,11 @@ def _best_rows_per_column(layout: TableLayout, rows: list[list[CellStats]]) -> l
 
 
 def _source_note(column: MetricColumn, source: str) -> str:
-    if source == "peak_rss_gb":
+    if source == PEAK_RSS_GB:
         return f"{column.header}: peak resident memory of the process (CPU run); "
-    if source == "mem_reserved_gb":
+    if source == MEM_RESERVED_GB:
         return f"{column.header}: peak GPU memory reserved by the allocator; "
-    if source == "mem_alloc_gb":
+    if source == MEM_ALLOC_GB:
         return f"{column.header}: peak GPU memory allocated; "
     return ""
 

@@ -19,6 +19,7 @@ with its data elsewhere) is returned at once, and training resumes from the newe
     maps.npz           dilation/modulation maps of one sequence (when asked for)
     result.json        flat metrics + environment + config + cell key + artifact paths, written last
 
+The file names and metric keys are the cell-result contract's (:mod:`d2bench.core.contract`).
 ``result["metrics"]`` holds flat floats: jf_mean, j_mean, j_recall, j_decay, f_mean, f_recall,
 f_decay, fps, mem_alloc_gb and mem_reserved_gb (GPU) or peak_rss_gb (CPU), oob_full,
 oob_partial, oob_{full,partial}_{t,y,x} (pooled over all sampling locations) and the same with
@@ -49,25 +50,48 @@ from typing import Any
 import yaml
 
 from ..core.atomic_io import atomic_write_text
-from ..core.config import CellConfig, config_to_dict, load_cell_config
+from ..core.config import CellConfig, config_to_dict
+from ..core.contract import (
+    ARTIFACT_BEST_VAL_EVAL,
+    ARTIFACT_BEST_VAL_MASKS,
+    ARTIFACT_CURVE,
+    ARTIFACT_EVAL,
+    ARTIFACT_LOG,
+    ARTIFACT_MAPS,
+    ARTIFACT_MASKS,
+    ARTIFACT_OOB,
+    BEST_VAL_EPOCH,
+    BEST_VAL_EVAL_FILE,
+    BEST_VAL_JF_MEAN,
+    BEST_VAL_MASKS_DIR,
+    BEST_VAL_PREFIX,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    EPOCHS,
+    EVAL_FILE,
+    F_MEAN,
+    FPS,
+    J_MEAN,
+    JF_KEYS,
+    JF_KEYS_BY_DAVIS_NAME,
+    JF_MEAN,
+    LOG_FILE,
+    MAPS_FILE,
+    MASKS_DIR,
+    MEMORY_KEYS_BY_SPEED_KEY,
+    METRICS_FILE,
+    OOB_FILE,
+    RESULT_FILE,
+    TRAIN_LOSS,
+    TRAIN_SECONDS,
+    VALIDATION_DIR,
+    oob_metrics,
+)
 from ..engine.journal import MetricsCallback, MetricsJournal
 from ..engine.signals import CellInterrupted
 
 #: Called after a checkpoint's metrics were handed over (so the sink sends them on now).
 CommitCallback = Callable[[], None]
-
-RESULT_FILE = "result.json"
-CONFIG_FILE = "config.yaml"
-LOG_FILE = "cell.log"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-VALIDATION_DIR = "validation"
-MASKS_DIR = "masks"
-EVAL_FILE = "eval.json"
-BEST_VAL_MASKS_DIR = "masks-best_val"
-BEST_VAL_EVAL_FILE = "eval-best_val.json"
-#: The prefix of the best-validation checkpoint's metrics in ``result.json`` and MLflow.
-BEST_VAL_PREFIX = "best_val/"
 
 __all__ = [
     "CellInterrupted",
@@ -170,9 +194,9 @@ def train_cell(
     if summary.resumed_from:
         log.info("resumed from %s", summary.resumed_from)
     return {
-        "train_loss": summary.final_loss,
-        "train_seconds": summary.seconds,
-        "epochs": float(len(summary.epoch_losses)),
+        TRAIN_LOSS: summary.final_loss,
+        TRAIN_SECONDS: summary.seconds,
+        EPOCHS: float(len(summary.epoch_losses)),
         "resumed_from": summary.resumed_from,
         "best_val": summary.best_val,
     }
@@ -199,7 +223,7 @@ def _train_with_torchrun(
         "--standalone",
         f"--nproc-per-node={config.train.gpus}",
         "-m",
-        "d2bench.engine.train_entry",
+        "d2bench.runner.train_entry",
         str(cell_dir),
     ]
     log.info("training data-parallel on %d GPUs: %s", config.train.gpus, " ".join(command))
@@ -231,9 +255,9 @@ def _train_with_torchrun(
     model.load_state_dict(state["model"])
     losses = state["epoch_losses"]
     return {
-        "train_loss": losses[-1] if losses else float("nan"),
-        "train_seconds": time.perf_counter() - started,
-        "epochs": float(len(losses)),
+        TRAIN_LOSS: losses[-1] if losses else float("nan"),
+        TRAIN_SECONDS: time.perf_counter() - started,
+        EPOCHS: float(len(losses)),
     }
 
 
@@ -252,13 +276,13 @@ def infer_cell(
     from ..data import frame_names, list_sequences, read_frames
     from ..engine.inference import predict_video, write_masks
     from ..engine.progress import Progress
-    from ..metrics.maps import record_maps
     from ..metrics.oob import record_oob
+    from ..metrics.sampling_maps import record_maps
 
     root, infer_cfg = config.data.root, config.infer
     sequences = list_sequences(root, config.data.val_set)
     masks_dir = cell_dir / masks_name
-    artifacts: dict[str, Any] = {"masks": masks_name}
+    artifacts: dict[str, Any] = {ARTIFACT_MASKS: masks_name}
     metrics: dict[str, float] = {}
     channels_last = config.train.channels_last and device.type == "cuda"
     progress = Progress("inference", len(sequences), enabled=show_progress)
@@ -275,8 +299,8 @@ def infer_cell(
                     model, frames, infer_cfg, device, channels_last=channels_last
                 )
             if maps is not None:
-                _save_maps(cell_dir / "maps.npz", maps, frames, sequence, config)
-                artifacts["maps"] = "maps.npz"
+                _save_maps(cell_dir / MAPS_FILE, maps, frames, sequence, config)
+                artifacts[ARTIFACT_MAPS] = MAPS_FILE
             write_masks(
                 probabilities,
                 infer_cfg.threshold,
@@ -286,9 +310,9 @@ def infer_cell(
             progress.update(index + 1, sequence=sequence)
         if recorder is not None:
             summary = recorder.summary()
-            atomic_write_text(cell_dir / "oob.json", json.dumps(summary, indent=1))
-            artifacts["oob"] = "oob.json"
-            metrics.update(_oob_metrics(summary))
+            atomic_write_text(cell_dir / OOB_FILE, json.dumps(summary, indent=1))
+            artifacts[ARTIFACT_OOB] = OOB_FILE
+            metrics.update(oob_metrics(summary))
     if extras and infer_cfg.save_maps_for is not None and infer_cfg.save_maps_for not in sequences:
         log.warning(
             "save_maps_for=%r is not in %s; no maps saved", infer_cfg.save_maps_for, sequences
@@ -302,7 +326,7 @@ def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellCo
     the maps, which are coarser still)."""
     from ..data.padding import centred_padding
     from ..engine.inference import PAD_MULTIPLE, plan_clips
-    from ..metrics.maps import save_maps
+    from ..metrics.sampling_maps import save_maps
 
     clip_len, gap = config.infer.clip_len, config.infer.gap
     plan = plan_clips(len(frames), clip_len, gap, starts=config.infer.clip_starts)
@@ -315,23 +339,6 @@ def _save_maps(path: Path, maps: Any, frames: Any, sequence: str, config: CellCo
                 "padding": list(centred_padding(height, width, PAD_MULTIPLE))}  # fmt: skip
     step = max(1, -(-max(frames.shape[1:3]) // 320))
     save_maps(path, maps, metadata, frames=frames[:, ::step, ::step])
-
-
-def _oob_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """Flat model-level shares from :meth:`OOBRecorder.summary` (absent when nothing samples):
-    ``oob_*`` pooled over all sampling locations, ``oob_layer_mean_*`` the mean over layers."""
-    total = summary.get("total", {})
-    out: dict[str, float] = {}
-    for prefix, reading in (("oob_", total), ("oob_layer_mean_", total.get("layer_mean", {}))):
-        for kind, word in (("full", "fully"), ("partial", "partly")):
-            share = reading.get(f"{word}_outside_share")
-            if share is not None:
-                out[f"{prefix}{kind}"] = float(share)
-            for axis, values in reading.get("per_axis", {}).items():
-                share = values.get(f"{word}_outside_share")
-                if share is not None:
-                    out[f"{prefix}{kind}_{axis}"] = float(share)
-    return out
 
 
 def evaluate_cell(
@@ -351,20 +358,8 @@ def evaluate_cell(
         imageset=config.data.val_set,
     )
     atomic_write_text(cell_dir / eval_name, json.dumps(result, indent=1))
-    names = {
-        "J&F-Mean": "jf_mean",
-        "J-Mean": "j_mean",
-        "J-Recall": "j_recall",
-        "J-Decay": "j_decay",
-        "F-Mean": "f_mean",
-        "F-Recall": "f_recall",
-        "F-Decay": "f_decay",
-    }
-    return {ours: float(result["global"][theirs]) for theirs, ours in names.items()}
-
-
-JF_KEYS: tuple[str, ...] = ("jf_mean", "j_mean", "j_recall", "j_decay", "f_mean", "f_recall",
-                            "f_decay")  # fmt: skip
+    global_scores = result["global"]
+    return {ours: float(global_scores[theirs]) for theirs, ours in JF_KEYS_BY_DAVIS_NAME.items()}
 
 
 def evaluate_best_val(
@@ -386,11 +381,11 @@ def evaluate_best_val(
         return {}, {}
     state = load_checkpoint(best)
     epoch = int(state["epoch"])
-    metrics = {f"{BEST_VAL_PREFIX}epoch": float(epoch)}
+    metrics = {BEST_VAL_EPOCH: float(epoch)}
     if epoch == config.train.epochs:
         log.info("the best validation is the final epoch's: its J&F is the final J&F")
         metrics |= {f"{BEST_VAL_PREFIX}{key}": final[key] for key in JF_KEYS if key in final}
-        return metrics, {"best_val_masks": MASKS_DIR, "best_val_eval": EVAL_FILE}
+        return metrics, {ARTIFACT_BEST_VAL_MASKS: MASKS_DIR, ARTIFACT_BEST_VAL_EVAL: EVAL_FILE}
     log.info("inference and J&F of the best-validation weights (epoch %d, %s)", epoch, best.name)
     model.load_state_dict(state["model"])
     infer_cell(config, cell_dir, model, device, show_progress,
@@ -399,7 +394,10 @@ def evaluate_best_val(
         config, cell_dir, masks_name=BEST_VAL_MASKS_DIR, eval_name=BEST_VAL_EVAL_FILE
     )
     metrics |= {f"{BEST_VAL_PREFIX}{key}": value for key, value in scores.items()}
-    return metrics, {"best_val_masks": BEST_VAL_MASKS_DIR, "best_val_eval": BEST_VAL_EVAL_FILE}
+    return metrics, {
+        ARTIFACT_BEST_VAL_MASKS: BEST_VAL_MASKS_DIR,
+        ARTIFACT_BEST_VAL_EVAL: BEST_VAL_EVAL_FILE,
+    }
 
 
 def _measure_speed(
@@ -417,10 +415,8 @@ def _measure_speed(
     )
     memory = report.get("memory", {})
     sources = {
-        "fps": report.get("fps"),
-        "mem_alloc_gb": memory.get("max_allocated_gb"),
-        "mem_reserved_gb": memory.get("max_reserved_gb"),
-        "peak_rss_gb": memory.get("peak_rss_gb"),
+        FPS: report.get("fps"),
+        **{ours: memory.get(theirs) for theirs, ours in MEMORY_KEYS_BY_SPEED_KEY.items()},
     }
     metrics = {key: float(value) for key, value in sources.items() if value is not None}
     return metrics, report
@@ -501,11 +497,11 @@ def run_cell(
         log.info("inference on %s", config.data.val_set)
         inferred = infer_cell(config, cell_dir, model, device, show_progress)
         metrics |= inferred["metrics"]
-        artifacts = {**inferred["artifacts"], "log": LOG_FILE, "curve": METRICS_FILE}
+        artifacts = {**inferred["artifacts"], ARTIFACT_LOG: LOG_FILE, ARTIFACT_CURVE: METRICS_FILE}
         if config.measure.jf:
             log.info("evaluating (%s)", config.measure.protocol)
             metrics |= evaluate_cell(config, cell_dir)
-            artifacts["eval"] = "eval.json"
+            artifacts[ARTIFACT_EVAL] = EVAL_FILE
         speed: dict[str, Any] | None = None
         if config.measure.fps or config.measure.memory:
             log.info("measuring FPS and memory")
@@ -531,10 +527,5 @@ def run_cell(
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    keys = ("jf_mean", "j_mean", "f_mean", f"{BEST_VAL_PREFIX}jf_mean", "fps", "train_loss")
+    keys = (JF_MEAN, J_MEAN, F_MEAN, BEST_VAL_JF_MEAN, FPS, TRAIN_LOSS)
     return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
-
-
-def run_cell_from_dir(cell_dir: Path, **kwargs: Any) -> dict[str, Any]:
-    """Run the cell whose ``config.yaml`` is already in ``cell_dir`` (torchrun ranks, requeues)."""
-    return run_cell(load_cell_config(Path(cell_dir) / CONFIG_FILE), Path(cell_dir), **kwargs)

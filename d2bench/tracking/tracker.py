@@ -24,6 +24,24 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core.contract import (
+    BEST_VAL_JF_MEAN,
+    CELL_ARTIFACTS,
+    CONFIG_FILE,
+    F_MEAN,
+    FINAL_METRICS,
+    FPS,
+    J_MEAN,
+    JF_MEAN,
+    LOG_FILE,
+    MEM_ALLOC_GB,
+    PEAK_RSS_GB,
+    PER_SEQUENCE_TABLE,
+    TRAIN_SECONDS,
+    VAL_F,
+    VAL_J,
+    VAL_JF,
+)
 from .store import open_store, sqlite_path, store_exists
 
 if TYPE_CHECKING:
@@ -74,61 +92,19 @@ EXPERIMENT_KIND = "custom_model_development"
 #: stay fractions): name -> (source keys, first present wins; scale). Short names, to type into
 #: the UI's column and chart search: ``JF`` finds J&F in percent.
 DISPLAY_METRICS: dict[str, tuple[tuple[str, ...], float]] = {
-    "JF": (("jf_mean",), 100.0),
-    "J": (("j_mean",), 100.0),
-    "F": (("f_mean",), 100.0),
-    "JF best_val": (("best_val/jf_mean",), 100.0),
-    "FPS": (("fps",), 1.0),
-    "memory_GB": (("mem_alloc_gb", "peak_rss_gb"), 1.0),
-    "train_minutes": (("train_seconds",), 1.0 / 60.0),
+    "JF": ((JF_MEAN,), 100.0),
+    "J": ((J_MEAN,), 100.0),
+    "F": ((F_MEAN,), 100.0),
+    "JF best_val": ((BEST_VAL_JF_MEAN,), 100.0),
+    "FPS": ((FPS,), 1.0),
+    "memory_GB": ((MEM_ALLOC_GB, PEAK_RSS_GB), 1.0),
+    "train_minutes": ((TRAIN_SECONDS,), 1.0 / 60.0),
 }
 #: Display metrics are rounded (the UI shows every digit it gets); the fractions stay exact.
 DISPLAY_DECIMALS = 3
 #: The per-epoch validation curve, in percent, beside the fractions the cell logs.
-DISPLAY_CURVES: dict[str, str] = {"val/jf_mean": "val/JF", "val/j_mean": "val/J",
-                                  "val/f_mean": "val/F"}  # fmt: skip
+DISPLAY_CURVES: dict[str, str] = {VAL_JF: "val/JF", VAL_J: "val/J", VAL_F: "val/F"}
 
-#: The final metrics the report reads, in the order of :meth:`Tracker.study_runs` columns.
-FINAL_METRICS: tuple[str, ...] = (
-    "jf_mean",
-    "j_mean",
-    "j_recall",
-    "j_decay",
-    "f_mean",
-    "f_recall",
-    "f_decay",
-    "fps",
-    "mem_alloc_gb",
-    "mem_reserved_gb",
-    "peak_rss_gb",
-    "oob_full",
-    "oob_partial",
-    "oob_full_t",
-    "oob_full_y",
-    "oob_full_x",
-    "oob_partial_t",
-    "oob_partial_y",
-    "oob_partial_x",
-    "oob_layer_mean_full",
-    "oob_layer_mean_partial",
-    "oob_layer_mean_full_t",
-    "oob_layer_mean_full_y",
-    "oob_layer_mean_full_x",
-    "oob_layer_mean_partial_t",
-    "oob_layer_mean_partial_y",
-    "oob_layer_mean_partial_x",
-    "train_loss",
-    "train_seconds",
-    # the best-validation checkpoint's J&F (d2bench.runner.cell: with per-epoch validation)
-    "best_val/jf_mean",
-    "best_val/j_mean",
-    "best_val/j_recall",
-    "best_val/j_decay",
-    "best_val/f_mean",
-    "best_val/f_recall",
-    "best_val/f_decay",
-    "best_val/epoch",
-)
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id",
     "study",
@@ -141,17 +117,6 @@ RUN_COLUMNS: tuple[str, ...] = (
     "table",
     "start_time",
     "end_time",
-)
-#: Files of a cell folder copied to its run (when present).
-CELL_ARTIFACTS: tuple[str, ...] = (
-    "config.yaml",
-    "cell.log",
-    "result.json",
-    "eval.json",
-    "eval-best_val.json",
-    "oob.json",
-    "metrics.jsonl",
-    "maps.npz",
 )
 
 
@@ -785,7 +750,7 @@ class CellRunLogger:
         with_retries(lambda: self.client.log_text(self.run_id, traceback_text, "traceback.txt"))
         with_retries(lambda: self.client.set_tag(self.run_id, TAG_ERROR, last_line[:5000]))
         if cell_dir is not None:
-            self.log_cell_files(cell_dir, names=("cell.log", "config.yaml"))
+            self.log_cell_files(cell_dir, names=(LOG_FILE, CONFIG_FILE))
         with_retries(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
 
     def interrupted(self, reason: str) -> None:
@@ -811,7 +776,7 @@ class CellRunLogger:
         (the report's paired comparison reads it); nothing when the cell did not evaluate."""
         import pandas as pd
 
-        from ..core.per_sequence import COLUMNS, PER_SEQUENCE_TABLE, cell_records
+        from ..core.per_sequence import COLUMNS, cell_records
 
         records = cell_records(cell_dir, artifacts)
         if records:

@@ -1,6 +1,6 @@
 """Entry point of each ``torchrun`` rank when a cell trains on several GPUs.
 
-``python -m torch.distributed.run --nproc-per-node N -m d2bench.engine.train_entry CELL_DIR``
+``python -m torch.distributed.run --nproc-per-node N -m d2bench.runner.train_entry CELL_DIR``
 trains the cell whose ``config.yaml`` is in CELL_DIR; the parent process then infers and
 measures on one GPU with the weights of the final checkpoint.
 """
@@ -13,12 +13,13 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from ..core.config import load_cell_config
-    from .cell import CONFIG_FILE, build_seeded_model, train_cell
-    from .distributed import resolve_device
+    from ..core.contract import CONFIG_FILE
+    from ..engine.distributed import resolve_device
+    from .cell import build_seeded_model, train_cell
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m d2bench.engine.train_entry CELL_DIR", file=sys.stderr)
+        print("usage: python -m d2bench.runner.train_entry CELL_DIR", file=sys.stderr)
         return 2
     cell_dir = Path(args[0])
     config = load_cell_config(cell_dir / CONFIG_FILE)

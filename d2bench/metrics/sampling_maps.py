@@ -12,7 +12,6 @@ use it on the video to be drawn, not while timing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from ..core.contract import MAPS_DILATION, MAPS_MODULATION_MEAN, read_maps_file, write_maps_file
 from ..layers.branch import SampledConv3d
 from .sampling_hooks import SamplingHookRecorder
 
@@ -41,9 +41,9 @@ class LayerMaps:
         """
         out: dict[str, np.ndarray] = {}
         if self.dilation:
-            out["dilation"] = _stack(self.dilation, "dilation")
+            out[MAPS_DILATION] = _stack(self.dilation, MAPS_DILATION)
         if self.modulation_mean:
-            out["modulation_mean"] = _stack(self.modulation_mean, "modulation_mean")
+            out[MAPS_MODULATION_MEAN] = _stack(self.modulation_mean, MAPS_MODULATION_MEAN)
         return out
 
 
@@ -113,39 +113,20 @@ def save_maps(
     *,
     frames: np.ndarray | None = None,
 ) -> Path:
-    """Write the maps to a compressed ``.npz``: keys ``<layer>/dilation`` (clips×3×T'×H'×W',
-    axes t, y, x) and ``<layer>/modulation_mean`` (clips×T'×H'×W'), float32; the video's
-    ``frames`` (F×H×W×3, kept as given) when passed, for drawing beside the maps.
+    """Write the maps to a compressed ``.npz`` in the cell-result contract's schema
+    (:func:`d2bench.core.contract.write_maps_file`): keys ``<layer>/dilation``
+    (clips×3×T'×H'×W', axes t, y, x) and ``<layer>/modulation_mean`` (clips×T'×H'×W'), float32;
+    the video's ``frames`` (F×H×W×3, kept as given) when passed, for drawing beside the maps.
 
     ``metadata`` (JSON-serialisable: the sequence, the clip plan, the variant) is stored as a
-    JSON string under ``__metadata__``. Returns the path written (``.npz`` appended if missing).
+    JSON string. Returns the path written (``.npz`` appended if missing).
     """
     arrays = recorded.arrays() if isinstance(recorded, MapRecorder) else recorded
-    flat: dict[str, np.ndarray] = {}
-    for layer, maps in arrays.items():
-        for key, value in maps.items():
-            flat[f"{layer}/{key}"] = np.asarray(value, dtype=np.float32)
-    if metadata is not None:
-        flat["__metadata__"] = np.asarray(json.dumps(dict(metadata)))
-    if frames is not None:
-        flat["frames"] = np.ascontiguousarray(frames)
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **flat)
-    return path
+    return write_maps_file(path, arrays, metadata, frames=frames)
 
 
 def load_maps(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Read what :func:`save_maps` wrote: (per layer arrays, metadata or {})."""
-    layers: dict[str, dict[str, np.ndarray]] = {}
-    metadata: dict[str, Any] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            if key == "__metadata__":
-                metadata = json.loads(str(data[key]))
-                continue
-            layer, _, name = key.rpartition("/")
-            layers.setdefault(layer, {})[name] = data[key]
-    return layers, metadata
+    """Read what :func:`save_maps` wrote: (per layer arrays, metadata or {}); the stored frames
+    are not a layer and are left out (:func:`d2bench.core.contract.read_maps_file` has them)."""
+    recorded = read_maps_file(path)
+    return recorded.layers, recorded.metadata
