@@ -34,7 +34,7 @@ def _prepare(config_path: Path, out: Path | None, default_parent: str):
     import yaml
 
     from ..core.config import config_to_dict
-    from ..engine.distributed import resolve_device
+    from ..engine.distributed import rank_device
     from ..runner.cell import build_seeded_model
 
     config = _load(config_path)
@@ -42,7 +42,7 @@ def _prepare(config_path: Path, out: Path | None, default_parent: str):
     out = out or Path(default_parent) / config_path.stem
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    device = resolve_device(config.device)
+    device = rank_device(config.device)
     return config, out, device, build_seeded_model(config)
 
 

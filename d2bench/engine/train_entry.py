@@ -14,7 +14,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from ..core.config import load_cell_config
     from .cell import CONFIG_FILE, build_seeded_model, train_cell
-    from .distributed import resolve_device
+    from .distributed import rank_device
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cell_dir = Path(args[0])
     config = load_cell_config(cell_dir / CONFIG_FILE)
-    device = resolve_device(config.device)
+    device = rank_device(config.device)
     model = build_seeded_model(config)
     train_cell(config, cell_dir, device, model, None, True, True)
     return 0
