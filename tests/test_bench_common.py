@@ -60,3 +60,32 @@ def test_markdown_pieces() -> None:
         "0123456789ab (uncommitted changes)"
     )
     assert revision_text({}) == "unknown"
+
+
+def test_every_criterion_of_the_targets_file_names_what_its_benchmark_measures() -> None:
+    from d2bench.bench.common import load_criteria
+    from d2bench.core.names import VARIANT_NAMES
+
+    assert {entry["variant"] for entry in load_criteria("model")} <= set(VARIANT_NAMES)
+    pytest.importorskip("torch", reason="the benchmarks need torch")
+    from d2bench.bench import eval_bench, ops_bench
+
+    kernels = {kernel.name for kernel in ops_bench.KERNELS}
+    for entry in load_criteria("ops"):
+        assert entry["kernel"] in kernels and entry.get("against", "cudnn_fp32") in kernels
+    assert {entry["measure"] for entry in load_criteria("eval")} <= set(eval_bench.MEASURES)
+    assert len(eval_bench.TARGETS) == len(load_criteria("eval")) > 0
+
+
+def test_markdown_header_and_table() -> None:
+    from d2bench.bench.common import markdown_table, report_header
+
+    env = {"gpu_name": None, "cpu_model": "cpu", "torch_version": "2", "git_revision": "abc"}
+    lines = report_header("Title", env, ["Protocol: x"], wall_s=3.2)
+    assert lines[:3] == ["# Title", "", "- GPU: none (measured on the CPU)"]
+    assert "- d2bench revision abc" in lines and "- Protocol: x" in lines
+    assert lines[-1].endswith("took 3 s")
+    table = markdown_table(["a", "b|c"], "lr", [["1", "2"]])
+    assert table == ["| a | b|c |", "|---|---:|", "| 1 | 2 |"]
+    with pytest.raises(ValueError, match="columns"):
+        markdown_table(["a"], "lr", [])

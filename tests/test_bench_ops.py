@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from d2bench.bench import timing
-from d2bench.bench.ops_bench import QUICK_SHAPES, TARGETS, VARIANTS, gpu_slug, run_ops_benchmark
+from d2bench.bench.ops_bench import KERNELS as VARIANTS
+from d2bench.bench.ops_bench import QUICK_SHAPES, TARGETS, gpu_slug, run_ops_benchmark
 from d2bench.ops.environment import collect_environment
 
 FP32_ENTRIES = ("cudnn_fp32", "d2conv3d_fp32", "reference_fp32")

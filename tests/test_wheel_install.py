@@ -30,17 +30,21 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 #: What a wheel is built from; the rest of a clone (tests, data, runs) is not part of it.
 PROJECT_FILES = ("pyproject.toml", "README.md", "d2bench")
-#: Package data the wheel must carry (one of each kind).
-SHIPPED = (
-    "d2bench/ops/csrc/registration.cpp",
-    "d2bench/ops/csrc/trilinear.h",
-    "d2bench/ops/csrc/cpu/sampling_conv_cpu.cpp",
-    "d2bench/ops/csrc/cuda/sampling_conv_cuda.cu",
-    "d2bench/ops/csrc/cuda/common.cuh",
-    "d2bench/studies/smoke.yaml",
-    "d2bench/studies/paper-base.yaml",
-    "d2bench/slurm_profiles/gpu-cluster.yaml",
-)
+#: Folders whose every file is package data the wheel must carry.
+DATA_FOLDERS = ("d2bench/ops/csrc", "d2bench/studies", "d2bench/slurm_profiles")
+#: Single data files the wheel must carry.
+DATA_FILES = ("d2bench/bench/targets.toml",)
+
+
+def _shipped_data() -> list[str]:
+    """Every data file of the checkout's package that a wheel must hold (by path in it)."""
+    files = [
+        path.relative_to(REPO).as_posix()
+        for folder in DATA_FOLDERS
+        for path in sorted((REPO / folder).rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    return files + list(DATA_FILES)
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600):
@@ -130,7 +134,9 @@ def _tiny_study(folder: Path, packaged_smoke: Path) -> Path:
 def test_an_installed_wheel_builds_the_operators_and_runs_a_study(tmp_path: Path) -> None:
     wheel = _build_wheel(tmp_path)
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    assert not [name for name in SHIPPED if name not in shipped], sorted(shipped)
+    expected = _shipped_data()
+    assert len(expected) > 25  # the operator sources, studies and profiles were found
+    assert not [name for name in expected if name not in shipped], sorted(shipped)
 
     # The environment lies in another project's repository, as a project's .venv would.
     _run(["git", "init", "--quiet", str(tmp_path)], cwd=tmp_path)

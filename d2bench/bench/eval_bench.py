@@ -6,7 +6,8 @@ grown, jittered, stray blobs, dropped objects, empty frames), and for the unsupe
 proposals renumbered with false positives. It times :func:`d2bench.metrics.davis.evaluate` for
 ``davis16`` and ``unsupervised`` (median of a few runs) and the slow reference path on a
 subset of sequences, extrapolated to the whole set by frame-pairs (frames × scored
-(result, object) pairs), and checks on that subset that both give identical values. Writes
+(result, object) pairs), and checks on that subset that both give identical values. The times
+and speed-ups are judged against the ``eval`` criteria of ``targets.toml``. Writes
 ``eval-<host>.json`` and ``eval-<host>.md``.
 """
 
@@ -25,17 +26,48 @@ from ..metrics.davis import evaluate
 from ..metrics.davis.driver import available_cpus
 from ..metrics.davis.reference import evaluate_reference
 from ..metrics.davis.synthetic import DAVIS16_VAL_FRAMES, write_mask_set
-from .common import pass_mark, write_report
+from .common import (
+    Target,
+    load_criteria,
+    markdown_table,
+    pass_mark,
+    report_header,
+    write_report,
+)
 
 SCHEMA = "d2bench.bench.eval/1"
 
 #: Protocols timed, with the results folder each reads.
 PROTOCOL_RESULTS = {"davis16": "semi", "unsupervised": "unsupervised"}
 
-#: What the evaluation must reach: davis16 val in 10 s, unsupervised 30× faster than the
-#: official tool's algorithm (the slow path).
-DAVIS16_TARGET_S = 10.0
-UNSUPERVISED_TARGET_RATIO = 30.0
+#: The quantities of a protocol's row that a criterion may judge: how reports name them, their
+#: unit, and whether more is better (a speed-up) or less (a time).
+MEASURES: dict[str, tuple[str, str, bool]] = {
+    "fast_median_s": ("wall time", "s", False),
+    "fast_idle_estimate_s": ("CPU time / workers", "s", False),
+    "speedup_vs_slow": ("wall-time speed-up", "×", True),
+    "cpu_speedup_vs_slow": ("CPU-time speed-up", "×", True),
+}
+
+
+def _target(protocol: str, measure: str, limit: float) -> Target:
+    """A protocol's ``measure`` within ``limit``: at most for a time, at least for a speed-up
+    (against the slow path)."""
+    name, unit, at_least = MEASURES[measure]
+    if at_least:
+        limit_text, baseline = f"≥ {limit:g}× the slow path", "slow path"
+    else:
+        limit_text, baseline = f"≤ {limit:g} {unit}", ""
+    label = f"{protocol}, {name} {limit_text}"
+    kind = "speedup" if at_least else "time"
+    return Target(protocol, measure, limit, kind, label, limit_text, baseline, at_least)
+
+
+#: The criteria of the ``eval`` table of ``targets.toml``.
+TARGETS: tuple[Target, ...] = tuple(
+    _target(entry["protocol"], entry["measure"], float(entry["limit"]))
+    for entry in load_criteria("eval")
+)
 
 #: Sequences the slow path runs on (full run), per protocol: short ones, 1–3 objects.
 SLOW_SUBSET = {
@@ -160,89 +192,78 @@ def _measure_protocol(
 
 
 def _targets(measured: dict[str, dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
-    """Each target judged on wall time as measured, and on CPU time (what an idle machine
-    would show: the wall time of a shared, loaded machine says little)."""
-    rows = []
+    """Each criterion judged on the protocols measured (not judged on a quick run's small set).
+    Every target is judged on wall time as measured and on CPU time: what an idle machine would
+    show, since the wall time of a shared, loaded machine says little."""
+    return [
+        {
+            "target": target.label,
+            "value": measured[target.subject][target.measure],
+            "unit": MEASURES[target.measure][1],
+            "pass": None if quick else target.judge(measured[target.subject][target.measure]),
+        }
+        for target in TARGETS
+        if target.subject in measured
+    ]
 
-    def add(target: str, value: float, unit: str, ok: bool) -> None:
-        rows.append({"target": target, "value": value, "unit": unit, "pass": None if quick else ok})
 
-    if "davis16" in measured:
-        row = measured["davis16"]
-        limit = f"≤ {DAVIS16_TARGET_S:g} s"
-        add(
-            f"davis16, wall time {limit}",
-            row["fast_median_s"],
-            "s",
-            row["fast_median_s"] <= DAVIS16_TARGET_S,
-        )
-        add(
-            f"davis16, CPU time / workers {limit}",
-            row["fast_idle_estimate_s"],
-            "s",
-            row["fast_idle_estimate_s"] <= DAVIS16_TARGET_S,
-        )
-    if "unsupervised" in measured:
-        row = measured["unsupervised"]
-        limit = f"≥ {UNSUPERVISED_TARGET_RATIO:g}× the slow path"
-        add(
-            f"unsupervised, wall-time speed-up {limit}",
-            row["speedup_vs_slow"],
-            "×",
-            row["speedup_vs_slow"] >= UNSUPERVISED_TARGET_RATIO,
-        )
-        add(
-            f"unsupervised, CPU-time speed-up {limit}",
-            row["cpu_speedup_vs_slow"],
-            "×",
-            row["cpu_speedup_vs_slow"] >= UNSUPERVISED_TARGET_RATIO,
-        )
-    return rows
+def _timing_row(row: dict[str, Any]) -> list[str]:
+    return [
+        row["protocol"],
+        str(row["frames_scored"]),
+        str(row["objects"]),
+        str(row["pair_frames"]),
+        f"{row['fast_median_s']:.2f}",
+        f"{row['fast_cpu_s']:.2f}",
+        f"{row['fast_ms_per_frame']:.2f}",
+        f"{row['fast_single_worker_s']:.2f}",
+        f"{', '.join(row['slow_subset'])} ({row['slow_subset_frames']})",
+        f"{row['slow_subset_s']:.1f}",
+        f"{row['slow_extrapolated_s']:.0f}",
+        f"{row['slow_extrapolated_cpu_s']:.0f}",
+        f"{row['speedup_vs_slow']:.1f}×",
+        f"{row['cpu_speedup_vs_slow']:.1f}×",
+        pass_mark(row["slow_path_agrees_bitwise"]),
+    ]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    env = report["environment"]
     data = report["dataset"]
-    lines = [
-        f"# DAVIS evaluation benchmark: {report['host']}",
-        "",
-        f"- CPU: {env.get('cpu_model')}, {report['available_cpus']} available; "
-        f"{env.get('platform')}; Python {env.get('python_version')}",
-        f"- d2bench revision {str(env.get('git_revision'))[:7]}"
-        f"{' (uncommitted changes)' if env.get('git_dirty') else ''}; load average before/after "
-        f"{report['load_average_before']} / {report['load_average_after']}",
-        f"- Set: {data['sequences']} sequences, {data['frames']} frames, "
-        f"{data['height']}×{data['width']}, {data['objects']} objects; synthetic masks "
-        f"(written in {data['generate_s']:.1f} s, read from the page cache)"
-        + (" — quick run, not the full set" if report["quick"] else ""),
-        f"- Fast path: `evaluate(...)`, median of {report['repeats']} runs, "
-        f"{report['workers']} worker processes; slow path: the reference re-statement of the "
-        "official algorithm (full-frame float64 one-hot masks, boundaries and dilations per "
-        "pair and frame), one process, on a subset, extrapolated by frame-pairs",
-        f"- Took {report['wall_s']:.0f} s",
-        "",
-        "## Timings",
-        "",
-        "| Protocol | Frames | Objects | Pair-frames | Fast wall s | Fast CPU s | ms/frame (wall) "
-        "| 1 worker wall s | Slow subset (frames) | Slow subset wall s | Slow extrapolated wall s "
-        "| Slow extrapolated CPU s | Speed-up wall | Speed-up CPU | Bitwise equal |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|:---:|",
-    ]
-    for row in report["results"].values():
-        lines.append(
-            f"| {row['protocol']} | {row['frames_scored']} | {row['objects']} | "
-            f"{row['pair_frames']} | {row['fast_median_s']:.2f} | {row['fast_cpu_s']:.2f} | "
-            f"{row['fast_ms_per_frame']:.2f} | {row['fast_single_worker_s']:.2f} | "
-            f"{', '.join(row['slow_subset'])} ({row['slow_subset_frames']}) | "
-            f"{row['slow_subset_s']:.1f} | {row['slow_extrapolated_s']:.0f} | "
-            f"{row['slow_extrapolated_cpu_s']:.0f} | {row['speedup_vs_slow']:.1f}× | "
-            f"{row['cpu_speedup_vs_slow']:.1f}× | {pass_mark(row['slow_path_agrees_bitwise'])} |"
-        )
-    lines += ["", "## Targets", "", "| Target | Value | Pass |", "|---|---:|:---:|"]
-    for row in report["targets"]:
-        lines.append(
-            f"| {row['target']} | {row['value']:.2f} {row['unit']} | {pass_mark(row['pass'])} |"
-        )
+    lines = report_header(
+        f"DAVIS evaluation benchmark: {report['host']}",
+        report["environment"],
+        [
+            f"CPUs available: {report['available_cpus']}; load average before/after "
+            f"{report['load_average_before']} / {report['load_average_after']}",
+            f"Set: {data['sequences']} sequences, {data['frames']} frames, "
+            f"{data['height']}×{data['width']}, {data['objects']} objects; synthetic masks "
+            f"(written in {data['generate_s']:.1f} s, read from the page cache)"
+            + (" — quick run, not the full set" if report["quick"] else ""),
+            f"Fast path: `evaluate(...)`, median of {report['repeats']} runs, "
+            f"{report['workers']} worker processes; slow path: the reference re-statement of the "
+            "official algorithm (full-frame float64 one-hot masks, boundaries and dilations per "
+            "pair and frame), one process, on a subset, extrapolated by frame-pairs",
+        ],
+        wall_s=report["wall_s"],
+    )
+    lines += ["", "## Timings", ""]
+    lines += markdown_table(
+        ["Protocol", "Frames", "Objects", "Pair-frames", "Fast wall s", "Fast CPU s",
+         "ms/frame (wall)", "1 worker wall s", "Slow subset (frames)", "Slow subset wall s",
+         "Slow extrapolated wall s", "Slow extrapolated CPU s", "Speed-up wall",
+         "Speed-up CPU", "Bitwise equal"],
+        "lrrrrrrrlrrrrrc",
+        (_timing_row(row) for row in report["results"].values()),
+    )  # fmt: skip
+    lines += ["", "## Targets", ""]
+    lines += markdown_table(
+        ["Target", "Value", "Pass"],
+        "lrc",
+        (
+            [row["target"], f"{row['value']:.2f} {row['unit']}", pass_mark(row["pass"])]
+            for row in report["targets"]
+        ),
+    )
     lines += [
         "",
         "## Notes",

@@ -10,8 +10,9 @@ For each variant the whole network (random weights) is built on the device and m
   paper's FPS (frames / Σ synchronised forward time per video, averaged over videos, warm-up
   excluded) with clips of 8 every ``gap`` frames.
 
-Every figure is also given relative to the Revised Baseline measured in the same run, and the
-targets (D²Conv3D (IV): FPS ≥ 0.95× and peak memory ≤ 1.05× the baseline's) are checked. The
+Every figure is also given relative to the Revised Baseline measured in the same run, and judged
+against the ``model`` criteria of ``targets.toml`` (a variant's FPS and peak memory relative to
+the baseline's). The
 baseline's clip level is measured again after the last variant: on a shared host whose speed
 drifts during the run (more than ``DRIFT_LIMIT``), ratios between variants measured minutes apart
 mean little, so the speed target is then left unjudged and the report says why. With
@@ -23,7 +24,6 @@ N(0, 1/fan_in) so that the kernels sample at fractional positions, as a trained 
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,8 +38,18 @@ from ..core.config import InferConfig, ModelConfig
 from ..core.names import PAPER_LABELS, VARIANT_NAMES, canonical_variant_name, variant_names
 from ..layers.branch import SampledConv3d
 from ..ops.environment import collect_environment, resolve_device
-from .common import Target, fmt, gpu_slug, md_cell, revision_text, write_report
-from .timing import cudnn_benchmark, time_fn
+from .common import (
+    Target,
+    describe_error,
+    fmt,
+    gpu_slug,
+    load_criteria,
+    markdown_table,
+    md_cell,
+    report_header,
+    write_report,
+)
+from .timing import cudnn_benchmark, release_memory, time_fn
 
 SCHEMA = "d2bench.model_bench/1"
 BASELINE = "baseline"
@@ -74,9 +84,10 @@ def _target(variant: str, quantity: str, limit: float) -> Target:
     return Target(variant, quantity, limit, "ratio", label, f"{sign} {limit:g}×", BASELINE, fps)
 
 
-TARGETS: tuple[Target, ...] = (
-    _target("d2conv3d_iv", "fps", 0.95),
-    _target("d2conv3d_iv", "memory", 1.05),
+#: The criteria of the ``model`` table of ``targets.toml``.
+TARGETS: tuple[Target, ...] = tuple(
+    _target(entry["variant"], entry["quantity"], float(entry["limit"]))
+    for entry in load_criteria("model")
 )
 
 
@@ -154,12 +165,6 @@ def _autocast(dev: torch.device, precision: str) -> contextlib.AbstractContextMa
     return autocast_context(dev, precision)
 
 
-def _release(dev: torch.device) -> None:
-    gc.collect()
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def _clip_level(
     model: nn.Module, settings: Settings, dev: torch.device, seed: int
 ) -> dict[str, Any]:
@@ -180,7 +185,7 @@ def _clip_level(
     timing = time_fn(
         forward, make_inputs, warmup=settings.warmup, repeats=settings.repeats, device=dev
     )
-    _release(dev)
+    release_memory(dev)
     x = make_inputs(0)
     probe = MemoryProbe(dev)
     probe.start()
@@ -217,7 +222,7 @@ def measure_variant(
         entry["parameters"] = sum(p.numel() for p in model.parameters())
         entry["weights_gb"] = parameter_bytes(model) / GB
         entry["clip"] = _clip_level(model, settings, dev, seed)
-        _release(dev)
+        release_memory(dev)
         native_height = settings.height  # 480 is already a multiple of 32
         if native_height % PAD_MULTIPLE:
             raise ValueError(f"height must be a multiple of {PAD_MULTIPLE}")
@@ -242,7 +247,7 @@ def measure_variant(
         entry["protocol"] = protocol
     finally:
         del model
-        _release(dev)
+        release_memory(dev)
     return entry
 
 
@@ -297,13 +302,13 @@ def evaluate_targets(
     """Each target's ratio and verdict; a speed target stays unjudged (None) on a drifting host."""
     rows = []
     for target in TARGETS:
-        ratio = ((entries.get(target.variant) or {}).get("relative") or {}).get(target.measure)
+        ratio = ((entries.get(target.subject) or {}).get("relative") or {}).get(target.measure)
         unjudged = target.measure == "fps" and drift is not None and not drift["stable"]
         met = None if unjudged else target.judge(ratio)
         rows.append(
             {
                 "target": target.label,
-                "variant": target.variant,
+                "variant": target.subject,
                 "quantity": target.measure,
                 "limit": target.limit,
                 "ratio": ratio,
@@ -319,65 +324,61 @@ def evaluate_targets(
 # Output
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    env, protocol = report["environment"], report["protocol"]
-    gpu = env.get("gpu_name")
-    memory_label = "peak alloc GB" if gpu else "peak RSS GB"
-    lines = [
-        f"# Model benchmark: {gpu or 'CPU'}" + (" (quick)" if report["quick"] else ""),
-        "",
-        f"- Device: {gpu or env.get('cpu_model') or 'CPU'}; driver "
-        f"{env.get('driver_version') or '—'}; {env.get('platform')}",
-        f"- torch {env.get('torch_version')}, CUDA {env.get('cuda_version') or '—'}, "
-        f"cuDNN {env.get('cudnn_version') or '—'}, Python {env.get('python_version')}; "
-        f"d2bench revision {revision_text(env)}",
-        f"- Network: {protocol['backbone']} backbone, decoder {protocol['decoder_channels']} "
+def _protocol_lines(protocol: dict[str, Any]) -> list[str]:
+    return [
+        f"Network: {protocol['backbone']} backbone, decoder {protocol['decoder_channels']} "
         f"channels, random weights (deformation branches: {protocol['branch_init']}); "
         f"dtype {protocol['dtype']} (sampling operator: "
         f"{protocol.get('sampling_precision', 'autocast')}); batch {protocol['batch_size']}",
-        f"- Clip level: input {protocol['batch_size']}×3×{protocol['clip_len']}×"
+        f"Clip level: input {protocol['batch_size']}×3×{protocol['clip_len']}×"
         f"{protocol['height']}×{protocol['width']}, median of {protocol['repeats']} individually "
         f"timed forwards ({protocol['timer']}) after {protocol['warmup']} warm-up calls; peak "
         "memory of one forward after resetting the peaks (weights + input + activations)",
-        f"- Protocol: {protocol['videos']} random video(s) of {protocol['video_frames']} frames "
+        f"Protocol: {protocol['videos']} random video(s) of {protocol['video_frames']} frames "
         f"at {protocol['height']}×{protocol['native_width']} (padded to {protocol['width']}), "
         f"clips of {protocol['clip_len']} every {protocol['gap']} frames; FPS = frames / Σ "
         f"synchronised forward time per video, mean over videos; {protocol['warmup']} warm-up "
         "clips excluded",
-        f"- Started {env.get('timestamp_utc')}, took {report['wall_s']:.0f} s",
-        "",
-        f"| Variant | clip fwd ms (median) | FPS (protocol) | FPS rel. | clip FPS rel. | "
-        f"{memory_label} | reserved GB | memory rel. | paper FPS | paper mem GB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, entry in report["results"].items():
-        paper_fps, paper_mem = PAPER_FPS_MEMORY[name]
-        if "error" in entry:
-            lines.append(
-                f"| {md_cell(entry['label'])} | error: {md_cell(entry['error'][:80])} "
-                "| | | | | | | "
-                f"{paper_fps} | {paper_mem} |"
-            )
-            continue
-        relative = entry.get("relative") or {}
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    md_cell(entry["label"]),
-                    fmt(_value(entry, "clip", "median_ms"), 1),
-                    fmt(_value(entry, "protocol", "fps")),
-                    fmt(relative.get("fps"), 3, "×"),
-                    fmt(relative.get("clip_fps"), 3, "×"),
-                    fmt(_memory_key(entry), 3),
-                    fmt(_value(entry, "clip", "memory", "max_reserved_gb"), 3),
-                    fmt(relative.get("memory"), 3, "×"),
-                    f"{paper_fps}",
-                    f"{paper_mem}",
-                ]
-            )
-            + " |"
-        )
+
+
+def _result_row(name: str, entry: dict[str, Any]) -> list[str]:
+    paper_fps, paper_mem = PAPER_FPS_MEMORY[name]
+    if "error" in entry:
+        error = f"error: {md_cell(entry['error'][:80])}"
+        return [md_cell(entry["label"]), error, *[""] * 6, f"{paper_fps}", f"{paper_mem}"]
+    relative = entry.get("relative") or {}
+    return [
+        md_cell(entry["label"]),
+        fmt(_value(entry, "clip", "median_ms"), 1),
+        fmt(_value(entry, "protocol", "fps")),
+        fmt(relative.get("fps"), 3, "×"),
+        fmt(relative.get("clip_fps"), 3, "×"),
+        fmt(_memory_key(entry), 3),
+        fmt(_value(entry, "clip", "memory", "max_reserved_gb"), 3),
+        fmt(relative.get("memory"), 3, "×"),
+        f"{paper_fps}",
+        f"{paper_mem}",
+    ]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    gpu = env.get("gpu_name")
+    memory_label = "peak alloc GB" if gpu else "peak RSS GB"
+    lines = report_header(
+        f"Model benchmark: {gpu or 'CPU'}" + (" (quick)" if report["quick"] else ""),
+        env,
+        _protocol_lines(report["protocol"]),
+        wall_s=report["wall_s"],
+    )
+    lines.append("")
+    lines += markdown_table(
+        ["Variant", "clip fwd ms (median)", "FPS (protocol)", "FPS rel.", "clip FPS rel.",
+         memory_label, "reserved GB", "memory rel.", "paper FPS", "paper mem GB"],
+        "lrrrrrrrrr",
+        (_result_row(name, entry) for name, entry in report["results"].items()),
+    )  # fmt: skip
     drift = report.get("baseline_drift") or {}
     lines += ["", "## Targets", ""]
     if drift.get("change") is not None:
@@ -452,9 +453,9 @@ def run_model_benchmark(
             try:
                 entry = measure_variant(name, settings, dev, seed=index)
             except Exception as error:  # one variant failing (OOM, operator) keeps the others
-                message = " ".join(f"{type(error).__name__}: {error}".split())[:600]
+                message = describe_error(error)
                 entry = {"variant": name, "label": PAPER_LABELS[name], "error": message}
-                _release(dev)
+                release_memory(dev)
                 say(f"{prefix}: error {message[:160]}")
             else:
                 say(
@@ -511,7 +512,7 @@ def _remeasure_baseline(
             median_ms = float(_clip_level(model, settings, dev, seed=0)["median_ms"])
         finally:
             del model
-            _release(dev)
+            release_memory(dev)
     except Exception as error:  # the check failing must not lose the variants' results
         say(f"baseline re-measure failed ({type(error).__name__}: {error}); drift unknown")
         return None

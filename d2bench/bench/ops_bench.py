@@ -1,9 +1,11 @@
 """Operator benchmark: D²Conv3D and 3D DCNv2 against cuDNN on the paper's replaced layers.
 
-For every shape, each variant is timed forward and forward+backward with the protocol of
-:mod:`d2bench.bench.timing`; ours are divided by the cuDNN convolution of the same shape and
-precision measured in the same run, and the ratios are checked against the targets. The result
-goes to ``ops-<gpu>.json`` (everything) and ``ops-<gpu>.md`` (the tables).
+For every shape, each kernel (an implementation at one precision) is timed forward and
+forward+backward with the protocol of :mod:`d2bench.bench.timing`; ours are divided by the cuDNN
+convolution of the same shape and precision measured in the same run, and the ratios are judged
+against the ``ops`` criteria of ``targets.toml``. The result goes to ``ops-<gpu>.json``
+(everything) and ``ops-<gpu>.md`` (the tables). The report's keys keep the word ``variant``
+for a kernel (``results[shape][name]["variant"]``, ``variants``), as written reports have it.
 
 Run it with ``d2bench bench ops [--quick] [--out DIR]``.
 """
@@ -11,7 +13,6 @@ Run it with ``d2bench bench ops [--quick] [--out DIR]``.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import math
 import time
@@ -32,11 +33,15 @@ from ..ops.environment import collect_environment, resolve_device
 from .common import (
     DILATION_RANGE,
     Target,
+    describe_error,
     fmt,
     gpu_slug,
+    load_criteria,
+    markdown_table,
     md_cell,
     pass_mark,
-    revision_text,
+    report_header,
+    shorten,
     write_report,
 )
 from .timing import (
@@ -44,6 +49,7 @@ from .timing import (
     MIN_INPUT_SETS,
     l2_cache_bytes,
     peak_extra_memory,
+    release_memory,
     time_fn,
 )
 from .timing import (
@@ -58,7 +64,7 @@ FORWARD_BACKWARD = "forward_backward"
 BACKWARD = "backward_call"
 PHASE_LABEL = {FORWARD: "fwd", FORWARD_BACKWARD: "fwd+bwd", BACKWARD: "bwd"}
 #: The pure-PyTorch reference is slow (≈ 0.2 s a forward+backward at the paper's shapes), so it
-#: gets at most this many timed calls: still a median of 20, as for every other variant, since
+#: gets at most this many timed calls: still a median of 20, as for every other kernel, since
 #: its time moves by tens of percent between calls and a median of 5 moved the speed-up targets.
 REFERENCE_REPEATS = 20
 #: Quick runs (smoke tests, CPU) cap the repeats and warm-up calls at these.
@@ -119,8 +125,8 @@ QUICK_SHAPES: tuple[OpShape, ...] = (
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One implementation at one precision."""
+class Kernel:
+    """One implementation at one precision (the report calls it a variant)."""
 
     name: str
     op: str  # "conv3d" | "d2conv3d" | "deform_conv3d" | "reference"
@@ -148,60 +154,57 @@ class Variant:
 
 
 BF16, FP32 = torch.bfloat16, torch.float32
-VARIANTS: tuple[Variant, ...] = (
-    Variant("cudnn_bf16", "conv3d", BF16, True, False, True, None),
-    Variant("cudnn_fp32", "conv3d", FP32, True, True, True, None),
-    Variant("d2conv3d_bf16", "d2conv3d", BF16, True, False, True, "cudnn_bf16"),
-    Variant("d2conv3d_fp32", "d2conv3d", FP32, True, True, True, "cudnn_fp32"),
-    Variant("dcnv2_bf16", "deform_conv3d", BF16, True, False, True, "cudnn_bf16"),
-    Variant("reference_fp32", "reference", FP32, False, True, True, "cudnn_fp32"),
+KERNELS: tuple[Kernel, ...] = (
+    Kernel("cudnn_bf16", "conv3d", BF16, True, False, True, None),
+    Kernel("cudnn_fp32", "conv3d", FP32, True, True, True, None),
+    Kernel("d2conv3d_bf16", "d2conv3d", BF16, True, False, True, "cudnn_bf16"),
+    Kernel("d2conv3d_fp32", "d2conv3d", FP32, True, True, True, "cudnn_fp32"),
+    Kernel("dcnv2_bf16", "deform_conv3d", BF16, True, False, True, "cudnn_bf16"),
+    Kernel("reference_fp32", "reference", FP32, False, True, True, "cudnn_fp32"),
 )
-_VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
+_KERNELS_BY_NAME = {kernel.name: kernel for kernel in KERNELS}
 
 
 RATIO, SPEEDUP, MEMORY = "ratio", "speedup", "memory"
 
 
 def _target(
-    variant: str, phase: str, limit: float, kind: str = RATIO, against: str | None = None
+    kernel: str, phase: str, limit: float, kind: str = RATIO, against: str | None = None
 ) -> Target:
     """One criterion of the operators, checked per shape.
 
-    ``ratio``: the variant's time ≤ limit × its cuDNN baseline's. ``speedup``: ``against``'s time
-    ≥ limit × the variant's. ``memory``: the variant's extra memory ≤ limit × the output's size.
+    ``ratio``: the kernel's time ≤ limit × its cuDNN baseline's. ``speedup``: ``against``'s time
+    ≥ limit × the kernel's. ``memory``: the kernel's extra memory ≤ limit × the output's size.
     """
     label = PHASE_LABEL[phase]
     if kind == SPEEDUP:
         assert against is not None
         baseline = against
-        text = f"{variant} {label} ≥ {limit:g}× faster than {baseline}"
+        text = f"{kernel} {label} ≥ {limit:g}× faster than {baseline}"
         limit_text = f"≥ {limit:g}×"
     elif kind == MEMORY:
         baseline = "output"
-        text = f"{variant} {label} extra memory ≤ {limit:g}× the output"
+        text = f"{kernel} {label} extra memory ≤ {limit:g}× the output"
         limit_text = f"≤ {limit:g}× output"
     else:
-        found = _VARIANTS_BY_NAME[variant].baseline
+        found = _KERNELS_BY_NAME[kernel].baseline
         assert found is not None
         baseline = found
-        text = f"{variant} {label} ≤ {limit:g}× {baseline}"
+        text = f"{kernel} {label} ≤ {limit:g}× {baseline}"
         limit_text = f"≤ {limit:g}×"
-    return Target(variant, phase, limit, kind, text, limit_text, baseline, kind == SPEEDUP, against)
+    return Target(kernel, phase, limit, kind, text, limit_text, baseline, kind == SPEEDUP, against)
 
 
-TARGETS: tuple[Target, ...] = (
-    _target("d2conv3d_bf16", FORWARD, 2.0),
-    _target("d2conv3d_bf16", FORWARD_BACKWARD, 3.0),
-    _target("d2conv3d_fp32", FORWARD, 1.5),
-    _target("dcnv2_bf16", FORWARD, 3.0),
-    _target("dcnv2_bf16", FORWARD_BACKWARD, 4.0),
-    _target("d2conv3d_fp32", FORWARD_BACKWARD, 20.0, SPEEDUP, "reference_fp32"),
-    _target("d2conv3d_bf16", FORWARD, 1.0, MEMORY),
-    _target("d2conv3d_bf16", BACKWARD, 1.0, MEMORY),
-    _target("dcnv2_bf16", FORWARD, 1.0, MEMORY),
-    _target("dcnv2_bf16", BACKWARD, 1.0, MEMORY),
-    _target("d2conv3d_fp32", FORWARD, 1.0, MEMORY),
-    _target("d2conv3d_fp32", BACKWARD, 1.0, MEMORY),
+#: The criteria of the ``ops`` table of ``targets.toml``.
+TARGETS: tuple[Target, ...] = tuple(
+    _target(
+        entry["kernel"],
+        entry["phase"],
+        float(entry["limit"]),
+        entry.get("kind", RATIO),
+        entry.get("against"),
+    )
+    for entry in load_criteria("ops")
 )
 
 
@@ -213,13 +216,13 @@ def _randn(shape: Sequence[int], gen: torch.Generator, dev: torch.device) -> tor
     return torch.randn(*shape, generator=gen, device=dev, dtype=torch.float32)
 
 
-def _call(variant: Variant, inputs: dict[str, Any]) -> torch.Tensor:
+def _call(kernel: Kernel, inputs: dict[str, Any]) -> torch.Tensor:
     x, w = inputs["x"], inputs["w"]
-    if variant.op == "conv3d":
+    if kernel.op == "conv3d":
         return F.conv3d(x, w, None, 1, 1, 1)
-    if variant.op == "d2conv3d":
+    if kernel.op == "d2conv3d":
         return ops.d2conv3d(x, inputs["map"], inputs["mod"], w, None, 1, 1, 1)
-    if variant.op == "deform_conv3d":
+    if kernel.op == "deform_conv3d":
         return ops.deform_conv3d(x, inputs["map"], inputs["mod"], w, None, 1, 1, 1, 1)
     geom = make_geometry(x, 1, 1, 1)
     return reference.d2conv3d_reference(x, inputs["map"], inputs["mod"], w, None, geom)
@@ -229,27 +232,27 @@ def _leaves(inputs: dict[str, Any]) -> list[torch.Tensor]:
     return [inputs[key] for key in ("x", "w", "map", "mod") if key in inputs]
 
 
-def _forward_fn(variant: Variant) -> Callable[[dict[str, Any]], torch.Tensor]:
+def _forward_fn(kernel: Kernel) -> Callable[[dict[str, Any]], torch.Tensor]:
     def forward(inputs: dict[str, Any]) -> torch.Tensor:
         with torch.no_grad():
-            return _call(variant, inputs)
+            return _call(kernel, inputs)
 
     return forward
 
 
-def _forward_backward_fn(variant: Variant) -> Callable[[dict[str, Any]], tuple[torch.Tensor, ...]]:
+def _forward_backward_fn(kernel: Kernel) -> Callable[[dict[str, Any]], tuple[torch.Tensor, ...]]:
     def forward_backward(inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         with torch.enable_grad():
-            out = _call(variant, inputs)
+            out = _call(kernel, inputs)
             return torch.autograd.grad(out, _leaves(inputs), inputs["grad_out"])
 
     return forward_backward
 
 
-def _backward_memory(variant: Variant, inputs: dict[str, Any], dev: torch.device) -> dict:
+def _backward_memory(kernel: Kernel, inputs: dict[str, Any], dev: torch.device) -> dict:
     """Peak extra memory of the backward call alone: the forward runs first, outside the window."""
     with torch.enable_grad():
-        out = _call(variant, inputs)
+        out = _call(kernel, inputs)
         leaves = _leaves(inputs)
         memory = peak_extra_memory(
             lambda grad_out: torch.autograd.grad(out, leaves, grad_out), inputs["grad_out"], dev
@@ -258,15 +261,15 @@ def _backward_memory(variant: Variant, inputs: dict[str, Any], dev: torch.device
 
 
 def _input_factory(
-    shape: OpShape, shape_index: int, variant: Variant, dev: torch.device
+    shape: OpShape, shape_index: int, kernel: Kernel, dev: torch.device
 ) -> Callable[[int], dict[str, Any]]:
-    """make_inputs(i): fresh random tensors; set i of a shape is the same draw for every variant.
+    """make_inputs(i): fresh random tensors; set i of a shape is the same draw for every kernel.
 
-    Sets are cached, so that the forward and the forward+backward timings of a variant rotate
+    Sets are cached, so that the forward and the forward+backward timings of a kernel rotate
     over the same sets without building them twice.
     """
     cache: dict[int, dict[str, Any]] = {}
-    fmt = torch.channels_last_3d if variant.channels_last else torch.contiguous_format
+    fmt = torch.channels_last_3d if kernel.channels_last else torch.contiguous_format
 
     def make_inputs(i: int) -> dict[str, Any]:
         if i in cache:
@@ -277,23 +280,23 @@ def _input_factory(
         x = _randn((n, shape.c_in, shape.t, shape.h, shape.w), gen, dev)
         w = _randn((shape.c_out, shape.c_in, 3, 3, 3), gen, dev) / math.sqrt(27 * shape.c_in)
         inputs: dict[str, Any] = {
-            "x": x.to(variant.dtype).contiguous(memory_format=fmt),
-            "w": w.to(variant.dtype).contiguous(memory_format=fmt),
+            "x": x.to(kernel.dtype).contiguous(memory_format=fmt),
+            "w": w.to(kernel.dtype).contiguous(memory_format=fmt),
         }
         del x, w
         out_size = (shape.t, shape.h, shape.w)  # 3×3×3, stride 1, padding 1, dilation 1
-        if variant.op in ("d2conv3d", "reference"):
+        if kernel.op in ("d2conv3d", "reference"):
             low, high = DILATION_RANGE
             inputs["map"] = (1.0 + 0.5 * _randn((n, 3, *out_size), gen, dev)).clamp_(low, high)
             inputs["mod"] = torch.sigmoid(_randn((n, 27, *out_size), gen, dev))
-        elif variant.op == "deform_conv3d":
+        elif kernel.op == "deform_conv3d":
             inputs["map"] = _randn((n, 81, *out_size), gen, dev)
             inputs["mod"] = torch.sigmoid(_randn((n, 27, *out_size), gen, dev))
-        if variant.backward:
+        if kernel.backward:
             for leaf in _leaves(inputs):
                 leaf.requires_grad_(True)
-            # Same layout as the operator's output, so that no variant pays for a conversion.
-            out = _forward_fn(variant)(inputs)
+            # Same layout as the operator's output, so that no kernel pays for a conversion.
+            out = _forward_fn(kernel)(inputs)
             inputs["grad_out"] = torch.empty_like(out).normal_(generator=gen)
             del out
         cache[i] = inputs
@@ -304,15 +307,15 @@ def _input_factory(
 
 
 # --------------------------------------------------------------------------------------------
-# Measuring one variant
+# Measuring one kernel
 
 
 @contextlib.contextmanager
-def _numerics(variant: Variant) -> Iterator[dict[str, bool]]:
-    """TF32 off for the float32 variants (restored afterwards); yields the settings in force."""
+def _numerics(kernel: Kernel) -> Iterator[dict[str, bool]]:
+    """TF32 off for the float32 kernels (restored afterwards); yields the settings in force."""
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = (matmul.allow_tf32, cudnn.allow_tf32)
-    if variant.tf32_off:
+    if kernel.tf32_off:
         matmul.allow_tf32 = False
         cudnn.allow_tf32 = False
     try:
@@ -324,25 +327,9 @@ def _numerics(variant: Variant) -> Iterator[dict[str, bool]]:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + " …"
-
-
-def _describe(error: BaseException) -> str:
-    """``Type: message`` on one line, long messages (dispatcher errors) cut at 600 characters."""
-    return f"{type(error).__name__}: {_shorten(' '.join(str(error).split()), 600)}"
-
-
 def _is_oom(error: BaseException) -> bool:
     oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     return (oom is not None and isinstance(error, oom)) or "out of memory" in str(error).lower()
-
-
-def _release(dev: torch.device) -> None:
-    """Free what a finished variant cached on the GPU, so the next starts from the same state."""
-    if dev.type == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
 
 
 def _measure_phase(
@@ -358,10 +345,10 @@ def _measure_phase(
     return {**timing.to_dict(), "memory": memory}
 
 
-def _measure_variant(
+def _measure_kernel(
     shape: OpShape,
     shape_index: int,
-    variant: Variant,
+    kernel: Kernel,
     dev: torch.device,
     *,
     warmup: int,
@@ -369,22 +356,22 @@ def _measure_variant(
     progress: Callable[[str], None],
     unavailable: str | None,
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {"shape": shape.id, "variant": variant.name, **variant.to_dict()}
-    if unavailable is not None and variant.ours:
+    entry: dict[str, Any] = {"shape": shape.id, "variant": kernel.name, **kernel.to_dict()}
+    if unavailable is not None and kernel.ours:
         entry["error"] = unavailable
-        progress(f"{variant.name} error {unavailable}")
+        progress(f"{kernel.name} error {unavailable}")
         return entry
-    if variant.op == "reference":
+    if kernel.op == "reference":
         repeats = min(repeats, REFERENCE_REPEATS)
         warmup = min(warmup, 1)
-    make_inputs = _input_factory(shape, shape_index, variant, dev)
-    phases = [(FORWARD, _forward_fn(variant))]
-    if variant.backward:
-        phases.append((FORWARD_BACKWARD, _forward_backward_fn(variant)))
+    make_inputs = _input_factory(shape, shape_index, kernel, dev)
+    phases = [(FORWARD, _forward_fn(kernel))]
+    if kernel.backward:
+        phases.append((FORWARD_BACKWARD, _forward_backward_fn(kernel)))
     else:
         entry[FORWARD_BACKWARD] = {"skipped": "forward only"}
     try:
-        with _numerics(variant) as settings:
+        with _numerics(kernel) as settings:
             entry["tf32"] = settings
             for phase, fn in phases:
                 try:
@@ -394,27 +381,27 @@ def _measure_variant(
                 except Exception as error:
                     if phase == FORWARD:
                         raise
-                    entry[phase] = {"error": _describe(error)}
-                    message = _shorten(entry[phase]["error"], 160)
-                    progress(f"{variant.name} {PHASE_LABEL[phase]} error {message}")
-                    _release(dev)
+                    entry[phase] = {"error": describe_error(error)}
+                    message = shorten(entry[phase]["error"], 160)
+                    progress(f"{kernel.name} {PHASE_LABEL[phase]} error {message}")
+                    release_memory(dev)
                     continue
                 entry[phase] = result
-                progress(f"{variant.name} {PHASE_LABEL[phase]} {result['median_ms']:.3f} ms")
+                progress(f"{kernel.name} {PHASE_LABEL[phase]} {result['median_ms']:.3f} ms")
                 if phase == FORWARD_BACKWARD:
-                    entry[BACKWARD] = {"memory": _backward_memory(variant, make_inputs(0), dev)}
+                    entry[BACKWARD] = {"memory": _backward_memory(kernel, make_inputs(0), dev)}
     except Exception as error:
         entry.pop(FORWARD_BACKWARD, None)
-        if variant.op == "reference" and _is_oom(error):
-            entry["skipped"] = f"out of memory: {_describe(error)}"
-            progress(f"{variant.name} skipped (out of memory)")
+        if kernel.op == "reference" and _is_oom(error):
+            entry["skipped"] = f"out of memory: {describe_error(error)}"
+            progress(f"{kernel.name} skipped (out of memory)")
         else:
-            entry["error"] = _describe(error)
-            progress(f"{variant.name} error {_shorten(entry['error'], 160)}")
+            entry["error"] = describe_error(error)
+            progress(f"{kernel.name} error {shorten(entry['error'], 160)}")
     finally:
         make_inputs.cache.clear()  # type: ignore[attr-defined]
         del make_inputs
-        _release(dev)
+        release_memory(dev)
     return entry
 
 
@@ -431,7 +418,7 @@ def _median(entry: dict[str, Any] | None, phase: str) -> float | None:
 
 def _add_ratios(entries: dict[str, dict[str, Any]]) -> None:
     for entry in entries.values():
-        baseline = _VARIANTS_BY_NAME[entry["variant"]].baseline
+        baseline = _KERNELS_BY_NAME[entry["variant"]].baseline
         if baseline is None:
             continue
         for phase in (FORWARD, FORWARD_BACKWARD):
@@ -440,13 +427,13 @@ def _add_ratios(entries: dict[str, dict[str, Any]]) -> None:
             entry[f"ratio_{phase}"] = ratio
 
 
-def _output_bytes(shape: OpShape, variant: str) -> int:
-    element = torch.empty((), dtype=_VARIANTS_BY_NAME[variant].dtype).element_size()
+def _output_bytes(shape: OpShape, kernel: str) -> int:
+    element = torch.empty((), dtype=_KERNELS_BY_NAME[kernel].dtype).element_size()
     return shape.batch * shape.c_out * shape.t * shape.h * shape.w * element
 
 
 def _target_value(target: Target, entries: dict[str, dict[str, Any]], shape: OpShape) -> Any:
-    entry = entries.get(target.variant) or {}
+    entry = entries.get(target.subject) or {}
     if target.kind == SPEEDUP:
         ours = _median(entry, target.measure)
         theirs = _median(entries.get(target.against or ""), target.measure)
@@ -456,7 +443,7 @@ def _target_value(target: Target, entries: dict[str, dict[str, Any]], shape: OpS
         if _median(entry, timed_phase) is None:
             return None
         extra = ((entry.get(target.measure) or {}).get("memory") or {}).get("extra_bytes")
-        return None if extra is None else extra / _output_bytes(shape, target.variant)
+        return None if extra is None else extra / _output_bytes(shape, target.subject)
     return entry.get(f"ratio_{target.measure}")
 
 
@@ -469,7 +456,7 @@ def _evaluate_targets(entries: dict[str, dict[str, Any]], shape: OpShape) -> lis
             {
                 "target": target.label,
                 "kind": target.kind,
-                "variant": target.variant,
+                "variant": target.subject,
                 "phase": target.measure,
                 "baseline": target.baseline,
                 "limit": target.limit,
@@ -489,7 +476,7 @@ def _targets_report(per_shape: dict[str, list[dict[str, Any]]]) -> dict[str, Any
         "criteria": [
             {
                 "target": t.label,
-                "variant": t.variant,
+                "variant": t.subject,
                 "phase": t.measure,
                 "baseline": t.baseline,
                 "kind": t.kind,
@@ -506,10 +493,11 @@ def _targets_report(per_shape: dict[str, list[dict[str, Any]]]) -> dict[str, Any
 
 
 def rejudge_report(json_path: Path) -> Path:
-    """Judge a written report's measurements again against today's TARGETS and rewrite it.
+    """Judge a written report's measurements again against today's criteria and rewrite it.
 
-    For criteria added after a run: the measurements (times, memory) stay as they were, the
-    ratios and verdicts are recomputed, and the report records the revision that judged them.
+    For criteria changed in ``targets.toml`` after a run: the measurements (times, memory) stay
+    as they were, the ratios and verdicts are recomputed, and the report records the revision
+    that judged them.
     """
     json_path = Path(json_path)
     report = json.loads(json_path.read_text())
@@ -561,30 +549,19 @@ def _cell_mib(entry: dict[str, Any], phase: str) -> str:
     return "—" if extra is None else f"{extra / MIB:.1f}"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    """The report's tables as Markdown."""
-    env, protocol = report["environment"], report["protocol"]
-    revision = env.get("git_revision")
+def _operators_text(operators: dict[str, Any]) -> str:
+    """Which operator implementation ran (``D2BENCH_OPS``), and why it could not load."""
+    text = f"Operators: {operators['backend']}"
+    return text + (
+        f" (load error: {operators['load_error']})" if operators.get("load_error") else ""
+    )
+
+
+def _protocol_text(protocol: dict[str, Any]) -> str:
     l2 = protocol.get("l2_cache_bytes")
     l2_text = f"{l2 / MIB:.1f} MiB" if l2 else "unknown"
-    ops_info = report["operators"]
-    gpu = env.get("gpu_name") or "CPU"
-    lines = [
-        f"# Operator benchmark: {gpu}",
-        "",
-        f"- GPU: {gpu}"
-        + (
-            f" (compute capability {env['compute_capability']}, {env['gpu_count']} visible)"
-            if env.get("compute_capability")
-            else ""
-        )
-        + f"; driver {env.get('driver_version') or 'unknown'}",
-        f"- CPU: {env.get('cpu_model') or 'unknown'}; {env.get('platform')}",
-        f"- torch {env.get('torch_version')}, CUDA {env.get('cuda_version') or '—'}, "
-        f"cuDNN {env.get('cudnn_version') or '—'}, Python {env.get('python_version')}",
-        f"- d2bench revision {revision_text(env)}; operators: {ops_info['backend']}"
-        + (f" (load error: {ops_info['load_error']})" if ops_info.get("load_error") else ""),
-        f"- Protocol: {protocol['statistic']} of {protocol['repeats']} individually timed calls "
+    return (
+        f"Protocol: {protocol['statistic']} of {protocol['repeats']} individually timed calls "
         f"({protocol['timer']}) after {protocol['warmup']} warm-up calls; inputs rotated over "
         f"{protocol['min_input_sets']}–{protocol['max_input_sets']} sets larger together than "
         f"2× L2 ({l2_text}); reference: {protocol['reference_repeats']} calls; "
@@ -594,50 +571,67 @@ def render_markdown(report: dict[str, Any]) -> str:
         "dilation map/offset and modulation/mask. Extra memory: peak of the bytes requested "
         "during the call beyond what it returns (the caching allocator's block rounding is "
         "recorded apart in the JSON); fwd+bwd counts the forward's output and saved tensors, "
-        "bwd is the backward call alone (the forward run before it).",
-        f"- Started {env.get('timestamp_utc')}, took {report.get('wall_s', 0):.0f} s"
-        + (" (quick run: tiny shapes, not the paper's)" if report.get("quick") else ""),
-        "",
-        "## Timings (median ms; ratios against cuDNN of the same precision)",
-        "",
-        "| Shape | Variant | fwd ms | fwd+bwd ms | ratio fwd | ratio fwd+bwd "
-        "| extra MiB fwd | extra MiB fwd+bwd | extra MiB bwd |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    errors = []
+        "bwd is the backward call alone (the forward run before it)."
+    )
+
+
+def _timing_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """One row per shape and kernel, and the errors and skips to list below the table."""
+    rows, errors = [], []
     for shape in report["shapes"]:
         for name, entry in report["results"][shape["id"]].items():
-            lines.append(
-                f"| {shape['label']} | {name} | {_cell_ms(entry, FORWARD)} "
-                f"| {_cell_ms(entry, FORWARD_BACKWARD)} "
-                f"| {_cell_ratio(entry.get('ratio_forward'))} "
-                f"| {_cell_ratio(entry.get('ratio_forward_backward'))} "
-                f"| {_cell_mib(entry, FORWARD)} | {_cell_mib(entry, FORWARD_BACKWARD)} "
-                f"| {_cell_mib(entry, BACKWARD)} |"
+            rows.append(
+                [
+                    shape["label"],
+                    name,
+                    _cell_ms(entry, FORWARD),
+                    _cell_ms(entry, FORWARD_BACKWARD),
+                    _cell_ratio(entry.get("ratio_forward")),
+                    _cell_ratio(entry.get("ratio_forward_backward")),
+                    _cell_mib(entry, FORWARD),
+                    _cell_mib(entry, FORWARD_BACKWARD),
+                    _cell_mib(entry, BACKWARD),
+                ]
             )
-            for where, data in (
-                ("", entry),
-                (" fwd+bwd", entry.get(FORWARD_BACKWARD) or {}),
-            ):
+            for where, data in (("", entry), (" fwd+bwd", entry.get(FORWARD_BACKWARD) or {})):
                 if "error" in data:
-                    message = md_cell(_shorten(data["error"], 300))
+                    message = md_cell(shorten(data["error"], 300))
                     errors.append(f"- {shape['label']} {name}{where}: {message}")
             if "skipped" in entry:
                 errors.append(f"- {shape['label']} {name}: skipped, {md_cell(entry['skipped'])}")
-    lines += [
-        "",
-        "## Targets",
-        "",
-        "| Shape | Target | Value | Limit | Pass |",
-        "|---|---|---:|---:|:---:|",
-    ]
-    for shape in report["shapes"]:
-        for row in report["targets"]["per_shape"][shape["id"]]:
-            mark = pass_mark(row["pass"], missing="n/a")
-            lines.append(
-                f"| {shape['label']} | {row['target']} | {_cell_ratio(row['ratio'])} "
-                f"| {row['limit_text']} | {mark} |"
-            )
+    return rows, errors
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report's tables as Markdown."""
+    env = report["environment"]
+    quick = " (quick run: tiny shapes, not the paper's)" if report.get("quick") else ""
+    lines = report_header(
+        f"Operator benchmark: {env.get('gpu_name') or 'CPU'}",
+        env,
+        [_operators_text(report["operators"]), _protocol_text(report["protocol"])],
+        wall_s=report.get("wall_s", 0),
+        note=quick,
+    )
+    timing_rows, errors = _timing_rows(report)
+    lines += ["", "## Timings (median ms; ratios against cuDNN of the same precision)", ""]
+    lines += markdown_table(
+        ["Shape", "Variant", "fwd ms", "fwd+bwd ms", "ratio fwd", "ratio fwd+bwd",
+         "extra MiB fwd", "extra MiB fwd+bwd", "extra MiB bwd"],
+        "llrrrrrrr",
+        timing_rows,
+    )  # fmt: skip
+    lines += ["", "## Targets", ""]
+    lines += markdown_table(
+        ["Shape", "Target", "Value", "Limit", "Pass"],
+        "llrrc",
+        (
+            [shape["label"], row["target"], _cell_ratio(row["ratio"]), row["limit_text"],
+             pass_mark(row["pass"], missing="n/a")]
+            for shape in report["shapes"]
+            for row in report["targets"]["per_shape"][shape["id"]]
+        ),
+    )  # fmt: skip
     summary = report["targets"]
     lines += [
         "",
@@ -645,11 +639,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"({summary['total']} in all).",
     ]
     judged_by = summary.get("judged_by_revision")
-    if judged_by and judged_by != revision:
+    if judged_by and judged_by != env.get("git_revision"):
         lines += [
             "",
             f"The targets were judged again by revision {judged_by[:12]} on these measurements "
-            "(`d2bench bench ops --rejudge`), for criteria added after the run.",
+            "(`d2bench bench ops --rejudge`), against the criteria of that revision.",
         ]
     if errors:
         lines += ["", "## Errors and skipped entries", "", *errors]
@@ -657,13 +651,16 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _load_operators(progress: Callable[[str], None]) -> dict[str, Any]:
+    """Load the operator implementation ``D2BENCH_OPS`` selects; the report keeps its name
+    under ``backend``, as written reports have it."""
     info: dict[str, Any] = {"backend": None, "load_error": None}
     try:
-        info["backend"] = ops.selected_backend()
-        progress(f"loading operators (backend {info['backend']}; the first build takes minutes)")
+        implementation = ops.selected_backend()
+        info["backend"] = implementation
+        progress(f"loading operators ({implementation}; the first build takes minutes)")
         ops.ensure_loaded()
     except Exception as error:
-        info["load_error"] = _describe(error)
+        info["load_error"] = describe_error(error)
         progress(f"operators unavailable: {info['load_error']}")
     return info
 
@@ -709,11 +706,11 @@ def run_ops_benchmark(
         for index, shape in enumerate(shapes):
             prefix = f"[{index + 1}/{len(shapes)}] {shape.label}"
             entries: dict[str, dict[str, Any]] = {}
-            for variant in VARIANTS:
-                entries[variant.name] = _measure_variant(
+            for kernel in KERNELS:
+                entries[kernel.name] = _measure_kernel(
                     shape,
                     index,
-                    variant,
+                    kernel,
                     dev,
                     warmup=warmup,
                     repeats=repeats,
@@ -740,7 +737,7 @@ def run_ops_benchmark(
             "timer": "cuda_events" if dev.type == "cuda" else "perf_counter",
             "statistic": "median",
             "cudnn_benchmark": cudnn_benchmark,
-            "tf32_off_for": [v.name for v in VARIANTS if v.tf32_off],
+            "tf32_off_for": [v.name for v in KERNELS if v.tf32_off],
             "bias": None,
             "gradients": "torch.autograd.grad of all inputs, fresh each call; fwd+bwd includes "
             "the forward",
@@ -752,7 +749,7 @@ def run_ops_benchmark(
             "allocator's blocks; CUDA only",
         },
         "shapes": [shape.to_dict() for shape in shapes],
-        "variants": [variant.to_dict() for variant in VARIANTS],
+        "variants": [kernel.to_dict() for kernel in KERNELS],
         "results": results,
         "targets": _targets_report(per_shape_targets),
         "wall_s": time.perf_counter() - started,

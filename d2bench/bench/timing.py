@@ -5,12 +5,14 @@ larger than twice the GPU's L2 cache, and rotates through them, so that a repeat
 find its operands already in cache. Each call is timed on its own with CUDA events recorded on
 the current stream (``time.perf_counter`` on the CPU); the median is the statistic to report.
 
-:func:`peak_extra_memory` measures how much memory one call needs beyond its result.
+:func:`peak_extra_memory` measures how much memory one call needs beyond its result;
+:func:`synchronize` and :func:`release_memory` are the small device chores every benchmark does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -100,9 +102,18 @@ def input_set_count(
     return max(min_sets, min(max_sets, needed))
 
 
-def _synchronize(dev: torch.device) -> None:
+def synchronize(dev: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA)."""
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+def release_memory(dev: torch.device) -> None:
+    """Free what a finished measurement left (unreferenced objects, the CUDA allocator's cache),
+    so that the next one starts from the same state."""
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def summarize(samples_ms: list[float]) -> dict[str, float]:
@@ -152,11 +163,11 @@ def time_fn(
     set_bytes = tensor_bytes(first)
     count = input_set_count(set_bytes, l2, min_sets=min_sets, max_sets=max_sets)
     input_sets = [first, *(make_inputs(i) for i in range(1, count))]
-    _synchronize(dev)
+    synchronize(dev)
 
     for i in range(warmup):
         fn(input_sets[i % count])
-    _synchronize(dev)
+    synchronize(dev)
 
     samples: list[float] = []
     if dev.type == "cuda":
@@ -169,7 +180,7 @@ def time_fn(
             fn(input_sets[i % count])
             end.record(stream)
             events.append((start, end))
-        _synchronize(dev)
+        synchronize(dev)
         samples = [float(start.elapsed_time(end)) for start, end in events]
         timer = "cuda_events"
     else:

@@ -18,7 +18,6 @@ and reported per row and per layer (:mod:`d2bench.ops.routing`).
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -31,15 +30,11 @@ from ..engine.amp import Amp, autocast_context, autocast_dtype
 from ..engine.lovasz import lovasz_hinge
 from ..ops.environment import collect_environment
 from ..ops.routing import grad_conversion, record_backward_paths
-from .common import gpu_slug
+from .common import gpu_slug, markdown_table, report_header, write_report
+from .timing import synchronize
 
 GB = 1024**3
 SAMPLING_PRECISIONS = ("autocast", "fp32")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -55,12 +50,12 @@ def _peak_gb(device: torch.device) -> float | None:
 def _timed(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -126,7 +121,7 @@ def bench_variant(
     with grad_conversion(convert_grads):
         with record_backward_paths(model) as record:
             train_step()
-            _sync(device)
+            synchronize(device)
         train_times = _timed(train_step, device, max(warmup - 1, 0), repeats)
     train_peak = _peak_gb(device)
     optimizer.zero_grad(set_to_none=True)
@@ -159,9 +154,10 @@ def has_sampling_operator(variant: str) -> bool:
 
 
 def _relative(record: dict[str, Any]) -> dict[tuple[str, str], tuple[float, float]]:
-    """(variant, sampling) → (train, inference) time relative to the variant's autocast row."""
+    """(variant, sampling) → (train, inference) time relative to the variant's autocast row
+    (reports written before the choice existed measured autocast only)."""
     rows = {
-        (row["variant"], row["sampling_precision"]): row
+        (row["variant"], row.get("sampling_precision", "autocast")): row
         for row in record["results"]
         if "error" not in row
     }
@@ -176,45 +172,59 @@ def _relative(record: dict[str, Any]) -> dict[tuple[str, str], tuple[float, floa
     return ratios
 
 
-def _markdown(record: dict[str, Any]) -> str:
-    env, settings = record["environment"], record["settings"]
-    lines = [
-        f"# Full-network training step and inference ({env.get('gpu_name') or 'CPU'})",
-        "",
-        f"{settings['backbone']}, random weights, batch {settings['batch']}, clip "
+def _settings_text(settings: dict[str, Any]) -> str:
+    return (
+        f"Network: {settings['backbone']}, random weights, batch {settings['batch']}, clip "
         f"{'×'.join(map(str, settings['shape']))}, {settings['precision']} (computed in "
         f"{settings.get('dtype', settings['precision'])}), channels_last_3d on GPU; median of "
-        f"{settings['repeats']} after {settings['warmup']} warm-up. "
-        f"torch {env.get('torch_version')}, CUDA {env.get('cuda_version')}, "
-        f"revision {env.get('git_revision')}. Sampling: the dtype of the DCN/D² sampling "
-        "operator (autocast: the autocast dtype; fp32: float32, as released); ×autocast: time "
-        "relative to the same variant's autocast row.",
-        "",
-        "| Variant | sampling | train step (ms) | ×autocast | train clips/s | train peak (GB) "
-        "| inference (ms) | ×autocast | inference clips/s | inference peak (GB) "
-        "| backward paths |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+        f"{settings['repeats']} after {settings['warmup']} warm-up. Sampling: the dtype of the "
+        "DCN/D² sampling operator (autocast: the autocast dtype; fp32: float32, as released); "
+        "×autocast: time relative to the same variant's autocast row."
+    )
 
+
+def _result_row(row: dict[str, Any], ratios: dict[tuple[str, str], tuple[float, float]]) -> list:
     def gb(value: float | None) -> str:
         return "–" if value is None else f"{value:.2f}"
 
+    sampling = row.get("sampling_precision", "autocast")
+    if not has_sampling_operator(row["variant"]):
+        sampling = "–"
+    if "error" in row:
+        return [row["variant"], sampling, f"failed: {row['error']}", *[""] * 8]
+    ratio = ratios.get((row["variant"], sampling))
+    train_ratio, infer_ratio = (f"{ratio[0]:.3f}", f"{ratio[1]:.3f}") if ratio else ("", "")
+    return [
+        row["variant"],
+        sampling,
+        f"{row['train_step_ms']:.1f}",
+        train_ratio,
+        f"{row['train_clips_per_s']:.2f}",
+        gb(row["train_peak_gb"]),
+        f"{row['infer_ms']:.1f}",
+        infer_ratio,
+        f"{row['infer_clips_per_s']:.2f}",
+        gb(row["infer_peak_gb"]),
+        paths_summary(row.get("backward_paths")),
+    ]
+
+
+def render_markdown(record: dict[str, Any]) -> str:
+    env = record["environment"]
+    lines = report_header(
+        f"Full-network training step and inference ({env.get('gpu_name') or 'CPU'})",
+        env,
+        [_settings_text(record["settings"])],
+    )
     ratios = _relative(record)
-    for row in record["results"]:
-        sampling = row.get("sampling_precision", "autocast")
-        if not has_sampling_operator(row["variant"]):
-            sampling = "–"
-        if "error" in row:
-            lines.append(f"| {row['variant']} | {sampling} | failed: {row['error']} |" + " |" * 8)
-            continue
-        ratio = ratios.get((row["variant"], sampling))
-        train_ratio, infer_ratio = (f"{ratio[0]:.3f}", f"{ratio[1]:.3f}") if ratio else ("", "")
-        lines.append(
-            f"| {row['variant']} | {sampling} | {row['train_step_ms']:.1f} | {train_ratio} "
-            f"| {row['train_clips_per_s']:.2f} | {gb(row['train_peak_gb'])} "
-            f"| {row['infer_ms']:.1f} | {infer_ratio} | {row['infer_clips_per_s']:.2f} "
-            f"| {gb(row['infer_peak_gb'])} | {paths_summary(row.get('backward_paths'))} |"
-        )
+    lines.append("")
+    lines += markdown_table(
+        ["Variant", "sampling", "train step (ms)", "×autocast", "train clips/s",
+         "train peak (GB)", "inference (ms)", "×autocast", "inference clips/s",
+         "inference peak (GB)", "backward paths"],
+        "llrrrrrrrrl",
+        (_result_row(row, ratios) for row in record["results"]),
+    )  # fmt: skip
     lines += _layer_paths(record)
     return "\n".join(lines) + "\n"
 
@@ -247,19 +257,21 @@ def _layer_paths(record: dict[str, Any]) -> list[str]:
         "copied into channels_last_3d for the tensor-core kernels "
         f"({'on' if converting else 'off in this run'}), and the kernels that ran.",
         "",
-        "| Variant | sampling | layer | op | input (N×C×T×H×W) | C_out | upstream gradient "
-        "| copied | backward | why not tensor-core |",
-        "|---|---|---|---|---|---:|---|---|---|---|",
     ]
-    for row in rows:
-        for call in row["backward_paths"]["calls"]:
-            lines.append(
-                f"| {row['variant']} | {row.get('sampling_precision', 'autocast')} "
-                f"| {call['layer'] or '?'} | {call['op']} ({call['dtype']}) "
-                f"| {'×'.join(map(str, call['input_shape']))} | {call['out_channels']} "
-                f"| {call['grad_layout']} | {'yes' if call['converted'] else 'no'} "
-                f"| {_PATH_NAMES.get(call['path'], call['path'])} | {call['reason'] or '–'} |"
-            )
+    lines += markdown_table(
+        ["Variant", "sampling", "layer", "op", "input (N×C×T×H×W)", "C_out",
+         "upstream gradient", "copied", "backward", "why not tensor-core"],
+        "lllllrllll",
+        (
+            [row["variant"], row.get("sampling_precision", "autocast"), call["layer"] or "?",
+             f"{call['op']} ({call['dtype']})", "×".join(map(str, call["input_shape"])),
+             str(call["out_channels"]), call["grad_layout"],
+             "yes" if call["converted"] else "no", _PATH_NAMES.get(call["path"], call["path"]),
+             call["reason"] or "–"]
+            for row in rows
+            for call in row["backward_paths"]["calls"]
+        ),
+    )  # fmt: skip
     return lines
 
 
@@ -361,9 +373,6 @@ def run_train_benchmark(
         "environment": environment,
         "results": results,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slug = gpu_slug(environment.get("gpu_name"))
-    path = out_dir / f"train-{slug}.json"
-    path.write_text(json.dumps(record, indent=1))
-    path.with_suffix(".md").write_text(_markdown(record))
+    path = Path(out_dir) / f"train-{gpu_slug(environment.get('gpu_name'))}.json"
+    write_report(path, record, render_markdown)
     return path

@@ -135,49 +135,15 @@ def _bench_eval(args: argparse.Namespace) -> int:
 
 def _bench_plan(args: argparse.Namespace) -> int:
     """Time ``d2bench plan`` on a study of N cells against a store holding N finished runs."""
-    import subprocess
-    import tempfile
-    import time
-    from pathlib import Path
+    from ..bench.plan_bench import run_plan_benchmark
 
-    import yaml
-
-    from ..study import expand_cells, load_study
-    from ..tracking import Tracker
-
-    folder = Path(args.dir or tempfile.mkdtemp(prefix="d2bench-bench-plan-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    seeds = 10
-    rows = [
-        {"name": f"r{i:04d}", "train": {"lr": 1e-5 * (1 + i)}} for i in range(args.cells // seeds)
-    ]
-    spec = {"name": "bench-plan", "base": {"data": {"root": "data"}}, "rows": rows,
-            "seeds": list(range(seeds)), "synthetic_data": True}  # fmt: skip
-    path = folder / "bench-plan.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    tracker = Tracker(uri)
-    study = load_study(path)
-    cells = expand_cells(study)
-    if not tracker.cell_records(study.name):
-        print(f"filling {uri} with {len(cells)} finished runs ...", flush=True)
-        parent = tracker.ensure_study_run(study.name, study.text, "local", {"git": "bench"})
-        for cell in cells:
-            run_id = tracker.create_cell_run(study.name, parent, cell, "local", folder, "bench")
-            tracker.cell_logger(run_id).finished({"metrics": {"jf_mean": 0.5}}, folder)
-    command = [sys.executable, "-m", "d2bench.cli", "plan", str(path), "--tracking-uri", uri]
-    timings = []
-    for _ in range(args.repeat):
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        timings.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            return 1
-    summary = done.stdout.strip().splitlines()[-1]
-    print(f"d2bench plan, {len(cells)} cells vs {len(cells)} finished runs: {summary}")
-    print("wall time per run (s): " + ", ".join(f"{t:.2f}" for t in timings))
-    print(f"best {min(timings):.2f} s; store kept in {folder}")
+    timing = run_plan_benchmark(args.cells, args.repeat, Path(args.dir) if args.dir else None)
+    if timing.error is not None:
+        print(timing.error, file=sys.stderr)
+        return 1
+    print(f"d2bench plan, {timing.cells} cells vs {timing.cells} finished runs: {timing.summary}")
+    print("wall time per run (s): " + ", ".join(f"{t:.2f}" for t in timing.seconds))
+    print(f"best {min(timing.seconds):.2f} s; store kept in {timing.folder}")
     return 0
 
 
@@ -215,8 +181,8 @@ def _add_ops(bench: argparse._SubParsersAction) -> None:
         "--rejudge",
         type=Path,
         metavar="JSON",
-        help="judge a written report's measurements against today's targets and rewrite it "
-        "(and its .md); measures nothing",
+        help="judge a written report's measurements against today's criteria (the package's "
+        "bench/targets.toml) and rewrite it (and its .md); measures nothing",
     )
     bench_ops.set_defaults(handler=_bench_ops)
 

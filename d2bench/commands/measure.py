@@ -37,9 +37,9 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     from ..study import expand_cells
     from ..tracking import Tracker
     from ..tracking.measurements import study_run_id
-    from .study import _load
+    from .study import load_checked_study
 
-    study = _load(args.study)
+    study = load_checked_study(args.study)
     tracker = Tracker(args.tracking_uri)
     parent = study_run_id(tracker, study.name)
     if parent is None:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _load(path: str) -> Any:
+def load_checked_study(path: str) -> Any:
+    """The study at ``path``, expanded once so that a bad spec or a missing data set or weight
+    file stops the command with a usage error (exit 2) before it does anything."""
     from ..cli import UsageError
     from ..study import StudyError, expand_cells, load_study
 
@@ -48,7 +50,7 @@ def _checked_launch(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     )
     from ..launch.profiles import ProfileNotFound
 
-    study = _load(args.study)
+    study = load_checked_study(args.study)
     backend_name = args.backend or study.backend.name
     unknown = [row for row in args.force if row not in study.rows]
     if unknown:
@@ -143,7 +145,7 @@ def _preflight(backend: Any, study: Any, runs_dir: Path, tracking_uri: str | Non
 def _plan(args: argparse.Namespace) -> int:
     from ..launch import format_plan, plan_document, plan_study
 
-    study = _load(args.study)
+    study = load_checked_study(args.study)
     _, _, plan = plan_study(study, _tracker(args))
     print(json.dumps(plan_document(study, plan)) if args.json else format_plan(plan))
     return 0
@@ -159,7 +161,7 @@ def _status(args: argparse.Namespace) -> int:
     from ..study import CellState
     from ..tracking.tracker import TAG_JOB
 
-    study = _load(args.study)
+    study = load_checked_study(args.study)
     tracker = _tracker(args)
     while True:
         _, _, plan = plan_study(study, tracker)

@@ -35,7 +35,7 @@ def _prepare(config_path: Path, out: Path | None, default_parent: str):
 
     from ..core.config import config_to_dict
     from ..core.contract import CONFIG_FILE
-    from ..engine.distributed import resolve_device
+    from ..engine.distributed import rank_device
     from ..runner.cell import build_seeded_model
 
     config = _load(config_path)
@@ -43,7 +43,7 @@ def _prepare(config_path: Path, out: Path | None, default_parent: str):
     out = out or Path(default_parent) / config_path.stem
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    device = resolve_device(config.device)
+    device = rank_device(config.device)
     return config, out, device, build_seeded_model(config)
 
 

@@ -70,8 +70,11 @@ def sync_batchnorm(model: nn.Module) -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → this rank's CUDA device when there is one, else CPU; anything else verbatim."""
+def rank_device(name: str) -> torch.device:
+    """The device a config names, for this rank: ``auto`` → this rank's CUDA device
+    (``LOCAL_RANK``) when there is one, else CPU; anything else verbatim, refused when it names
+    CUDA on a machine without one. (A measurement's device is
+    :func:`d2bench.ops.environment.resolve_device`: None there means the current GPU.)"""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -453,7 +453,7 @@ def run_cell(
     before training and ``"infer"`` before inference and the speed measurement (so a system
     metrics sampler can stop before FPS is timed).
     """
-    from ..engine.distributed import DistContext, resolve_device
+    from ..engine.distributed import DistContext, rank_device
     from ..ops.environment import collect_environment
 
     cell_dir = Path(cell_dir)
@@ -468,7 +468,7 @@ def run_cell(
 
     with _cell_log(cell_dir):
         started = time.perf_counter()
-        device = resolve_device(config.device)
+        device = rank_device(config.device)
         what = config.model.describe()
         log.info("cell %s: %s on %s (%s)", cell_dir.name, what, device, config.data.root)
         model = build_seeded_model(config)

@@ -14,7 +14,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from ..core.config import load_cell_config
     from ..core.contract import CONFIG_FILE
-    from ..engine.distributed import resolve_device
+    from ..engine.distributed import rank_device
     from .cell import build_seeded_model, train_cell
 
     args = sys.argv[1:] if argv is None else argv
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cell_dir = Path(args[0])
     config = load_cell_config(cell_dir / CONFIG_FILE)
-    device = resolve_device(config.device)
+    device = rank_device(config.device)
     model = build_seeded_model(config)
     train_cell(config, cell_dir, device, model, None, True, True)
     return 0
