@@ -13,7 +13,9 @@ variant. Variants without a sampling operator (baseline, ASPP) are measured once
 
 Which backward kernels each DCN/D² layer took (tensor-core or CUDA-core, and whether its upstream
 gradient was first copied into channels_last_3d for them) is recorded in the first warm-up step
-and reported per row and per layer (:mod:`d2bench.ops.routing`).
+and reported per row and per layer (:mod:`d2bench.ops.routing`). With ``profile`` one more step
+per row is profiled and its GPU time split into the sampling operators, convolutions and the rest
+(:mod:`.step_profile`), beside the baseline's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..engine.lovasz import lovasz_hinge
 from ..ops.environment import collect_environment
 from ..ops.routing import grad_conversion, record_backward_paths
 from .common import gpu_slug, markdown_table, report_header, write_report
+from .step_profile import CATEGORIES, profile_step
 from .timing import synchronize
 
 GB = 1024**3
@@ -74,6 +77,7 @@ def bench_variant(
     decoder_channels: int = 256,
     sampling_precision: str = "autocast",
     convert_grads: bool = True,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Time training steps and inference forwards of one variant; peak memory of each; the
     backward path of every sampled layer in a training step (``convert_grads``: whether
@@ -123,7 +127,8 @@ def bench_variant(
             train_step()
             synchronize(device)
         train_times = _timed(train_step, device, max(warmup - 1, 0), repeats)
-    train_peak = _peak_gb(device)
+        train_peak = _peak_gb(device)
+        step_profile = profile_step(train_step, device) if profile else {}
     optimizer.zero_grad(set_to_none=True)
     model.eval()
     _reset_peak(device)
@@ -143,6 +148,7 @@ def bench_variant(
         "train_samples_ms": [1000 * t for t in train_times],
         "infer_samples_ms": [1000 * t for t in infer_times],
         "backward_paths": record.as_dict(),
+        **({"train_profile_ms": step_profile} if step_profile else {}),
     }
 
 
@@ -225,8 +231,43 @@ def render_markdown(record: dict[str, Any]) -> str:
         "llrrrrrrrrl",
         (_result_row(row, ratios) for row in record["results"]),
     )  # fmt: skip
+    lines += _profile_table(record)
     lines += _layer_paths(record)
     return "\n".join(lines) + "\n"
+
+
+def _profile_table(record: dict[str, Any]) -> list[str]:
+    """Each row's profiled training step by kind of kernel, and what each adds to the baseline's."""
+    rows = [row for row in record["results"] if row.get("train_profile_ms")]
+    if not rows:
+        return []
+    baseline = next((row["train_profile_ms"] for row in rows if row["variant"] == "baseline"), None)
+
+    def cell(profile: dict[str, float], key: str) -> str:
+        text = f"{profile[key]:.1f}"
+        if baseline is not None and profile is not baseline:
+            text += f" ({profile[key] - baseline[key]:+.1f})"
+        return text
+
+    keys = [*CATEGORIES, "total"]
+    lines = [
+        "",
+        "GPU time of one profiled training step (ms) by kind of kernel (sum of kernel times; "
+        "in brackets: the difference to the baseline's step). Convolutions include the "
+        "deformation branches'; element-wise and other: activations, sigmoid, casts, layout "
+        "copies, the loss and the optimiser.",
+        "",
+    ]
+    lines += markdown_table(
+        ["Variant", "sampling", *keys],
+        "ll" + "r" * len(keys),
+        (
+            [row["variant"], row.get("sampling_precision", "autocast"),
+             *(cell(row["train_profile_ms"], key) for key in keys)]
+            for row in rows
+        ),
+    )  # fmt: skip
+    return lines
 
 
 _PATH_NAMES = {"tensor_core": "tensor-core", "cuda_core": "CUDA-core", "cpu": "CPU"}
@@ -289,6 +330,7 @@ def run_train_benchmark(
     device: str | None = None,
     quick: bool = False,
     convert_grads: bool = True,
+    profile: bool = False,
 ) -> Path:
     """Run the benchmark and write ``train-<gpu>.json`` / ``.md``; returns the JSON path.
 
@@ -335,6 +377,7 @@ def run_train_benchmark(
                 repeats=repeats,
                 sampling_precision=sampling,
                 convert_grads=convert_grads,
+                profile=profile,
                 tiny_width=tiny_width,
                 decoder_channels=decoder_channels,
             )
@@ -366,6 +409,7 @@ def run_train_benchmark(
             "sampling_precisions": list(sampling_precisions),
             "grad_scaler": dtype == torch.float16,
             "convert_grads": convert_grads,
+            "profile": profile,
             "warmup": warmup,
             "repeats": repeats,
             "quick": quick,

@@ -120,6 +120,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         device=args.device,
         quick=args.quick,
         convert_grads=not args.keep_grad_layout,
+        profile=args.profile,
     )
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
@@ -273,6 +274,12 @@ def _add_train(bench: argparse._SubParsersAction) -> None:
         help="hand the sampling operators' backward the upstream gradient in the layout it "
         "arrives in (no copy into channels_last_3d for the tensor-core kernels), to measure "
         "what that copy saves",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile one more training step per row and split its GPU time into the sampling "
+        "operators (forward, input and weight gradient), convolutions and the rest",
     )
     parser.set_defaults(handler=_bench_train)
 

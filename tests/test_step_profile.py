@@ -1,0 +1,73 @@
+"""``bench train --profile``: a training step's GPU time split by kind of kernel."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from d2bench.bench.step_profile import CATEGORIES, categorise, kernel_category, profile_step
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("void d2bench::cuda::hopper_forward_kernel<__nv_bfloat16, 64>(Params)", "forward"),
+        ("void d2bench::cuda::simt_input_grad_kernel<float, 3, 64>(Args)", "input gradient"),
+        ("d2bench::cuda::weight_grad_kernel<c10::Half>", "weight gradient"),
+        ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_ndhwc_kernel", "convolutions (cuDNN)"),
+        ("cudnn::engines_precompiled::nchwToNhwcKernel", "convolutions (cuDNN)"),
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128", "convolutions (cuDNN)"),
+        ("ampere_sgemm_128x64_tn", "matrix products"),
+        ("void at::native::vectorized_elementwise_kernel<4, sigmoid>", "element-wise and other"),
+        ("Memcpy DtoD (Device -> Device)", "element-wise and other"),
+    ],
+)
+def test_kernels_fall_into_their_category(name: str, expected: str) -> None:
+    category = kernel_category(name)
+    assert category in CATEGORIES
+    assert category.endswith(expected)
+
+
+def test_categories_sum_to_the_total_per_call() -> None:
+    kernels = [
+        ("d2bench::cuda::fused_forward_kernel<half>", 300.0),
+        ("d2bench::cuda::input_grad_kernel<half>", 500.0),
+        ("cudnn_convolution_fprop", 1000.0),
+        ("elementwise_kernel", 200.0),
+    ]
+    split = categorise(kernels, calls=2)
+    assert set(split) == {*CATEGORIES, "total"}
+    assert split["sampling operator: forward"] == pytest.approx(0.15)
+    assert split["sampling operator: input gradient"] == pytest.approx(0.25)
+    assert split["sampling operator: weight gradient"] == 0.0
+    assert split["total"] == pytest.approx(1.0)
+    assert sum(split[c] for c in CATEGORIES) == pytest.approx(split["total"])
+
+
+def test_nothing_is_profiled_off_cuda() -> None:
+    calls = []
+    assert profile_step(lambda: calls.append(1), torch.device("cpu")) == {}
+    assert calls == []
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bench_train_profiles_the_sampling_operator_apart(tmp_path) -> None:
+    from d2bench import ops
+    from d2bench.bench.train_bench import run_train_benchmark
+
+    if ops.selected_backend() != "compiled":
+        pytest.skip("D2BENCH_OPS=reference: the compiled operators are not under test")
+
+    path = run_train_benchmark(
+        tmp_path, variants=["baseline", "d2conv3d_iv"], quick=True, profile=True
+    )
+    record = json.loads(path.read_text())
+    baseline, d2 = (row["train_profile_ms"] for row in record["results"])
+    operator = [c for c in CATEGORIES if c.startswith("sampling operator")]
+    assert all(baseline[c] == 0.0 for c in operator)
+    assert all(d2[c] > 0.0 for c in operator)
+    assert d2["convolutions (cuDNN)"] > 0.0 and d2["total"] > baseline["total"] * 0.5
+    assert "GPU time of one profiled training step" in path.with_suffix(".md").read_text()
