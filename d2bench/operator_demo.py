@@ -126,7 +126,7 @@ def _tiny_net_half_input(net: nn.Module, x: Tensor) -> Tensor:
 
 
 def main() -> int:
-    backend = ops.selected_backend()
+    backend = ops.selected_implementation()
     print(f"d2bench operator demo (operators: {backend}, torch {torch.__version__})")
     if backend == "compiled":
         print("Building/loading the compiled operators (first run builds, about 15 s)...")

@@ -22,7 +22,7 @@ BF16 = torch.bfloat16
 
 @pytest.fixture(scope="module")
 def compiled_ops():
-    if ops.selected_backend() != "compiled":
+    if ops.selected_implementation() != "compiled":
         pytest.skip("D2BENCH_OPS=reference: the compiled operators are not under test")
     ops.ensure_loaded()
 

@@ -23,7 +23,7 @@ DEFAULT = KernelPolicy("auto", "auto", "auto")
 
 @pytest.fixture(scope="module")
 def compiled_ops():
-    if ops.selected_backend() != "compiled":
+    if ops.selected_implementation() != "compiled":
         pytest.skip("D2BENCH_OPS=reference: the compiled operators are not under test")
     ops.ensure_loaded()
 

@@ -17,7 +17,7 @@ F64 = torch.float64
 @pytest.fixture(scope="module")
 def compiled_ops():
     """Build/load the compiled library once; these tests compare it with the reference."""
-    if ops.selected_backend() != "compiled":
+    if ops.selected_implementation() != "compiled":
         pytest.skip("D2BENCH_OPS=reference: the compiled operators are not under test")
     ops.ensure_loaded()
 

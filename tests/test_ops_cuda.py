@@ -26,7 +26,7 @@ CL = torch.channels_last_3d
 
 @pytest.fixture(scope="module", autouse=True)
 def cuda_ops():
-    if ops.selected_backend() != "compiled":
+    if ops.selected_implementation() != "compiled":
         pytest.skip("D2BENCH_OPS=reference: the compiled operators are not under test")
     from d2bench.ops._registration import load_and_register
 

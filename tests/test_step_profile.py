@@ -58,7 +58,7 @@ def test_bench_train_profiles_the_sampling_operator_apart(tmp_path) -> None:
     from d2bench import ops
     from d2bench.bench.train_bench import run_train_benchmark
 
-    if ops.selected_backend() != "compiled":
+    if ops.selected_implementation() != "compiled":
         pytest.skip("D2BENCH_OPS=reference: the compiled operators are not under test")
 
     path = run_train_benchmark(

@@ -655,7 +655,7 @@ def _load_operators(progress: Callable[[str], None]) -> dict[str, Any]:
     under ``backend``, as written reports have it."""
     info: dict[str, Any] = {"backend": None, "load_error": None}
     try:
-        implementation = ops.selected_backend()
+        implementation = ops.selected_implementation()
         info["backend"] = implementation
         progress(f"loading operators ({implementation}; the first build takes minutes)")
         ops.ensure_loaded()

@@ -32,26 +32,28 @@ from .geometry import IntOr3, check_d2_inputs, check_deform_inputs, make_geometr
 from .policy import KernelPolicy, current_kernel_policy, kernel_policy
 
 __all__ = [
-    "OPS_BACKENDS",
+    "OPS_IMPLEMENTATIONS",
     "KernelPolicy",
     "current_kernel_policy",
     "d2conv3d",
     "deform_conv3d",
     "ensure_loaded",
     "kernel_policy",
-    "selected_backend",
+    "selected_implementation",
 ]
 
 #: Values of the environment variable ``D2BENCH_OPS``.
-OPS_BACKENDS = ("compiled", "reference")
+OPS_IMPLEMENTATIONS = ("compiled", "reference")
 
 
-def selected_backend() -> str:
+def selected_implementation() -> str:
     """The operator implementation chosen by ``D2BENCH_OPS`` (default ``compiled``)."""
     value = os.environ.get("D2BENCH_OPS", "compiled").strip().lower() or "compiled"
-    if value not in OPS_BACKENDS:
-        allowed = ", ".join(OPS_BACKENDS)
-        raise ValueError(f"D2BENCH_OPS={value!r} is not an operator backend; use one of {allowed}")
+    if value not in OPS_IMPLEMENTATIONS:
+        allowed = ", ".join(OPS_IMPLEMENTATIONS)
+        raise ValueError(
+            f"D2BENCH_OPS={value!r} is not an operator implementation; use one of {allowed}"
+        )
     return value
 
 
@@ -68,7 +70,7 @@ def ensure_loaded(device: torch.device | None = None) -> None:
 
     With a CUDA ``device``, also check that the build holds the CUDA kernels.
     """
-    if selected_backend() != "compiled":
+    if selected_implementation() != "compiled":
         return
     from ._registration import load_and_register
 
@@ -108,7 +110,7 @@ def deform_conv3d(
     input, weight, bias = _autocast(input, weight, bias)
     geom = make_geometry(input, stride, padding, dilation)
     check_deform_inputs(input, offset, mask, weight, bias, geom, offset_groups)
-    if selected_backend() == "reference":
+    if selected_implementation() == "reference":
         return reference.deform_conv3d_reference(
             input, offset, mask, weight, bias, geom, offset_groups
         )
@@ -142,7 +144,7 @@ def d2conv3d(
     input, weight, bias = _autocast(input, weight, bias)
     geom = make_geometry(input, stride, padding, dilation)
     check_d2_inputs(input, dilation_map, modulation, weight, bias, geom)
-    if selected_backend() == "reference":
+    if selected_implementation() == "reference":
         return reference.d2conv3d_reference(input, dilation_map, modulation, weight, bias, geom)
     ensure_loaded(input.device)
     return torch.ops.d2bench.d2conv3d(

@@ -1,4 +1,4 @@
-"""Shapes of a 3×3×3 sampling convolution, and the input checks every backend shares.
+"""Shapes of a 3×3×3 sampling convolution, and the input checks every implementation shares.
 
 The checks live here (not only in C++) so that the reference and the compiled operators reject
 bad input with the same message, before any kernel runs.
