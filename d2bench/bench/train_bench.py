@@ -30,6 +30,7 @@ import torch
 from ..core.config import ModelConfig
 from ..engine.amp import Amp, autocast_context, autocast_dtype
 from ..engine.lovasz import lovasz_hinge
+from ..layers import set_branch_precision
 from ..ops.environment import collect_environment
 from ..ops.routing import grad_conversion, record_backward_paths
 from .common import gpu_slug, markdown_table, report_header, write_report
@@ -78,6 +79,7 @@ def bench_variant(
     sampling_precision: str = "autocast",
     convert_grads: bool = True,
     profile: bool = False,
+    branch_precision: str = "fp32",
 ) -> dict[str, Any]:
     """Time training steps and inference forwards of one variant; peak memory of each; the
     backward path of every sampled layer in a training step (``convert_grads``: whether
@@ -95,6 +97,7 @@ def bench_variant(
             sampling_precision=sampling_precision,  # type: ignore[arg-type]
         )
     ).to(device)
+    set_branch_precision(model, branch_precision)
     channels_last = device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
@@ -185,8 +188,15 @@ def _settings_text(settings: dict[str, Any]) -> str:
         f"{settings.get('dtype', settings['precision'])}), channels_last_3d on GPU; median of "
         f"{settings['repeats']} after {settings['warmup']} warm-up. Sampling: the dtype of the "
         "DCN/D² sampling operator (autocast: the autocast dtype; fp32: float32, as released); "
-        "×autocast: time relative to the same variant's autocast row."
+        "×autocast: time relative to the same variant's autocast row. Deformation branches: "
+        f"{_BRANCH_TEXT[settings.get('branch_precision', 'fp32')]}."
     )
+
+
+_BRANCH_TEXT = {
+    "fp32": "float32 under autocast",
+    "autocast": "in the autocast dtype (as released), their output taken to float32",
+}
 
 
 def _result_row(row: dict[str, Any], ratios: dict[tuple[str, str], tuple[float, float]]) -> list:
@@ -331,6 +341,7 @@ def run_train_benchmark(
     quick: bool = False,
     convert_grads: bool = True,
     profile: bool = False,
+    branch_precision: str = "fp32",
 ) -> Path:
     """Run the benchmark and write ``train-<gpu>.json`` / ``.md``; returns the JSON path.
 
@@ -378,6 +389,7 @@ def run_train_benchmark(
                 sampling_precision=sampling,
                 convert_grads=convert_grads,
                 profile=profile,
+                branch_precision=branch_precision,
                 tiny_width=tiny_width,
                 decoder_channels=decoder_channels,
             )
@@ -410,6 +422,7 @@ def run_train_benchmark(
             "grad_scaler": dtype == torch.float16,
             "convert_grads": convert_grads,
             "profile": profile,
+            "branch_precision": branch_precision,
             "warmup": warmup,
             "repeats": repeats,
             "quick": quick,

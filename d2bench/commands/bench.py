@@ -121,6 +121,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         quick=args.quick,
         convert_grads=not args.keep_grad_layout,
         profile=args.profile,
+        branch_precision=args.branch_precision,
     )
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
@@ -280,6 +281,13 @@ def _add_train(bench: argparse._SubParsersAction) -> None:
         action="store_true",
         help="profile one more training step per row and split its GPU time into the sampling "
         "operators (forward, input and weight gradient), convolutions and the rest",
+    )
+    parser.add_argument(
+        "--branch-precision",
+        default="fp32",
+        choices=["fp32", "autocast"],
+        help="the DCN/D² deformation branches' conv under autocast: float32 (default) or the "
+        "autocast dtype on tensor cores (as released), its output taken to float32",
     )
     parser.set_defaults(handler=_bench_train)
 

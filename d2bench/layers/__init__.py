@@ -20,7 +20,7 @@ from .activations import (
 from .aspp import RATES_512, RATES_1024, ASPP3d, default_rates
 from .base import ConvVariant
 from .baseline import KeepConv3d
-from .branch import SampledConv3d, ZeroInitConv3d
+from .branch import BRANCH_PRECISIONS, SampledConv3d, ZeroInitConv3d, set_branch_precision
 from .conv_settings import is_replaceable
 from .d2 import D2Conv3d
 from .deform import DeformConv3d
@@ -40,6 +40,7 @@ from .spec import DILATION_AXES, KINDS, VariantSpec
 __all__ = [
     "ACTIVATIONS",
     "ACTIVATION_ALIASES",
+    "BRANCH_PRECISIONS",
     "DEFAULT_ACTIVATION",
     "DILATION_AXES",
     "KINDS",
@@ -69,6 +70,7 @@ __all__ = [
     "register_variant",
     "replace_convs",
     "resolve_block",
+    "set_branch_precision",
     "unregister_variant",
     "variant_names",
 ]

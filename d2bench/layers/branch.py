@@ -82,6 +82,12 @@ class SampledConv3d(ConvVariant, nn.Module, ABC):
     branch_name: ClassVar[str]
     #: What the operator's geometry argument is: a ``dilation`` map or free ``offset``s.
     sampling_geometry: ClassVar[str]
+    #: The branch conv's precision under autocast: ``"fp32"`` (default) computes it in float32;
+    #: ``"autocast"`` runs it in the autocast dtype on tensor cores, as the original did, and
+    #: takes its output to float32 before the activation, so the sampling coordinates are still
+    #: formed in float32. Set through :func:`set_branch_precision` (a measurement knob of
+    #: ``d2bench bench train``; not a study setting yet).
+    branch_precision: str = "fp32"
 
     def __init__(
         self,
@@ -216,6 +222,10 @@ class SampledConv3d(ConvVariant, nn.Module, ABC):
         """The sampling arguments for ``x``, in float32 or wider even under autocast."""
         dtype = branch_dtype(x)
         branch = self.branch
+        if self.branch_precision == "autocast" and _autocast_enabled(x):
+            h = F.conv3d(x, branch.weight, branch.bias, self.stride, self.padding, self.dilation)
+            with autocast_off(x):
+                return self.deformation_from_branch(h.to(dtype))
         with autocast_off(x):
             bias = None if branch.bias is None else branch.bias.to(dtype)
             h = F.conv3d(
@@ -273,6 +283,20 @@ class SampledConv3d(ConvVariant, nn.Module, ABC):
         return ", ".join(parts)
 
 
+#: Values of :attr:`SampledConv3d.branch_precision`.
+BRANCH_PRECISIONS: tuple[str, ...] = ("fp32", "autocast")
+
+
+def set_branch_precision(model: nn.Module, precision: str) -> int:
+    """Set every sampling layer's branch precision in ``model``; returns how many were set."""
+    if precision not in BRANCH_PRECISIONS:
+        raise ValueError(f"branch precision {precision!r}; allowed: {', '.join(BRANCH_PRECISIONS)}")
+    layers = [m for m in model.modules() if isinstance(m, SampledConv3d)]
+    for layer in layers:
+        layer.branch_precision = precision
+    return len(layers)
+
+
 def _sampling_layout(x: Tensor) -> Tensor:
     """``x`` in channels_last_3d on a GPU, where the CUDA kernels read 16 contiguous bytes per
     sampled corner; with channels strided they fall back to a scalar gather several times slower.
@@ -282,12 +306,17 @@ def _sampling_layout(x: Tensor) -> Tensor:
     return x
 
 
+def _autocast_enabled(x: Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device (a plain check that torch.compile can trace)."""
+    device = x.device.type
+    return device in ("cuda", "cpu") and torch.is_autocast_enabled(device)
+
+
 def _autocast_output_dtype(x: Tensor) -> torch.dtype:
     """The dtype a convolution returns for ``x`` here: the autocast dtype where autocast is on
     for ``x``'s device (as for ``nn.Conv3d``), else ``x``'s own."""
-    device = x.device.type
-    if device in ("cuda", "cpu") and torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
+    if _autocast_enabled(x):
+        return torch.get_autocast_dtype(x.device.type)
     return x.dtype
 
 
