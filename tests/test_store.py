@@ -188,3 +188,40 @@ def test_a_folder_that_cannot_hold_the_store_is_named(tmp_path: Path) -> None:
     blocker.write_text("a file where the store's folder should be")
     with pytest.raises(StoreError, match=str(blocker)):
         open_store(f"sqlite:///{blocker / 'mlflow.db'}")
+
+
+#: Holds a write transaction open on the store, spilled to disk (so its rollback journal is
+#: "hot"), then dies without committing: what a worker killed mid-write leaves behind.
+DIE_MID_WRITE = """
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA cache_size=1")
+connection.execute("BEGIN IMMEDIATE")
+connection.execute("CREATE TABLE scratch (payload BLOB)")
+for _ in range(200):
+    connection.execute("INSERT INTO scratch VALUES (zeroblob(4000))")
+connection.execute("UPDATE experiments SET name = name || '-uncommitted'")
+print("journal" if os.path.exists(sys.argv[1] + "-journal") else "no journal", flush=True)
+os._exit(9)
+"""
+
+
+def test_a_store_left_mid_write_by_a_killed_process_opens_and_rolls_back(tmp_path: Path) -> None:
+    """A worker killed while MLflow writes leaves a hot journal. The next process must roll it
+    back (any read-write connection does), not fail on it: a read-only check of the schema
+    would stop every retry of the cell with 'attempt to write a readonly database'."""
+    uri = _uri(tmp_path)
+    Tracker(uri).experiment_id("kept", create=True)
+    path = tmp_path / "mlruns" / "mlflow.db"
+    died = subprocess.run([sys.executable, "-c", DIE_MID_WRITE, str(path)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert died.returncode == 9 and died.stdout.strip() == "journal", died.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_AND_WRITE.replace('"race"', '"kept"'), uri],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not path.with_name(path.name + "-journal").exists()
+    assert Tracker(uri).experiment_id("kept") is not None  # the uncommitted rename is gone

@@ -18,6 +18,7 @@ A tracking server (``http://...``) needs none of this: the server owns its datab
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -142,8 +143,14 @@ def _check_file(path: Path) -> None:
 
 
 def _schema_revision(path: Path) -> str | None:
+    """The store's alembic revision, None when it has none.
+
+    Read through a read-write connection: a process killed mid-write (a Ray worker, a preempted
+    job) leaves a hot rollback journal, which the next connection must roll back before it can
+    read, and a read-only one cannot ("attempt to write a readonly database" on every retry).
+    """
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as connection:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
             row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.DatabaseError as error:
         if "no such table" in str(error):
