@@ -52,12 +52,16 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A local Ray instance, held by a small head process; yields its address."""
+    """A local Ray instance, held by a small head process; yields its address.
+
+    It declares two logical GPUs, so cells reserving ``resources.gpus`` are scheduled as on a
+    GPU node (Ray gives each its own ``CUDA_VISIBLE_DEVICES``) while they compute on the CPU.
+    """
     pytest.importorskip("ray")
     info = tmp_path_factory.mktemp("ray") / "address"
     script = (
         "import ray, sys, time\n"
-        "ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level='WARNING',"
+        "ctx = ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level='WARNING',"
         " _node_ip_address='127.0.0.1')\n"
         f"open({str(info)!r}, 'w').write(ctx.address_info['address'])\n"
         "sys.stdout.flush()\n"

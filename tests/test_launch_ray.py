@@ -50,6 +50,28 @@ def test_ray_runs_a_study_and_a_second_run_schedules_nothing(
     assert second.returncode == 0 and "nothing to do" in second.stdout
 
 
+def test_cells_reserving_a_gpu_each_run_side_by_side_each_on_its_own_gpu(
+    tmp_path: Path, synthetic_data: Path, ray_address: str
+) -> None:
+    """One cell per GPU, as on a multi-GPU node: the test instance declares two (logical) GPUs,
+    the study reserves one per cell, so its two cells run at once and Ray hands each its own
+    device (``CUDA_VISIBLE_DEVICES``, recorded in each cell's environment)."""
+    resources = {"gpus": 1, "cpus": 1, "memory_gb": 1, "time_min": 10}
+    study = write_study(tmp_path, "ray-gpus", resources=resources)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    done = d2bench("run", str(study), "--backend", "ray", "--ray-address", ray_address,
+                   "--tracking-uri", uri, cwd=tmp_path, timeout=400)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    cells = (tmp_path / "runs" / "cells").glob("*/result.json")
+    results = [json.loads(path.read_text()) for path in cells]
+    visible = sorted(r["environment"]["env_vars"].get("CUDA_VISIBLE_DEVICES") for r in results)
+    assert visible == ["0", "1"], visible
+    runs = Tracker(uri).study_runs("ray-gpus")
+    assert set(runs["status"]) == {"FINISHED"} and len(runs) == 2
+    first, second = sorted(zip(runs["start_time"], runs["end_time"], strict=True))
+    assert second[0] < first[1]  # the second started before the first ended: side by side
+
+
 def test_a_ray_worker_killed_mid_epoch_is_retried_and_resumes_from_its_checkpoint(
     tmp_path: Path, ray_address: str
 ) -> None:
