@@ -42,6 +42,8 @@ if [ "$mode" != quick ]; then
         --out "$out/train-fp16"
     step train-keep 900 "$python" -m d2bench bench train --precision bf16 --batch 2 \
         --keep-grad-layout --variants baseline d2conv3d_iv --out "$out/train-keep-layout"
+    step train-compile 1500 "$python" -m d2bench bench train --precision bf16 --batch 2 \
+        --compile --variants baseline d2conv3d_iv --out "$out/train-compile"
     step model 1200 "$python" -m d2bench bench model --out "$out/model"
     step ops 1500 "$python" -m d2bench bench ops --out "$out/ops"
 fi

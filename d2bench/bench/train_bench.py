@@ -80,6 +80,7 @@ def bench_variant(
     convert_grads: bool = True,
     profile: bool = False,
     branch_precision: str = "fp32",
+    compile_backend: str | None = None,
 ) -> dict[str, Any]:
     """Time training steps and inference forwards of one variant; peak memory of each; the
     backward path of every sampled layer in a training step (``convert_grads``: whether
@@ -107,19 +108,21 @@ def bench_variant(
         x = x.contiguous(memory_format=torch.channels_last_3d)
     y = (torch.rand(batch, 1, frames, height, width, device=device) > 0.7).float()
     params = [p for p in model.parameters() if p.requires_grad]
+    # Compiled (the same for every row, the baseline's included): the warm-up steps compile.
+    network = torch.compile(model, backend=compile_backend) if compile_backend else model
     optimizer = torch.optim.Adam(params, lr=1e-5)
     amp = Amp(device.type, autocast_dtype(device, precision))
 
     def train_step() -> None:
         with amp.autocast():
-            logits = model(x)
+            logits = network(x)
         loss = lovasz_hinge(logits.float(), y)
         amp.step(loss, optimizer, params, 10.0)
 
     @torch.inference_mode()
     def infer() -> None:
         with autocast_context(device, precision):
-            model(x)
+            network(x)
 
     model.train()
     _reset_peak(device)
@@ -189,7 +192,12 @@ def _settings_text(settings: dict[str, Any]) -> str:
         f"{settings['repeats']} after {settings['warmup']} warm-up. Sampling: the dtype of the "
         "DCN/D² sampling operator (autocast: the autocast dtype; fp32: float32, as released); "
         "×autocast: time relative to the same variant's autocast row. Deformation branches: "
-        f"{_BRANCH_TEXT[settings.get('branch_precision', 'fp32')]}."
+        f"{_BRANCH_TEXT[settings.get('branch_precision', 'fp32')]}. "
+        + (
+            f"Every row compiled with torch.compile (backend {settings['compile']})."
+            if settings.get("compile")
+            else "Eager (not compiled)."
+        )
     )
 
 
@@ -342,6 +350,7 @@ def run_train_benchmark(
     convert_grads: bool = True,
     profile: bool = False,
     branch_precision: str = "fp32",
+    compile_backend: str | None = None,
 ) -> Path:
     """Run the benchmark and write ``train-<gpu>.json`` / ``.md``; returns the JSON path.
 
@@ -390,6 +399,7 @@ def run_train_benchmark(
                 convert_grads=convert_grads,
                 profile=profile,
                 branch_precision=branch_precision,
+                compile_backend=compile_backend,
                 tiny_width=tiny_width,
                 decoder_channels=decoder_channels,
             )
@@ -423,6 +433,7 @@ def run_train_benchmark(
             "convert_grads": convert_grads,
             "profile": profile,
             "branch_precision": branch_precision,
+            "compile": compile_backend,
             "warmup": warmup,
             "repeats": repeats,
             "quick": quick,

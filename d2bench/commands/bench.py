@@ -122,6 +122,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         convert_grads=not args.keep_grad_layout,
         profile=args.profile,
         branch_precision=args.branch_precision,
+        compile_backend=args.compile,
     )
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
@@ -288,6 +289,15 @@ def _add_train(bench: argparse._SubParsersAction) -> None:
         choices=["fp32", "autocast"],
         help="the DCN/D² deformation branches' conv under autocast: float32 (default) or the "
         "autocast dtype on tensor cores (as released), its output taken to float32",
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        metavar="BACKEND",
+        help="run every row's network through torch.compile (default backend: inductor), the "
+        "baseline's too; the warm-up steps compile",
     )
     parser.set_defaults(handler=_bench_train)
 
