@@ -95,7 +95,7 @@ def test_plan_and_status_json_hold_every_cell_with_its_state(
     status = json.loads(capsys.readouterr().out)
     assert {cell["key"]: cell["state"] for cell in status["cells"]} == expected
     for cell in status["cells"]:
-        assert {"job", "job_state", "stale_reason"} <= cell.keys()
+        assert {"job", "job_state", "stale_reason", "worker"} <= cell.keys()
         assert cell["job_state"] is None and cell["stale_reason"] is None
 
 

@@ -159,7 +159,7 @@ def _status(args: argparse.Namespace) -> int:
     from ..launch.job_end import explain_stale
     from ..launch.liveness import slurm_job_states
     from ..study import CellState
-    from ..tracking.tracker import TAG_JOB
+    from ..tracking.tracker import TAG_JOB, TAG_WORKER
 
     study = load_checked_study(args.study)
     tracker = _tracker(args)
@@ -179,6 +179,7 @@ def _status(args: argparse.Namespace) -> int:
                 entry["job"] = (item.record.tag(TAG_JOB) or None) if item.record else None
                 entry["job_state"] = job_states.get(item.cell.key)
                 entry["stale_reason"] = stale.get(item.cell.key)
+                entry["worker"] = (item.record.tag(TAG_WORKER) or None) if item.record else None
             print(json.dumps(document))
         else:
             print(format_plan(plan))
@@ -312,8 +313,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.add_argument(
         "--json", action="store_true",
         help=JSON_HELP + "; per cell also job (its SLURM or Ray job id), job_state (SLURM's "
-        "state of a running cell's job) and stale_reason. With --wait, one object per poll, "
-        "one per line",
+        "state of a running cell's job), stale_reason and worker (host:pid of the process "
+        "that runs or ran it). With --wait, one object per poll, one per line",
     )  # fmt: skip
     _common(status)
     status.set_defaults(handler=_status)
