@@ -184,11 +184,15 @@ class VariantCatalogue:
         return tuple(self._layers.values())
 
 
+def _called_name(expr: ast.expr) -> str | None:
+    """The bare name a call expression calls (``f(...)`` or ``module.f(...)``), else None."""
+    func = expr.func if isinstance(expr, ast.Call) else None
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+
+
 def _literal_info(call: ast.expr, where: str) -> VariantInfo:
     """A ``VariantInfo(...)`` call of literals, evaluated without running the module."""
-    func = call.func if isinstance(call, ast.Call) else None
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-    if not isinstance(call, ast.Call) or name != "VariantInfo":
+    if not isinstance(call, ast.Call) or _called_name(call) != "VariantInfo":
         raise ValueError(f"{where}: {DECORATOR}(...) takes VariantInfo(...) records only")
     fields = [f.name for f in dataclasses.fields(VariantInfo)]
     try:
@@ -205,9 +209,7 @@ def _literal_info(call: ast.expr, where: str) -> VariantInfo:
 
 
 def _is_registration(decorator: ast.expr) -> bool:
-    func = decorator.func if isinstance(decorator, ast.Call) else None
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-    return name == DECORATOR
+    return _called_name(decorator) == DECORATOR
 
 
 def declared_in_source(path: Path, module: str) -> list[tuple[VariantInfo, str]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,9 +33,8 @@ MAX_ROWS = 4
 STORED_FRAME_SIDE = 320
 
 
-def read_maps(path: str | Path) -> RecordedMaps:
-    """Load a maps ``.npz``; ValueError naming the file when it is not one."""
-    return read_maps_file(path)
+#: Load a maps ``.npz`` (the contract's reader); ValueError naming the file when it is not one.
+read_maps = read_maps_file
 
 
 def pick_layer(layers: dict[str, dict[str, np.ndarray]]) -> str | None:
