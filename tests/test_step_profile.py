@@ -7,7 +7,13 @@ import json
 import pytest
 import torch
 
-from d2bench.bench.step_profile import CATEGORIES, categorise, kernel_category, profile_step
+from d2bench.bench.step_profile import (
+    CATEGORIES,
+    categorise,
+    heaviest_kernels,
+    kernel_category,
+    profile_step,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,9 +52,24 @@ def test_categories_sum_to_the_total_per_call() -> None:
     assert sum(split[c] for c in CATEGORIES) == pytest.approx(split["total"])
 
 
+def test_heaviest_kernels_are_summed_per_symbol_and_ordered() -> None:
+    kernels = [
+        ("void at::native::elementwise_kernel<sigmoid>(int)", 30.0),
+        ("d2bench::cuda::input_grad_kernel<half>", 500.0),
+        ("void at::native::elementwise_kernel<sigmoid>(int)", 50.0),
+        ("cudnn_convolution_fprop", 100.0),
+    ]
+    top = heaviest_kernels(kernels, calls=2, count=2)
+    assert [row["kernel"] for row in top] == ["input_grad_kernel", "cudnn_convolution_fprop"]
+    assert top[0]["ms"] == pytest.approx(0.25) and top[0]["launches"] == 0.5
+    every = heaviest_kernels(kernels, calls=1)
+    assert every[-1]["ms"] == pytest.approx(0.08) and every[-1]["launches"] == 2
+    assert every[-1]["category"] == "element-wise and other"
+
+
 def test_nothing_is_profiled_off_cuda() -> None:
     calls = []
-    assert profile_step(lambda: calls.append(1), torch.device("cpu")) == {}
+    assert profile_step(lambda: calls.append(1), torch.device("cpu")) == ({}, [])
     assert calls == []
 
 
@@ -71,3 +92,5 @@ def test_bench_train_profiles_the_sampling_operator_apart(tmp_path) -> None:
     assert all(d2[c] > 0.0 for c in operator)
     assert d2["convolutions (cuDNN)"] > 0.0 and d2["total"] > baseline["total"] * 0.5
     assert "GPU time of one profiled training step" in path.with_suffix(".md").read_text()
+    heaviest = record["results"][1]["train_profile_heaviest"]
+    assert any(row["category"].startswith("sampling operator") for row in heaviest)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -69,12 +70,34 @@ def categorise(kernels: list[tuple[str, float]], calls: int = 1) -> dict[str, fl
     return result
 
 
+def heaviest_kernels(
+    kernels: list[tuple[str, float]], calls: int = 1, count: int = 15
+) -> list[dict[str, Any]]:
+    """The ``count`` kernels (by bare symbol) that take the most GPU time per call, each with its
+    category, milliseconds and launches per call: what a category's total is made of."""
+    times: collections.Counter[str] = collections.Counter()
+    launches: collections.Counter[str] = collections.Counter()
+    for name, microseconds in kernels:
+        times[name] += microseconds
+        launches[name] += 1
+    return [
+        {
+            "kernel": _symbol(name)[:120],
+            "category": kernel_category(name),
+            "ms": round(microseconds / calls / 1000, 4),
+            "launches": round(launches[name] / calls, 2),
+        }
+        for name, microseconds in times.most_common(count)
+    ]
+
+
 def profile_step(
     step: Callable[[], None], device: torch.device, calls: int = 1
-) -> dict[str, float]:
-    """GPU milliseconds per call of ``step`` (already warm) by category; empty off CUDA."""
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """GPU milliseconds per call of ``step`` (already warm) by category, and its heaviest
+    kernels (:func:`heaviest_kernels`); both empty off CUDA."""
     if device.type != "cuda":
-        return {}
+        return {}, []
     torch.cuda.synchronize(device)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
         for _ in range(calls):
@@ -85,4 +108,4 @@ def profile_step(
         for event in profile.events()
         if event.device_type == torch.autograd.DeviceType.CUDA
     ]
-    return categorise(kernels, calls)
+    return categorise(kernels, calls), heaviest_kernels(kernels, calls)

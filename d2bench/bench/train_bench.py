@@ -134,7 +134,7 @@ def bench_variant(
             synchronize(device)
         train_times = _timed(train_step, device, max(warmup - 1, 0), repeats)
         train_peak = _peak_gb(device)
-        step_profile = profile_step(train_step, device) if profile else {}
+        step_profile, heaviest = profile_step(train_step, device) if profile else ({}, [])
     optimizer.zero_grad(set_to_none=True)
     model.eval()
     _reset_peak(device)
@@ -155,6 +155,7 @@ def bench_variant(
         "infer_samples_ms": [1000 * t for t in infer_times],
         "backward_paths": record.as_dict(),
         **({"train_profile_ms": step_profile} if step_profile else {}),
+        **({"train_profile_heaviest": heaviest} if heaviest else {}),
     }
 
 
@@ -285,8 +286,22 @@ def _profile_table(record: dict[str, Any]) -> list[str]:
             for row in rows
         ),
     )  # fmt: skip
+    for row in rows:
+        heaviest = row.get("train_profile_heaviest", [])[:HEAVIEST_SHOWN]
+        if not heaviest:
+            continue
+        lines += ["", f"Heaviest kernels of the {row['variant']} step (ms per step, launches):", ""]
+        lines += markdown_table(
+            ["kernel", "kind", "ms", "launches"],
+            "llrr",
+            ([f"`{k['kernel']}`", k["category"], f"{k['ms']:.2f}", f"{k['launches']:g}"]
+             for k in heaviest),
+        )  # fmt: skip
     return lines
 
+
+#: Kernels listed per profiled row in the Markdown report (the JSON keeps more).
+HEAVIEST_SHOWN = 8
 
 _PATH_NAMES = {"tensor_core": "tensor-core", "cuda_core": "CUDA-core", "cpu": "CPU"}
 
