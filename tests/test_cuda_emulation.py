@@ -27,7 +27,7 @@ def emulated(tmp_path_factory) -> Iterator:
     # The tensor-core backward is not emulated: every 16-bit call takes the CUDA-core one (the
     # emulated module keeps its own kernel policy, apart from the compiled operators').
     module = harness.build(tmp_path_factory.mktemp("cuda-emulation"))
-    module.set_kernel_policy("auto", "cuda_core", 0)
+    module.set_kernel_policy("auto", "cuda_core", 0, 0)
     yield module
 
 

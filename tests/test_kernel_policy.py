@@ -18,7 +18,7 @@ from d2bench.ops.environment import collect_environment
 
 CL = torch.channels_last_3d
 BF16 = torch.bfloat16
-DEFAULT = KernelPolicy("auto", "auto", "auto")
+DEFAULT = KernelPolicy("auto", "auto", "auto", "auto")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def compiled_ops():
     ops.ensure_loaded()
 
 
-def _library_policy() -> tuple[str, str, int]:
+def _library_policy() -> tuple[str, str, int, int]:
     return tuple(torch.ops.d2bench._get_kernel_policy())
 
 
@@ -44,6 +44,8 @@ def test_the_default_lets_the_launchers_choose():
         ("backward_rows", 96, "'auto', 64, 128"),
         ("backward_rows", "64", "'auto', 64, 128"),
         ("backward_rows", True, "'auto', 64, 128"),
+        ("weight_grad_channels", 128, "'auto', 32, 64"),
+        ("weight_grad_channels", "32", "'auto', 32, 64"),
     ],
 )
 def test_a_value_outside_the_allowed_ones_is_refused_before_anything_changes(field, value, allowed):
@@ -59,6 +61,9 @@ def test_blocks_nest_and_restore_the_previous_policy_on_exit_and_on_error():
         assert outer == KernelPolicy(forward="mma")
         with kernel_policy(backward="cuda_core", backward_rows=128) as inner:
             assert inner == KernelPolicy("mma", "cuda_core", 128) == current_kernel_policy()
+            with kernel_policy(weight_grad_channels=64) as innermost:
+                assert innermost == KernelPolicy("mma", "cuda_core", 128, 64)
+            assert current_kernel_policy() == inner
         assert current_kernel_policy() == outer
         with pytest.raises(KeyError), kernel_policy(backward_rows=64):
             raise KeyError("inside")
@@ -70,18 +75,23 @@ def test_a_measurement_records_the_policy_it_ran_under():
     assert collect_environment("cpu")["kernel_policy"] == DEFAULT.as_dict()
     with kernel_policy(backward="cuda_core"):
         recorded = collect_environment("cpu")["kernel_policy"]
-    assert recorded == {"forward": "auto", "backward": "cuda_core", "backward_rows": "auto"}
+    assert recorded == {
+        "forward": "auto",
+        "backward": "cuda_core",
+        "backward_rows": "auto",
+        "weight_grad_channels": "auto",
+    }
 
 
 @pytest.mark.usefixtures("compiled_ops")
 def test_the_private_operators_hold_the_policy_in_force():
-    assert _library_policy() == ("auto", "auto", 0)
+    assert _library_policy() == ("auto", "auto", 0, 0)
     with kernel_policy(forward="mma", backward="cuda_core", backward_rows=64):
-        assert _library_policy() == ("mma", "cuda_core", 64)
-        with kernel_policy(backward_rows="auto"):
-            assert _library_policy() == ("mma", "cuda_core", 0)
-        assert _library_policy() == ("mma", "cuda_core", 64)
-    assert _library_policy() == ("auto", "auto", 0)
+        assert _library_policy() == ("mma", "cuda_core", 64, 0)
+        with kernel_policy(backward_rows="auto", weight_grad_channels=32):
+            assert _library_policy() == ("mma", "cuda_core", 0, 32)
+        assert _library_policy() == ("mma", "cuda_core", 64, 0)
+    assert _library_policy() == ("auto", "auto", 0, 0)
 
 
 @pytest.mark.usefixtures("compiled_ops")
@@ -99,19 +109,20 @@ def test_a_policy_set_before_the_library_loads_reaches_it_when_it_loads():
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
-    assert done.stdout.splitlines() == ["('mma', 'auto', 128)", "('auto', 'auto', 0)"]
+    assert done.stdout.splitlines() == ["('mma', 'auto', 128, 0)", "('auto', 'auto', 0, 0)"]
 
 
 @pytest.mark.usefixtures("compiled_ops")
 def test_the_private_setter_checks_its_values_too():
     for args, message in [
-        (("sm90", "auto", 0), "forward must be 'auto' or 'mma', got 'sm90'"),
-        (("auto", "simt", 0), "backward must be 'auto' or 'cuda_core', got 'simt'"),
-        (("auto", "auto", 32), r"backward_rows must be 0 \(auto\), 64 or 128, got 32"),
+        (("sm90", "auto", 0, 0), "forward must be 'auto' or 'mma', got 'sm90'"),
+        (("auto", "simt", 0, 0), "backward must be 'auto' or 'cuda_core', got 'simt'"),
+        (("auto", "auto", 32, 0), r"backward_rows must be 0 \(auto\), 64 or 128, got 32"),
+        (("auto", "auto", 0, 128), r"weight_grad_channels must be 0 \(auto\), 32 or 64, got 128"),
     ]:
         with pytest.raises(RuntimeError, match=message):
             torch.ops.d2bench._set_kernel_policy(*args)
-    assert _library_policy() == ("auto", "auto", 0)
+    assert _library_policy() == ("auto", "auto", 0, 0)
 
 
 def test_the_routing_mirror_reads_the_same_policy():

@@ -181,9 +181,14 @@ FUSED_IDS = [f"{kind}-{i}" for i, (kind, _) in enumerate(FUSED_BACKWARD_CASES)]
 
 @pytest.mark.parametrize("kind,case", FUSED_BACKWARD_CASES, ids=FUSED_IDS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_fused_backward_matches_reference(kind, case, dtype):
-    """channels_last_3d input and upstream gradient: the backward without a column buffer."""
-    _check_fused_backward(kind, dict(case), dtype, n=2)
+@pytest.mark.parametrize("channels", [32, 64])
+def test_fused_backward_matches_reference(kind, case, dtype, channels):
+    """channels_last_3d input and upstream gradient: the backward without a column buffer, with
+    the weight gradient at both channel blocks per CTA (forced by the kernel policy)."""
+    with ops.kernel_policy(weight_grad_channels=channels):
+        kernels = _check_fused_backward(kind, dict(case), dtype, n=2)
+    pattern = re.compile(rf"weight_grad_kernel<.*, {channels}>")
+    assert any(pattern.search(name) for name in kernels), sorted(_kernel_names(kernels))
 
 
 @pytest.mark.parametrize("waves", [2.0, 1.5])
@@ -197,7 +202,8 @@ def test_fused_backward_tap_shares_match_reference(kind, waves):
     _check_fused_backward(kind, dict(c=16, o=128, size=(tiles, 8, 8)), torch.bfloat16, n=1)
 
 
-def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> None:
+def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> list[str]:
+    """Checks the call against float64; returns the names of the kernels the backward ran."""
     groups = case.pop("groups", 1)
     inputs, geom = _inputs(kind, n=n, groups=groups, dtype=dtype, map_dtype=torch.float32,
                            layout=CL, **{"size": (4, 10, 12), **case})  # fmt: skip
@@ -218,6 +224,7 @@ def _check_fused_backward(kind: str, case: dict, dtype: torch.dtype, n: int) -> 
     for name, a, b in zip(["x", "coords", "mask", "w"], got[1:5], plain[1:5], strict=True):
         if b is not None:
             assert _rel(a, b) < 1e-2, name
+    return list(kernels)
 
 
 def _cuda_core_backward_cases() -> list[tuple[str, dict]]:
@@ -279,7 +286,7 @@ def test_forced_backward_tile_height_rejects_other_values():
     with pytest.raises(ValueError, match=message), ops.kernel_policy(backward_rows=96):
         pass
     with pytest.raises(RuntimeError, match="backward_rows must be 0 \\(auto\\), 64 or 128"):
-        torch.ops.d2bench._set_kernel_policy("auto", "auto", 96)
+        torch.ops.d2bench._set_kernel_policy("auto", "auto", 96, 0)
     assert ops.current_kernel_policy().backward_rows == "auto"
 
 

@@ -13,6 +13,8 @@ thread steers the calls of every thread until it exits.
   apply) or ``"cuda_core"`` (always the CUDA-core kernels).
 - ``backward_rows``: ``"auto"`` (the CUDA-core backward's wave model picks each kernel's tile
   height) or ``64`` / ``128`` (both its kernels at that height).
+- ``weight_grad_channels``: ``"auto"`` (the tensor-core weight gradient's launcher picks how
+  many input channels a CTA takes) or ``32`` / ``64``.
 
 The policy changes which kernels run, not what they compute (up to rounding). The reference
 operators (``D2BENCH_OPS=reference``) and the CPU kernels ignore it.
@@ -30,6 +32,7 @@ __all__ = [
     "BACKWARD_KERNELS",
     "BACKWARD_ROWS",
     "FORWARD_KERNELS",
+    "WEIGHT_GRAD_CHANNELS",
     "KernelPolicy",
     "current_kernel_policy",
     "kernel_policy",
@@ -38,11 +41,13 @@ __all__ = [
 ForwardKernel = Literal["auto", "mma"]
 BackwardKernel = Literal["auto", "cuda_core"]
 BackwardRows = Literal["auto", 64, 128]
+WeightGradChannels = Literal["auto", 32, 64]
 
 #: The values each field takes (the C++ side, ``csrc/kernel_policy.cpp``, accepts the same).
 FORWARD_KERNELS: tuple[ForwardKernel, ...] = ("auto", "mma")
 BACKWARD_KERNELS: tuple[BackwardKernel, ...] = ("auto", "cuda_core")
 BACKWARD_ROWS: tuple[BackwardRows, ...] = ("auto", 64, 128)
+WEIGHT_GRAD_CHANNELS: tuple[WeightGradChannels, ...] = ("auto", 32, 64)
 
 
 @dataclass(frozen=True)
@@ -52,11 +57,13 @@ class KernelPolicy:
     forward: ForwardKernel = "auto"
     backward: BackwardKernel = "auto"
     backward_rows: BackwardRows = "auto"
+    weight_grad_channels: WeightGradChannels = "auto"
 
     def __post_init__(self) -> None:
         _check("forward", self.forward, FORWARD_KERNELS)
         _check("backward", self.backward, BACKWARD_KERNELS)
         _check("backward_rows", self.backward_rows, BACKWARD_ROWS)
+        _check("weight_grad_channels", self.weight_grad_channels, WEIGHT_GRAD_CHANNELS)
 
     def as_dict(self) -> dict[str, Any]:
         """The policy as JSON-able fields, for a measurement's record of its settings."""
@@ -82,7 +89,8 @@ def _send_to_library(policy: KernelPolicy) -> None:
     import torch
 
     rows = 0 if policy.backward_rows == "auto" else policy.backward_rows
-    torch.ops.d2bench._set_kernel_policy(policy.forward, policy.backward, rows)
+    channels = 0 if policy.weight_grad_channels == "auto" else policy.weight_grad_channels
+    torch.ops.d2bench._set_kernel_policy(policy.forward, policy.backward, rows, channels)
 
 
 def _install(policy: KernelPolicy) -> None:
@@ -104,6 +112,7 @@ def kernel_policy(
     forward: ForwardKernel | None = None,
     backward: BackwardKernel | None = None,
     backward_rows: BackwardRows | None = None,
+    weight_grad_channels: WeightGradChannels | None = None,
 ) -> Iterator[KernelPolicy]:
     """Within the block, hold the compiled operators' CUDA launchers to the given kernels.
 
@@ -113,7 +122,12 @@ def kernel_policy(
     policy is the process's (see the module's docstring).
     """
     previous = current_kernel_policy()
-    given = {"forward": forward, "backward": backward, "backward_rows": backward_rows}
+    given = {
+        "forward": forward,
+        "backward": backward,
+        "backward_rows": backward_rows,
+        "weight_grad_channels": weight_grad_channels,
+    }
     policy = dataclasses.replace(previous, **{k: v for k, v in given.items() if v is not None})
     _install(policy)
     try:

@@ -24,15 +24,19 @@ struct KernelPolicy {
   // The CUDA-core backward's tile height for both its kernels: 64 or 128 rows, or 0 to let its
   // wave model choose (measuring both heights on a shape needs each one forced).
   int64_t backward_rows = 0;
+  // The tensor-core weight gradient's input channels per CTA: 32 or 64, or 0 to let its launcher
+  // choose (more channels per CTA read ∂L/∂out fewer times, fewer CTAs fill the GPU less).
+  int64_t weight_grad_channels = 0;
 };
 
 // The policy in force (a copy: safe to read while another thread sets it).
 KernelPolicy kernel_policy();
 
 // Sets the policy from the names the Python side uses ("auto" | "mma", "auto" | "cuda_core",
-// 0 | 64 | 128); any other value is an error naming the allowed ones, and leaves it unchanged.
+// 0 | 64 | 128, 0 | 32 | 64); any other value is an error naming the allowed ones, and leaves it
+// unchanged.
 void set_kernel_policy(const std::string& forward, const std::string& backward,
-                       int64_t backward_rows);
+                       int64_t backward_rows, int64_t weight_grad_channels);
 
 // The policy in force as those names.
 std::string forward_kernel_name(ForwardKernel kernel);

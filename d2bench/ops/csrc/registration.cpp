@@ -10,14 +10,16 @@
 
 namespace {
 
-std::tuple<std::string, std::string, int64_t> get_kernel_policy() {
+std::tuple<std::string, std::string, int64_t, int64_t> get_kernel_policy() {
   const d2bench::KernelPolicy policy = d2bench::kernel_policy();
   return {d2bench::forward_kernel_name(policy.forward),
-          d2bench::backward_kernel_name(policy.backward), policy.backward_rows};
+          d2bench::backward_kernel_name(policy.backward), policy.backward_rows,
+          policy.weight_grad_channels};
 }
 
-void set_kernel_policy(std::string forward, std::string backward, int64_t backward_rows) {
-  d2bench::set_kernel_policy(forward, backward, backward_rows);
+void set_kernel_policy(std::string forward, std::string backward, int64_t backward_rows,
+                       int64_t weight_grad_channels) {
+  d2bench::set_kernel_policy(forward, backward, backward_rows, weight_grad_channels);
 }
 
 }  // namespace
@@ -45,7 +47,9 @@ TORCH_LIBRARY(d2bench, m) {
       {at::Tag::pt2_compliant_tag});
   // Private: the kernel policy of kernel_policy.h, set and read through
   // d2bench.ops.kernel_policy(...) and d2bench.ops.current_kernel_policy().
-  m.def("_set_kernel_policy(str forward, str backward, int backward_rows) -> ()",
-        &set_kernel_policy);
-  m.def("_get_kernel_policy() -> (str, str, int)", &get_kernel_policy);
+  m.def(
+      "_set_kernel_policy(str forward, str backward, int backward_rows, "
+      "int weight_grad_channels) -> ()",
+      &set_kernel_policy);
+  m.def("_get_kernel_policy() -> (str, str, int, int)", &get_kernel_policy);
 }

@@ -27,31 +27,37 @@ namespace cuda {
 
 // ---- ∂L/∂W ----
 
+// CB_ input channels per CTA: 32 make enough CTAs for two per SM at the paper's 256-channel
+// layers (27 · 8 = 216); 64 read each voxel's ∂L/∂out and compute its corners half as often
+// (every CTA reads all of ∂L/∂out), with half the CTAs. The launcher (or the kernel policy's
+// weight_grad_channels) picks one.
+template <int CB_>
 struct WeightGradTile {
   // M = CB input channels, N = BN output channels, K = BK output voxels per step; corners are
-  // computed for PB voxels at a time. 8 warps side by side, 32 × 32 each. 32 channels per CTA
-  // make enough CTAs for two per SM at the paper's 256-channel layers (27 · 8 = 216).
-  static constexpr int CB = 32, BN = 256, BK = 64, PB = 128, THREADS = 256;
-  static constexpr int WARPS_N = 8, WARP_M = 32, WARP_N = 32;
+  // computed for PB voxels at a time. 8 warps side by side over N, CB × 32 each.
+  static constexpr int CB = CB_, BN = 256, BK = 64, PB = 128, THREADS = 256;
+  static constexpr int WARPS_N = 8, WARP_M = CB, WARP_N = 32;
   static constexpr int TILES_M = WARP_M / 16, TILES_N = WARP_N / 8;
   static constexpr int LDA = CB + 8, LDB = BN + 8;  // conflict-free ldmatrix rows
+  static_assert(CB == 32 || CB == 64, "32 or 64 input channels per CTA");
 };
 
 // Shared memory of weight_grad_kernel (dynamic: over 48 KiB): the sampled columns as
 // [voxel][channel] and ∂L/∂out as [voxel][output channel], both read with ldmatrix.trans. One
 // ∂L/∂out buffer, filled during the gather (a second one was slower: reports/bench/ops-notes.md).
-template <typename mma_t>
+template <typename mma_t, int CB>
 struct WeightGradSmem {
-  alignas(16) mma_t a[WeightGradTile::BK][WeightGradTile::LDA];
-  alignas(16) mma_t b[WeightGradTile::BK][WeightGradTile::LDB];
-  RowCorners<float> corners[WeightGradTile::PB];
+  using T = WeightGradTile<CB>;
+  alignas(16) mma_t a[T::BK][T::LDA];
+  alignas(16) mma_t b[T::BK][T::LDB];
+  RowCorners<float> corners[T::PB];
   unsigned live;
 };
 
 // Writes gathered column values into WeightGradSmem::a (row = voxel, kk = channel).
-template <typename scalar_t>
+template <typename scalar_t, int CB>
 struct WeightGradColumnStore {
-  WeightGradSmem<typename MmaType<scalar_t>::type>& sm;
+  WeightGradSmem<typename MmaType<scalar_t>::type, CB>& sm;
   __device__ void operator()(int m, int kk, float v) const {
     sm.a[m][kk] = MmaType<scalar_t>::from_float(v);
   }
@@ -81,14 +87,14 @@ __device__ __forceinline__ void load_gout_tile(mma_t (*tile)[LD],
   }
 }
 
-template <typename scalar_t, typename Taps>
-__global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
+template <typename scalar_t, typename Taps, int CB>
+__global__ void __launch_bounds__(WeightGradTile<CB>::THREADS, 2)
     weight_grad_kernel(const scalar_t* __restrict__ x, Layout xl, const Taps taps,
                        const scalar_t* __restrict__ gout, Layout gl, scalar_t* __restrict__ gw) {
-  using T = WeightGradTile;
+  using T = WeightGradTile<CB>;
   using mma_t = typename MmaType<scalar_t>::type;
   extern __shared__ uint4 dynamic_smem[];
-  auto& sm = *reinterpret_cast<WeightGradSmem<mma_t>*>(dynamic_smem);
+  auto& sm = *reinterpret_cast<WeightGradSmem<mma_t, CB>*>(dynamic_smem);
   const ConvShape& s = taps.shape;
   const int64_t cg = s.group_channels(), blocks_per_group = (cg + T::CB - 1) / T::CB;
   const int k = static_cast<int>(blockIdx.x % 27);
@@ -106,7 +112,7 @@ __global__ void __launch_bounds__(WeightGradTile::THREADS, 2)
     for (int j = 0; j < T::TILES_N; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-  const WeightGradColumnStore<scalar_t> store_a{sm};
+  const WeightGradColumnStore<scalar_t, CB> store_a{sm};
   for (int64_t r0 = 0; r0 < rows; r0 += T::PB) {
     if (threadIdx.x == 0) sm.live = 0;
     __syncthreads();

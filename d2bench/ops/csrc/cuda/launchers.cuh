@@ -400,6 +400,31 @@ int tap_split(int64_t tiles, int64_t slots) {
   return 27;
 }
 
+template <typename scalar_t, typename Taps, int CB>
+void launch_weight_grad(const at::Tensor& x, Layout xl, const Taps& taps, const at::Tensor& gout,
+                        Layout gl, at::Tensor& grad_weight) {
+  using T = WeightGradTile<CB>;
+  const ConvShape& s = taps.shape;
+  const auto kernel = &weight_grad_kernel<scalar_t, Taps, CB>;
+  constexpr int smem = sizeof(WeightGradSmem<typename MmaType<scalar_t>::type, CB>);
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+  const dim3 grid(static_cast<unsigned>(27 * s.groups * ceil_div(s.group_channels(), T::CB)),
+                  static_cast<unsigned>(ceil_div(s.out_channels, T::BN)));
+  kernel<<<grid, T::THREADS, smem, at::cuda::getCurrentCUDAStream()>>>(
+      x.const_data_ptr<scalar_t>(), xl, taps, gout.const_data_ptr<scalar_t>(), gl,
+      grad_weight.data_ptr<scalar_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Input channels per CTA of the tensor-core weight gradient: the policy's, else 32 (the
+// measured default until the two are compared on more shapes; see reports/bench/ops-notes.md).
+inline int weight_grad_channels(const ConvShape& s) {
+  const int64_t forced = kernel_policy().weight_grad_channels;
+  if (forced != 0) return static_cast<int>(forced);
+  (void)s;
+  return 32;
+}
+
 // Channel blocks of the fused backward's input-gradient accumulator (float32, CB channels of
 // every input voxel): one launch of input_grad_kernel per block, the block then converted into
 // grad_input. CB = 64 keeps the accumulator at half the input's size for 16-bit inputs of 256
@@ -413,16 +438,11 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t cg = s.group_channels();
   if (grad_weight.defined()) {
-    using T = WeightGradTile;
-    const auto kernel = &weight_grad_kernel<scalar_t, Taps>;
-    constexpr int smem = sizeof(WeightGradSmem<typename MmaType<scalar_t>::type>);
-    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
-    const dim3 grid(static_cast<unsigned>(27 * s.groups * ceil_div(cg, T::CB)),
-                    static_cast<unsigned>(ceil_div(s.out_channels, T::BN)));
-    kernel<<<grid, T::THREADS, smem, stream>>>(
-        x.const_data_ptr<scalar_t>(), xl, taps, gout.const_data_ptr<scalar_t>(), gl,
-        grad_weight.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (weight_grad_channels(s) == 64) {
+      launch_weight_grad<scalar_t, Taps, 64>(x, xl, taps, gout, gl, grad_weight);
+    } else {
+      launch_weight_grad<scalar_t, Taps, 32>(x, xl, taps, gout, gl, grad_weight);
+    }
   }
   if (!grad_input.defined() && !coordinates) return;
   using T = InputGradTile;
