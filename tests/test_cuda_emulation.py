@@ -24,11 +24,22 @@ F64 = torch.float64
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory) -> Iterator:
-    # The tensor-core backward is not emulated: every 16-bit call takes the CUDA-core one (the
+    # 16-bit calls take the CUDA-core backward unless a test asks for the tensor-core one (the
     # emulated module keeps its own kernel policy, apart from the compiled operators').
     module = harness.build(tmp_path_factory.mktemp("cuda-emulation"))
     module.set_kernel_policy("auto", "cuda_core", 0, 0)
     yield module
+
+
+@pytest.fixture
+def tensor_core(emulated) -> Iterator:
+    """The emulated module with the tensor-core (mma.sync) backward allowed, for one test."""
+    emulated.set_kernel_policy("auto", "auto", 0, 0)
+    emulated.launched_kernels()
+    try:
+        yield emulated
+    finally:
+        emulated.set_kernel_policy("auto", "cuda_core", 0, 0)
 
 
 def _inputs(kind, dtype, n=2, c=8, o=6, size=(3, 5, 6), stride=1, groups=1, scale=2.0):
@@ -122,3 +133,34 @@ def test_emulated_coordinate_gradients_alone_are_deterministic(emulated):
         assert torch.equal(a, b)
     want = _reference_grads("dcn", inputs, geom, 2, grad)
     assert _rel(first[1], want[1]) < 1e-5 and _rel(first[3], want[3]) < 1e-5
+
+
+# Tensor-core backward cases: channels_last_3d 16-bit data with at least 128 output channels per
+# input voxel's 64-channel float32 accumulator, so the fused backward takes them.
+TENSOR_CORE_CASES = [
+    ("d2", dict(c=16, o=128, n=1, size=(2, 3, 4)), torch.bfloat16),
+    ("d2", dict(c=80, o=128, n=1, size=(2, 3, 4), scale=4.0), torch.float16),  # 64 + 16 channels
+    ("dcn", dict(c=32, o=128, n=1, size=(2, 3, 4), groups=2), torch.bfloat16),
+]
+
+
+@pytest.mark.parametrize("channels", [32, 64])
+@pytest.mark.parametrize("kind,case,dtype", TENSOR_CORE_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(TENSOR_CORE_CASES)])  # fmt: skip
+def test_emulated_tensor_core_backward_matches_reference(tensor_core, kind, case, dtype, channels):
+    """The mma.sync backward (weight gradient at 32 or 64 input channels per CTA, input gradient
+    by channel blocks of 64) against float64, and the kernels it launched."""
+    groups = case.get("groups", 1)
+    inputs, geom = _inputs(kind, dtype, **case)
+    out_shape = (inputs[0].shape[0], inputs[3].shape[0], *geom.out_size)
+    grad = torch.randn(out_shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    grad = grad.to(dtype).double()
+    want = _reference_grads(kind, inputs, geom, groups, grad)
+    tensor_core.set_kernel_policy("auto", "auto", 0, channels)
+    got = _emulated_grads(tensor_core, kind, inputs, geom, groups, grad, dtype, CL, [True] * 4)
+    launched = tensor_core.launched_kernels()
+    assert any("weight_grad_kernel<" in k and f", {channels}>" in k for k in launched), launched
+    assert any(k.startswith("void d2bench::cuda::input_grad_kernel<") for k in launched), launched
+    assert not any("simt_" in k for k in launched), launched
+    for name, a, b in zip(["input", "coords", "mask", "weight"], got, want, strict=True):
+        assert _rel(a, b) < 1e-2, name

@@ -5,11 +5,16 @@
 // through per-warp slots behind a 32-thread barrier, atomics std::atomic_ref. Shared memory
 // starts as 0xFF bytes (NaN), so a read of a value no thread wrote shows in the results.
 // Static __shared__ variables become function statics, which is right while blocks run one at a
-// time. Tensor-core paths (mma.sync, wgmma, cp.async) are not emulated: harness.py replaces them
-// with stubs that abort.
+// time. The mma.sync primitives (ldmatrix, mma, cp.async) are emulated in emu_mma.h; the Hopper
+// forward (wgmma, TMA) is not: harness.py leaves it out.
 #pragma once
 #include <atomic>
 #include <barrier>
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <mutex>
+#include <string>
+#include <utility>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -96,8 +101,29 @@ inline int cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, const void*, in
   return 0;
 }
 namespace emu {
+// The kernels launched since the last launched_kernels() call, by demangled symbol (a test's
+// proof of which path ran).
+inline std::mutex launches_guard;
+inline std::vector<std::string> launches;
+inline std::string symbol_of(const void* function) {
+  Dl_info info{};
+  if (dladdr(function, &info) == 0 || info.dli_sname == nullptr) return "?";
+  int status = 0;
+  char* name = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+  std::string symbol = status == 0 && name != nullptr ? name : info.dli_sname;
+  std::free(name);
+  return symbol;
+}
+inline std::vector<std::string> launched_kernels() {
+  const std::lock_guard<std::mutex> lock(launches_guard);
+  return std::exchange(launches, {});
+}
 template <class... P>
 auto launcher(void (*kernel)(P...), dim3 grid, dim3 threads, size_t smem, int = 0) {
+  {
+    const std::lock_guard<std::mutex> lock(launches_guard);
+    launches.push_back(symbol_of(reinterpret_cast<const void*>(kernel)));
+  }
   return [=](auto&&... args) {
     for (unsigned by = 0; by < grid.y; ++by) {
       for (unsigned bx = 0; bx < grid.x; ++bx) {

@@ -2,7 +2,9 @@
 
 The sources are copied and changed in a few named places (each change must apply exactly, so a
 source that moves on fails here loudly rather than silently testing something else):
-- the tensor-core helpers (mma.cuh, wgmma.cuh) and the Hopper forward become stubs;
+- in mma.cuh, the inline-assembly primitives (ldmatrix, mma.sync, cp.async) give way to the
+  host versions of emu_mma.h, so the mma.sync kernels run too; wgmma.cuh and the Hopper forward
+  (wgmma, TMA) become empty;
 - in launchers.cuh, ``kernel<<<grid, block, smem, stream>>>(args)`` becomes
   ``emu::launcher(kernel, grid, block, smem, stream)(args)``;
 - dynamic shared memory comes from the emulated block;
@@ -22,31 +24,6 @@ from types import ModuleType
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
-_MMA_STUB = """#pragma once
-#include "common.cuh"
-namespace d2bench {
-namespace cuda {
-template <typename scalar_t> struct MmaType;
-template <> struct MmaType<at::BFloat16> {
-  using type = __nv_bfloat16;
-  static type from_float(float v) { return __float2bfloat16(v); }
-  static uint32_t pack(float, float) { std::abort(); }
-};
-template <> struct MmaType<at::Half> {
-  using type = __half;
-  static type from_float(float v) { return __float2half(v); }
-  static uint32_t pack(float, float) { std::abort(); }
-};
-inline void ldmatrix_x4(uint32_t*, const void*) { std::abort(); }
-inline void ldmatrix_x4_trans(uint32_t*, const void*) { std::abort(); }
-template <class T> void mma_16816(float*, const uint32_t*, const uint32_t*, T*) { std::abort(); }
-template <class... A> void mma_row_major_b(A&&...) { std::abort(); }
-inline void cp_async16(void*, const void*, bool) { std::abort(); }
-inline void cp_async_commit() {}
-inline void cp_async_wait_all() {}
-}  // namespace cuda
-}  // namespace d2bench
-"""
 
 _MODULE = """
 #include <torch/extension.h>
@@ -54,6 +31,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("d2conv3d_backward", &d2bench::cuda::d2conv3d_backward_cuda);
   m.def("deform_conv3d_backward", &d2bench::cuda::deform_conv3d_backward_cuda);
   m.def("set_kernel_policy", &d2bench::set_kernel_policy);
+  m.def("launched_kernels", &emu::launched_kernels);
 }
 """
 
@@ -65,12 +43,31 @@ def _replace(text: str, old: str, new: str, where: str, count: int = 1) -> str:
     return text.replace(old, new)
 
 
+def _cut(text: str, start: str, end: str, where: str) -> str:
+    """``text`` without the span from ``start`` up to (not including) ``end``; each must occur
+    exactly once."""
+    for marker in (start, end):
+        if text.count(marker) != 1:
+            raise AssertionError(f"{where}: expected 1× {marker!r}, found {text.count(marker)}")
+    return text[: text.index(start)] + text[text.index(end) :]
+
+
+def _emulated_mma(text: str) -> str:
+    """mma.cuh with its assembly primitives replaced by emu_mma.h's (MmaType and the tiled
+    product helpers, which call the primitives, stay as they are)."""
+    text = _cut(text, "__device__ __forceinline__ void ldmatrix_x4(",
+                "// acc[i][j] += a[i]", "mma.cuh")  # fmt: skip
+    text = _cut(text, "// 16-byte asynchronous global", "}  // namespace cuda", "mma.cuh")
+    include = '#include "common.cuh"\n'
+    return _replace(text, include, include + '#include "emu_mma.h"\n', "mma.cuh")
+
+
 def prepare(destination: Path) -> list[Path]:
     """Writes the emulation sources under ``destination``; returns the files to compile."""
     shutil.rmtree(destination, ignore_errors=True)
     shutil.copytree(ROOT / "d2bench" / "ops" / "csrc", destination / "ops_cuda")
     cuda = destination / "ops_cuda" / "cuda"
-    (cuda / "mma.cuh").write_text(_MMA_STUB)
+    (cuda / "mma.cuh").write_text(_emulated_mma((cuda / "mma.cuh").read_text()))
     (cuda / "wgmma.cuh").write_text("#pragma once\n")
     (cuda / "hopper_forward.cuh").write_text("#pragma once\n")
     taps = destination / "ops_cuda" / "taps.h"
@@ -110,7 +107,8 @@ def build(workdir: Path) -> ModuleType:
 
     sources = prepare(workdir / "src")
     (workdir / "build").mkdir(parents=True, exist_ok=True)
-    flags = ["-std=c++20", "-O1", "-w", "-include", str(HERE / "emu.h"), f"-I{HERE / 'stub'}"]
+    includes = [f"-I{HERE / 'stub'}", f"-I{HERE}"]
+    flags = ["-std=c++20", "-O1", "-w", "-include", str(HERE / "emu.h"), *includes]
     return load(
         name="d2bench_cuda_emulated",
         sources=[str(path) for path in sources],
