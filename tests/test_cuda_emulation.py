@@ -164,3 +164,42 @@ def test_emulated_tensor_core_backward_matches_reference(tensor_core, kind, case
     assert not any("simt_" in k for k in launched), launched
     for name, a, b in zip(["input", "coords", "mask", "weight"], got, want, strict=True):
         assert _rel(a, b) < 1e-2, name
+
+
+# Forward cases: 16-bit data in channels_last_3d take the mma.sync kernel (the Hopper one is not
+# emulated), float32 the CUDA-core tile; both against float64 with a bias.
+FORWARD_CASES = [
+    ("d2", dict(c=16, o=24, n=1, size=(2, 3, 4)), torch.bfloat16, "MmaTile"),
+    ("d2", dict(c=40, o=16, n=2, size=(2, 3, 4), scale=4.0), torch.float16, "MmaTile"),
+    ("dcn", dict(c=32, o=8, n=1, size=(2, 3, 4), groups=2), torch.bfloat16, "MmaTile"),
+    ("d2", dict(c=8, o=8, n=1, size=(2, 3, 4)), torch.float32, "SimtTile"),
+]
+
+
+@pytest.mark.parametrize("kind,case,dtype,tile", FORWARD_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(FORWARD_CASES)])  # fmt: skip
+def test_emulated_forward_matches_reference(emulated, kind, case, dtype, tile):
+    groups = case.get("groups", 1)
+    (x, coords, mask, w), geom = _inputs(kind, dtype, **case)
+    bias = torch.randn(w.shape[0], generator=torch.Generator().manual_seed(2), dtype=F64)
+    if kind == "d2":
+        want = reference.d2conv3d_reference(x, coords, mask, w, bias, geom)
+    else:
+        want = reference.deform_conv3d_reference(x, coords, mask, w, bias, geom, groups)
+    map_dtype = torch.float32
+    args = (
+        x.to(dtype).contiguous(memory_format=CL),
+        coords.to(map_dtype),
+        mask.to(map_dtype),
+        w.to(dtype).contiguous(memory_format=CL),
+        bias.to(dtype),
+        list(geom.stride),
+        list(geom.padding),
+        list(geom.dilation),
+    )
+    emulated.launched_kernels()
+    got = emulated.d2conv3d(*args) if kind == "d2" else emulated.deform_conv3d(*args, groups)
+    launched = emulated.launched_kernels()
+    assert any("fused_forward_kernel<" in name and tile in name for name in launched), launched
+    assert got.dtype == dtype
+    assert _rel(got, want) < (1e-5 if dtype == torch.float32 else 1e-2)

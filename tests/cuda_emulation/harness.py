@@ -28,6 +28,8 @@ ROOT = HERE.parents[1]
 _MODULE = """
 #include <torch/extension.h>
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("d2conv3d", &d2bench::cuda::d2conv3d_cuda);
+  m.def("deform_conv3d", &d2bench::cuda::deform_conv3d_cuda);
   m.def("d2conv3d_backward", &d2bench::cuda::d2conv3d_backward_cuda);
   m.def("deform_conv3d_backward", &d2bench::cuda::deform_conv3d_backward_cuda);
   m.def("set_kernel_policy", &d2bench::set_kernel_policy);
