@@ -1,4 +1,6 @@
-"""The CUDA-core backward kernels compiled for the CPU and run in emulation, since CI has no GPU.
+"""The CUDA kernels compiled for the CPU and run in emulation, since CI has no GPU: both backward
+paths (CUDA-core and mma.sync tensor-core) and the mma.sync and CUDA-core forwards; only the
+Hopper (wgmma) forward is left to the GPU tests.
 
 This does not replace the GPU tests (tests/test_ops_cuda.py runs the same kernels on a device).
 It checks the kernels' logic on every CI run against the float64 reference: indexing, tiling,
