@@ -153,11 +153,13 @@ class Kernel:
         }
 
 
-BF16, FP32 = torch.bfloat16, torch.float32
+BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
 KERNELS: tuple[Kernel, ...] = (
     Kernel("cudnn_bf16", "conv3d", BF16, True, False, True, None),
+    Kernel("cudnn_fp16", "conv3d", FP16, True, False, True, None),
     Kernel("cudnn_fp32", "conv3d", FP32, True, True, True, None),
     Kernel("d2conv3d_bf16", "d2conv3d", BF16, True, False, True, "cudnn_bf16"),
+    Kernel("d2conv3d_fp16", "d2conv3d", FP16, True, False, True, "cudnn_fp16"),
     Kernel("d2conv3d_fp32", "d2conv3d", FP32, True, True, True, "cudnn_fp32"),
     Kernel("dcnv2_bf16", "deform_conv3d", BF16, True, False, True, "cudnn_bf16"),
     Kernel("reference_fp32", "reference", FP32, False, True, True, "cudnn_fp32"),
