@@ -252,3 +252,27 @@ def test_rejudge_rejects_a_file_that_is_not_an_ops_report(tmp_path, capsys):
     other.write_text(json.dumps({"schema": "d2bench.model_bench/1"}), encoding="utf-8")
     assert main(["bench", "ops", "--rejudge", str(other)]) == 2
     assert "not an operator benchmark report" in capsys.readouterr().err
+
+
+def test_a_selection_measures_those_variants_and_their_baselines(tmp_path):
+    from d2bench.bench.ops_bench import select_kernels
+
+    names = [k.name for k in select_kernels(["d2conv3d_fp16", "reference_fp32"])]
+    assert names == ["cudnn_fp16", "cudnn_fp32", "d2conv3d_fp16", "reference_fp32"]
+    path = run_ops_benchmark(
+        tmp_path, quick=True, repeats=1, warmup=0, device="cpu", variants=["d2conv3d_fp32"]
+    )
+    report = json.loads(path.read_text(encoding="utf-8"))
+    for entries in report["results"].values():
+        assert set(entries) == {"cudnn_fp32", "d2conv3d_fp32"}
+    rows = report["targets"]["per_shape"][QUICK_SHAPES[0].id]
+    assert next(r for r in rows if r["variant"] == "d2conv3d_bf16")["pass"] is None
+    assert isinstance(next(r for r in rows if r["variant"] == "d2conv3d_fp32")["pass"], bool)
+
+
+def test_an_unknown_variant_is_refused_naming_the_known_ones(capsys):
+    from d2bench.cli import main
+
+    assert main(["bench", "ops", "--variants", "d2conv3d_fp8", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown variant(s) d2conv3d_fp8" in error and "d2conv3d_fp16" in error

@@ -167,6 +167,21 @@ KERNELS: tuple[Kernel, ...] = (
 _KERNELS_BY_NAME = {kernel.name: kernel for kernel in KERNELS}
 
 
+def select_kernels(names: Sequence[str] | None) -> tuple[Kernel, ...]:
+    """The kernels to measure: all for None, else the named ones and the baselines their
+    ratios need, in :data:`KERNELS`' order. An unknown name raises ValueError listing them."""
+    if names is None:
+        return KERNELS
+    unknown = [name for name in names if name not in _KERNELS_BY_NAME]
+    if unknown:
+        raise ValueError(
+            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(_KERNELS_BY_NAME)}"
+        )
+    wanted = set(names)
+    wanted |= {b for b in (_KERNELS_BY_NAME[n].baseline for n in names) if b is not None}
+    return tuple(kernel for kernel in KERNELS if kernel.name in wanted)
+
+
 RATIO, SPEEDUP, MEMORY = "ratio", "speedup", "memory"
 
 
@@ -675,6 +690,7 @@ def run_ops_benchmark(
     warmup: int = 5,
     device: str | None = None,
     cudnn_benchmark: bool = True,
+    variants: Sequence[str] | None = None,
 ) -> Path:
     """Benchmark the operators on ``device`` (default: the current GPU, else the CPU).
 
@@ -682,7 +698,10 @@ def run_ops_benchmark(
     and the Markdown report, and returns the JSON path. ``quick`` uses tiny shapes and at most
     5 repeats / 2 warm-up calls (a smoke run). ``cudnn_benchmark`` lets cuDNN autotune its
     algorithms (the warm-up calls absorb the tuning), so the baseline is cuDNN at its best.
+    ``variants`` measures only those kernels (and their baselines); the other criteria are then
+    reported as not evaluated.
     """
+    kernels = select_kernels(variants)
     started = time.perf_counter()
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -708,7 +727,7 @@ def run_ops_benchmark(
         for index, shape in enumerate(shapes):
             prefix = f"[{index + 1}/{len(shapes)}] {shape.label}"
             entries: dict[str, dict[str, Any]] = {}
-            for kernel in KERNELS:
+            for kernel in kernels:
                 entries[kernel.name] = _measure_kernel(
                     shape,
                     index,
@@ -739,7 +758,7 @@ def run_ops_benchmark(
             "timer": "cuda_events" if dev.type == "cuda" else "perf_counter",
             "statistic": "median",
             "cudnn_benchmark": cudnn_benchmark,
-            "tf32_off_for": [v.name for v in KERNELS if v.tf32_off],
+            "tf32_off_for": [v.name for v in kernels if v.tf32_off],
             "bias": None,
             "gradients": "torch.autograd.grad of all inputs, fresh each call; fwd+bwd includes "
             "the forward",
@@ -751,7 +770,7 @@ def run_ops_benchmark(
             "allocator's blocks; CUDA only",
         },
         "shapes": [shape.to_dict() for shape in shapes],
-        "variants": [kernel.to_dict() for kernel in KERNELS],
+        "variants": [kernel.to_dict() for kernel in kernels],
         "results": results,
         "targets": _targets_report(per_shape_targets),
         "wall_s": time.perf_counter() - started,

@@ -41,9 +41,17 @@ def _bench_ops(args: argparse.Namespace) -> int:
             raise UsageError(f"--rejudge {args.rejudge}: {error}") from None
         print(f"rewrote {path} and {path.with_suffix('.md')} (targets judged again)")
         return 0
-    path = run_ops_benchmark(
-        args.out, quick=args.quick, repeats=args.repeats, warmup=args.warmup, device=args.device
-    )
+    try:
+        path = run_ops_benchmark(
+            args.out,
+            quick=args.quick,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            device=args.device,
+            variants=args.variants,
+        )
+    except ValueError as error:
+        raise UsageError(f"--variants: {error}") from None
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 
@@ -186,6 +194,13 @@ def _add_ops(bench: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help="judge a written report's measurements against today's criteria (the package's "
         "bench/targets.toml) and rewrite it (and its .md); measures nothing",
+    )
+    bench_ops.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="VARIANT",
+        help="measure only these (their cuDNN baselines come along), e.g. d2conv3d_bf16 "
+        "d2conv3d_fp16; default: all",
     )
     bench_ops.set_defaults(handler=_bench_ops)
 
