@@ -14,7 +14,7 @@ import collections
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ def forced_rows(rows: int | None) -> Iterator[None]:
         yield
 
 
-def _layer_inputs(shape: TileShape, dev: torch.device) -> tuple[torch.Tensor, ...]:
+def layer_inputs(shape: TileShape, dev: torch.device) -> tuple[torch.Tensor, ...]:
     """Input, dilation map, mask and weight as the layers pass them on a GPU (channels_last_3d
     data and weight, float32 maps)."""
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -105,7 +105,8 @@ def _layer_inputs(shape: TileShape, dev: torch.device) -> tuple[torch.Tensor, ..
     return tuple(t.requires_grad_() for t in (x, dilation, mask, weight))
 
 
-def _forward_backward(inputs: tuple[torch.Tensor, ...]) -> None:
+def forward_backward(inputs: tuple[torch.Tensor, ...]) -> None:
+    """One D²Conv3D forward and backward of every input."""
     from ..ops import d2conv3d
 
     out = d2conv3d(*inputs)
@@ -124,13 +125,18 @@ def kernel_and_height(event_name: str) -> str | None:
     return f"{match.group(1)}/{match.group(2)}" if match else None
 
 
-def kernel_times_ms(event_names_and_us: list[tuple[str, float]], calls: int) -> dict[str, Any]:
-    """Per call: each backward kernel's time keyed ``kernel/height``, and the total of all."""
+def kernel_times_ms(
+    event_names_and_us: list[tuple[str, float]],
+    calls: int,
+    key_of: Callable[[str], str | None] = kernel_and_height,
+) -> dict[str, Any]:
+    """Per call: the time of each kernel ``key_of`` names (by default the CUDA-core backward's,
+    keyed ``kernel/height``), and the total of all kernels."""
     times: collections.Counter[str] = collections.Counter()
     total = 0.0
     for name, microseconds in event_names_and_us:
         total += microseconds
-        key = kernel_and_height(name)
+        key = key_of(name)
         if key:
             times[key] += microseconds
     result: dict[str, Any] = {key: value / calls / 1000 for key, value in sorted(times.items())}
@@ -138,21 +144,27 @@ def kernel_times_ms(event_names_and_us: list[tuple[str, float]], calls: int) -> 
     return result
 
 
-def _profile(inputs: tuple[torch.Tensor, ...], warmup: int, repeats: int) -> dict[str, Any]:
+def profile_kernels(
+    inputs: tuple[torch.Tensor, ...],
+    warmup: int,
+    repeats: int,
+    key_of: Callable[[str], str | None] = kernel_and_height,
+) -> dict[str, Any]:
+    """:func:`kernel_times_ms` of ``repeats`` forward+backward calls after ``warmup`` ones."""
     for _ in range(warmup):
-        _forward_backward(inputs)
+        forward_backward(inputs)
     torch.cuda.synchronize()
     activities = [torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as profile:
         for _ in range(repeats):
-            _forward_backward(inputs)
+            forward_backward(inputs)
         torch.cuda.synchronize()
     events = [
         (event.name, float(event.device_time))
         for event in profile.events()
         if event.device_type == torch.autograd.DeviceType.CUDA
     ]
-    return kernel_times_ms(events, repeats)
+    return kernel_times_ms(events, repeats, key_of)
 
 
 def judge_shape(measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -238,11 +250,11 @@ def run_tile_benchmark(
     shapes = QUICK_SHAPES if quick else SHAPES
     results = []
     for index, shape in enumerate(shapes):
-        inputs = _layer_inputs(shape, dev)
+        inputs = layer_inputs(shape, dev)
         measured = {}
         for rows in (*HEIGHTS, None):
             with forced_rows(rows):
-                measured["chosen" if rows is None else str(rows)] = _profile(
+                measured["chosen" if rows is None else str(rows)] = profile_kernels(
                     inputs, warmup, repeats
                 )
         verdict = judge_shape(measured)

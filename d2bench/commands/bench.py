@@ -74,6 +74,25 @@ def _bench_tiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_wgrad(args: argparse.Namespace) -> int:
+    from ..bench.tile_bench import TileBenchUnavailable
+    from ..bench.wgrad_bench import run_wgrad_benchmark
+    from ..cli import UsageError
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise UsageError(
+            f"--repeats must be ≥ 1 and --warmup ≥ 0, got {args.repeats} and {args.warmup}"
+        )
+    try:
+        path = run_wgrad_benchmark(
+            args.out, quick=args.quick, repeats=args.repeats, warmup=args.warmup, device=args.device
+        )
+    except TileBenchUnavailable as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 def _bench_model(args: argparse.Namespace) -> int:
     from ..cli import UsageError
     from ..core.names import canonical_variant_name
@@ -160,7 +179,7 @@ def _bench_plan(args: argparse.Namespace) -> int:
 
 def register_bench(bench: argparse._SubParsersAction) -> None:
     """Add every ``d2bench bench`` sub-command to ``bench``."""
-    for add in (_add_ops, _add_tiles, _add_model, _add_train, _add_eval, _add_plan):
+    for add in (_add_ops, _add_tiles, _add_wgrad, _add_model, _add_train, _add_eval, _add_plan):
         add(bench)
 
 
@@ -217,6 +236,20 @@ def _add_tiles(bench: argparse._SubParsersAction) -> None:
     _out_and_quick(bench_tiles, "two tiny shapes (a smoke run)")
     _repeats_warmup_device(bench_tiles, 5, 2, "profiled calls per height")
     bench_tiles.set_defaults(handler=_bench_tiles)
+
+
+def _add_wgrad(bench: argparse._SubParsersAction) -> None:
+    """The tensor-core weight gradient's channel block."""
+    bench_wgrad = bench.add_parser(
+        "wgrad",
+        help="the tensor-core weight gradient's channels per CTA, measured (needs a CUDA GPU)",
+        description="Time the 16-bit weight gradient with 32 and with 64 input channels per CTA "
+        "and the block its launcher picks, on the operator benchmark's layers in bfloat16; write "
+        "reports/bench/wgrad-<gpu>.json and .md.",
+    )
+    _out_and_quick(bench_wgrad, "one tiny shape (a smoke run)")
+    _repeats_warmup_device(bench_wgrad, 10, 3, "profiled calls per block")
+    bench_wgrad.set_defaults(handler=_bench_wgrad)
 
 
 def _add_model(bench: argparse._SubParsersAction) -> None:
