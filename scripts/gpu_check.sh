@@ -31,7 +31,7 @@ step build 900 "$python" -m d2bench ops build
 step tests 1500 "$python" -m pytest -q -m cuda -rs -p no:cacheprovider \
     tests/test_kernel_policy.py tests/test_backward_routing.py tests/test_step_profile.py \
     tests/test_precision.py tests/test_ops_cuda.py tests/test_bench_tiles.py tests/test_models.py \
-    tests/test_checkpoint_selection.py
+    tests/test_checkpoint_selection.py tests/test_bench_wgrad.py
 step train-bf16 900 "$python" -m d2bench bench train --precision bf16 --batch 2 --profile \
     --variants baseline dcnv2 d2conv3d_iv --out "$out/train-bf16"
 if [ "$mode" != quick ]; then
@@ -44,6 +44,7 @@ if [ "$mode" != quick ]; then
         --keep-grad-layout --variants baseline d2conv3d_iv --out "$out/train-keep-layout"
     step train-compile 1500 "$python" -m d2bench bench train --precision bf16 --batch 2 \
         --compile --variants baseline d2conv3d_iv --out "$out/train-compile"
+    step wgrad 600 "$python" -m d2bench bench wgrad --out "$out/wgrad"
     step model 1200 "$python" -m d2bench bench model --out "$out/model"
     step ops 1500 "$python" -m d2bench bench ops --out "$out/ops"
 fi
