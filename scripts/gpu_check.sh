@@ -6,7 +6,7 @@
 #   scripts/gpu_check.sh [OUT_DIR] [quick]
 #
 # OUT_DIR (default reports/gpu-check) receives one log per step and the benchmarks' reports;
-# `quick` keeps to the build, the GPU tests and the bf16 training benchmark. Needs torch with
+# `quick` keeps to the build, the GPU tests, the bf16 training benchmark and bench wgrad. Needs torch with
 # CUDA, nvcc and ninja; ray, mlflow and submitit are not needed (no GPU test uses them).
 set -uo pipefail
 out=${1:-reports/gpu-check}
@@ -34,6 +34,7 @@ step tests 1500 "$python" -m pytest -q -m cuda -rs -p no:cacheprovider \
     tests/test_checkpoint_selection.py tests/test_bench_wgrad.py
 step train-bf16 900 "$python" -m d2bench bench train --precision bf16 --batch 2 --profile \
     --variants baseline dcnv2 d2conv3d_iv --out "$out/train-bf16"
+step wgrad 600 "$python" -m d2bench bench wgrad --out "$out/wgrad"
 if [ "$mode" != quick ]; then
     step train-branch 900 "$python" -m d2bench bench train --precision bf16 --batch 2 --profile \
         --branch-precision autocast --variants d2conv3d_iv --out "$out/train-branch-autocast"
@@ -44,7 +45,6 @@ if [ "$mode" != quick ]; then
         --keep-grad-layout --variants baseline d2conv3d_iv --out "$out/train-keep-layout"
     step train-compile 1500 "$python" -m d2bench bench train --precision bf16 --batch 2 \
         --compile --variants baseline d2conv3d_iv --out "$out/train-compile"
-    step wgrad 600 "$python" -m d2bench bench wgrad --out "$out/wgrad"
     step model 1200 "$python" -m d2bench bench model --out "$out/model"
     step ops 1500 "$python" -m d2bench bench ops --out "$out/ops"
 fi
