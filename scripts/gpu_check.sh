@@ -6,8 +6,8 @@
 #   scripts/gpu_check.sh [OUT_DIR] [quick]
 #
 # OUT_DIR (default reports/gpu-check) receives one log per step and the benchmarks' reports;
-# `quick` keeps to the build, the GPU tests, the bf16 training benchmark and bench wgrad. Needs torch with
-# CUDA, nvcc and ninja; ray, mlflow and submitit are not needed (no GPU test uses them).
+# `quick` keeps to the build, the GPU tests, the bf16 training benchmark and bench wgrad. Needs
+# torch with CUDA, nvcc and ninja; ray, mlflow and submitit are not needed (no GPU test uses them).
 set -uo pipefail
 out=${1:-reports/gpu-check}
 mode=${2:-full}
