@@ -416,13 +416,12 @@ void launch_weight_grad(const at::Tensor& x, Layout xl, const Taps& taps, const 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Input channels per CTA of the tensor-core weight gradient: the policy's, else 32 (the
-// measured default until the two are compared on more shapes; see reports/bench/ops-notes.md).
-inline int weight_grad_channels(const ConvShape& s) {
+// Input channels per CTA of the tensor-core weight gradient: the policy's, else 32, the block
+// every earlier measurement used. `d2bench bench wgrad` compares 32 and 64 per layer; a rule
+// for `auto` waits for it (reports/bench/ops-notes.md, "The weight gradient's channels per CTA").
+inline int weight_grad_channels() {
   const int64_t forced = kernel_policy().weight_grad_channels;
-  if (forced != 0) return static_cast<int>(forced);
-  (void)s;
-  return 32;
+  return forced != 0 ? static_cast<int>(forced) : 32;
 }
 
 // Channel blocks of the fused backward's input-gradient accumulator (float32, CB channels of
@@ -438,7 +437,7 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t cg = s.group_channels();
   if (grad_weight.defined()) {
-    if (weight_grad_channels(s) == 64) {
+    if (weight_grad_channels() == 64) {
       launch_weight_grad<scalar_t, Taps, 64>(x, xl, taps, gout, gl, grad_weight);
     } else {
       launch_weight_grad<scalar_t, Taps, 32>(x, xl, taps, gout, gl, grad_weight);
