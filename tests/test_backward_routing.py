@@ -334,7 +334,15 @@ def test_tiny_model_training_step_keeps_every_d2_layer_on_tensor_cores(precision
     from d2bench.models import build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="tiny", tiny_width=8, decoder_channels=128, variant="iv")
+    # Sampling in the autocast dtype, as bench train runs it by default (the protocol's float32
+    # sampling takes the CUDA-core kernels by design).
+    cfg = ModelConfig(
+        backbone="tiny",
+        tiny_width=8,
+        decoder_channels=128,
+        variant="iv",
+        sampling_precision="autocast",
+    )
     model = build_model(cfg).cuda().to(memory_format=CL)
     device = torch.device("cuda")
     x = torch.rand(2, 3, 4, 64, 64, device="cuda").contiguous(memory_format=CL)

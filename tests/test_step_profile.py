@@ -28,6 +28,16 @@ from d2bench.bench.step_profile import (
         ("ampere_sgemm_128x64_tn", "matrix products"),
         ("void at::native::vectorized_elementwise_kernel<4, sigmoid>", "element-wise and other"),
         ("Memcpy DtoD (Device -> Device)", "element-wise and other"),
+        (
+            "void at::native::(anonymous namespace)::distribution_elementwise_grid_stride_kernel"
+            "<float, 4>(long, at::PhiloxCudaState)",
+            "element-wise and other",
+        ),
+        (
+            "void d2bench::cuda::(anonymous namespace)::input_grad_kernel<float>(int)",
+            "input gradient",
+        ),
+        ("::<lambda>", "element-wise and other"),
     ],
 )
 def test_kernels_fall_into_their_category(name: str, expected: str) -> None:

@@ -42,9 +42,11 @@ CATEGORIES = (
 
 
 def _symbol(name: str) -> str:
-    """The kernel's bare name: ``void ns::kernel<...>(...)`` → ``kernel``."""
-    head = name.split("<", 1)[0].split("(", 1)[0]
-    return head.rsplit("::", 1)[-1].split()[-1] if head.strip() else name
+    """The kernel's bare name: ``void ns::kernel<...>(...)`` → ``kernel``; ``(anonymous
+    namespace)`` counts as a namespace, and a name with no such part is returned whole."""
+    head = name.replace("(anonymous namespace)", "anonymous").split("<", 1)[0].split("(", 1)[0]
+    words = head.rsplit("::", 1)[-1].split()
+    return words[-1] if words else name
 
 
 def kernel_category(name: str) -> str:
