@@ -205,3 +205,21 @@ def test_emulated_forward_matches_reference(emulated, kind, case, dtype, tile):
     assert any("fused_forward_kernel<" in name and tile in name for name in launched), launched
     assert got.dtype == dtype
     assert _rel(got, want) < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize(("channels", "expected"), [(16, 32), (80, 64)])
+def test_emulated_launcher_gives_the_weight_gradient_64_channels_where_a_group_has_more_than_32(
+    tensor_core, channels, expected
+):
+    """`auto` takes 64 input channels per CTA (measured faster on every benchmarked layer) unless
+    a group has 32 or fewer, where half of a 64-channel tile would stay empty."""
+    inputs, geom = _inputs("d2", torch.bfloat16, c=channels, o=128, n=1, size=(2, 3, 4))
+    out_shape = (1, 128, *geom.out_size)
+    grad = torch.randn(out_shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    grad = grad.to(torch.bfloat16).double()
+    mask = [False, False, False, True]
+    got = _emulated_grads(tensor_core, "d2", inputs, geom, 1, grad, torch.bfloat16, CL, mask)
+    launched = [k for k in tensor_core.launched_kernels() if "weight_grad_kernel<" in k]
+    assert launched and all(f", {expected}>" in k for k in launched), launched
+    want = _reference_grads("d2", inputs, geom, 1, grad)
+    assert _rel(got[3], want[3]) < 1e-2

@@ -416,12 +416,14 @@ void launch_weight_grad(const at::Tensor& x, Layout xl, const Taps& taps, const 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Input channels per CTA of the tensor-core weight gradient: the policy's, else 32, the block
-// every earlier measurement used. `d2bench bench wgrad` compares 32 and 64 per layer; a rule
-// for `auto` waits for it (reports/bench/ops-notes.md, "The weight gradient's channels per CTA").
-inline int weight_grad_channels() {
+// Input channels per CTA of the tensor-core weight gradient: the policy's, else 64 wherever a
+// group has more than 32 channels (64 measured as fast or faster at every layer of `bench ops`,
+// by up to 31%: `d2bench bench wgrad`, reports/bench/ops-notes.md), else 32, which then leaves
+// no half of the tile empty.
+inline int weight_grad_channels(const ConvShape& s) {
   const int64_t forced = kernel_policy().weight_grad_channels;
-  return forced != 0 ? static_cast<int>(forced) : 32;
+  if (forced != 0) return static_cast<int>(forced);
+  return s.group_channels() > 32 ? 64 : 32;
 }
 
 // Channel blocks of the fused backward's input-gradient accumulator (float32, CB channels of
@@ -437,7 +439,7 @@ void launch_fused_backward(const at::Tensor& gout, const at::Tensor& x, const Ta
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t cg = s.group_channels();
   if (grad_weight.defined()) {
-    if (weight_grad_channels() == 64) {
+    if (weight_grad_channels(s) == 64) {
       launch_weight_grad<scalar_t, Taps, 64>(x, xl, taps, gout, gl, grad_weight);
     } else {
       launch_weight_grad<scalar_t, Taps, 32>(x, xl, taps, gout, gl, grad_weight);
