@@ -75,8 +75,9 @@ def categorise(kernels: list[tuple[str, float]], calls: int = 1) -> dict[str, fl
 def heaviest_kernels(
     kernels: list[tuple[str, float]], calls: int = 1, count: int = 15
 ) -> list[dict[str, Any]]:
-    """The ``count`` kernels (by bare symbol) that take the most GPU time per call, each with its
-    category, milliseconds and launches per call: what a category's total is made of."""
+    """The ``count`` kernels that take the most GPU time per call (template instances apart,
+    named by their bare symbol), each with its category, milliseconds and launches per call:
+    what a category's total is made of."""
     times: collections.Counter[str] = collections.Counter()
     launches: collections.Counter[str] = collections.Counter()
     for name, microseconds in kernels:
