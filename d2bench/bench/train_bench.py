@@ -258,6 +258,7 @@ def render_markdown(record: dict[str, Any]) -> str:
 #: Kernels listed per profiled row in the Markdown report (the JSON keeps more).
 HEAVIEST_SHOWN = 8
 
+
 def _profile_table(record: dict[str, Any]) -> list[str]:
     """Each row's profiled training step by kind of kernel, and what each adds to the baseline's."""
     rows = [row for row in record["results"] if row.get("train_profile_ms")]
