@@ -222,6 +222,23 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cuda_with_operators(device: str | None, command: str) -> torch.device:
+    """The CUDA device a kernel benchmark times on, made current, with the compiled operators
+    loaded; TileBenchUnavailable naming ``command`` where there is no GPU or no CUDA build."""
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        raise TileBenchUnavailable(f"{command} times CUDA kernels and needs a CUDA GPU, got {dev}")
+    from ..ops._registration import load_and_register
+
+    if not load_and_register():
+        raise TileBenchUnavailable(
+            f"{command} needs the operators built with their CUDA kernels (`d2bench ops build` "
+            "on a machine with nvcc)"
+        )
+    torch.cuda.set_device(dev)
+    return dev
+
+
 def run_tile_benchmark(
     out_dir: Path = Path("reports/bench"),
     *,
@@ -232,19 +249,7 @@ def run_tile_benchmark(
 ) -> Path:
     """Measure both tile heights of both CUDA-core backward kernels on every shape; write
     ``tiles-<gpu>.json`` and ``.md`` into ``out_dir`` and return the JSON path."""
-    dev = resolve_device(device)
-    if dev.type != "cuda":
-        raise TileBenchUnavailable(
-            f"bench tiles times CUDA kernels and needs a CUDA GPU, got {dev}"
-        )
-    from ..ops._registration import load_and_register
-
-    if not load_and_register():
-        raise TileBenchUnavailable(
-            "bench tiles needs the operators built with their CUDA kernels (`d2bench ops build` "
-            "on a machine with nvcc)"
-        )
-    torch.cuda.set_device(dev)
+    dev = cuda_with_operators(device, "bench tiles")
     started = time.perf_counter()
     environment = collect_environment(dev)
     shapes = QUICK_SHAPES if quick else SHAPES

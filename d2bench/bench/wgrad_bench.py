@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from ..ops.environment import collect_environment, resolve_device
+from ..ops.environment import collect_environment
 from ..ops.policy import kernel_policy
 from .common import gpu_slug, pass_mark, write_report
-from .tile_bench import TileBenchUnavailable, TileShape, layer_inputs, profile_kernels
+from .tile_bench import TileShape, cuda_with_operators, layer_inputs, profile_kernels
 
 SCHEMA = "d2bench.wgrad_bench/1"
 SETTING = "kernel_policy(weight_grad_channels=...)"
@@ -114,19 +114,7 @@ def run_wgrad_benchmark(
 ) -> Path:
     """Time both channel blocks and the launcher's choice on every shape; write
     ``wgrad-<gpu>.json`` and ``.md`` into ``out_dir`` and return the JSON path."""
-    dev = resolve_device(device)
-    if dev.type != "cuda":
-        raise TileBenchUnavailable(
-            f"bench wgrad times CUDA kernels and needs a CUDA GPU, got {dev}"
-        )
-    from ..ops._registration import load_and_register
-
-    if not load_and_register():
-        raise TileBenchUnavailable(
-            "bench wgrad needs the operators built with their CUDA kernels (`d2bench ops build` "
-            "on a machine with nvcc)"
-        )
-    torch.cuda.set_device(dev)
+    dev = cuda_with_operators(device, "bench wgrad")
     started = time.perf_counter()
     environment = collect_environment(dev)
     results = []

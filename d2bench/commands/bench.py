@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ._help import OUT_HELP
@@ -56,8 +57,10 @@ def _bench_ops(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_tiles(args: argparse.Namespace) -> int:
-    from ..bench.tile_bench import TileBenchUnavailable, run_tile_benchmark
+def _run_kernel_bench(args: argparse.Namespace, run: Callable[..., Path]) -> int:
+    """A kernel-choice benchmark (``bench tiles``, ``bench wgrad``): checked counts, a usage
+    error where there is no GPU or CUDA build, the paths written."""
+    from ..bench.tile_bench import TileBenchUnavailable
     from ..cli import UsageError
 
     if args.repeats < 1 or args.warmup < 0:
@@ -65,32 +68,25 @@ def _bench_tiles(args: argparse.Namespace) -> int:
             f"--repeats must be ≥ 1 and --warmup ≥ 0, got {args.repeats} and {args.warmup}"
         )
     try:
-        path = run_tile_benchmark(
+        path = run(
             args.out, quick=args.quick, repeats=args.repeats, warmup=args.warmup, device=args.device
         )
     except TileBenchUnavailable as error:
         raise UsageError(str(error)) from None
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
+
+
+def _bench_tiles(args: argparse.Namespace) -> int:
+    from ..bench.tile_bench import run_tile_benchmark
+
+    return _run_kernel_bench(args, run_tile_benchmark)
 
 
 def _bench_wgrad(args: argparse.Namespace) -> int:
-    from ..bench.tile_bench import TileBenchUnavailable
     from ..bench.wgrad_bench import run_wgrad_benchmark
-    from ..cli import UsageError
 
-    if args.repeats < 1 or args.warmup < 0:
-        raise UsageError(
-            f"--repeats must be ≥ 1 and --warmup ≥ 0, got {args.repeats} and {args.warmup}"
-        )
-    try:
-        path = run_wgrad_benchmark(
-            args.out, quick=args.quick, repeats=args.repeats, warmup=args.warmup, device=args.device
-        )
-    except TileBenchUnavailable as error:
-        raise UsageError(str(error)) from None
-    print(f"wrote {path} and {path.with_suffix('.md')}")
-    return 0
+    return _run_kernel_bench(args, run_wgrad_benchmark)
 
 
 def _bench_model(args: argparse.Namespace) -> int:
